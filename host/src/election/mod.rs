@@ -1,0 +1,63 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease.
+//!
+//! Every replica runs an [`Elector`]. One of them holds the Lease and runs the
+//! leader-only [`roles`](crate::roles); the others follow, watching the Lease
+//! so that a release is seen at once, and polling as a fallback.
+//!
+//! # How it works
+//!
+//! * **Compare-and-swap.** Acquire, renew and release are `replace` calls
+//!   carrying the resourceVersion this replica last read. A stale writer gets
+//!   409 Conflict and re-reads; two candidates can never both acquire.
+//! * **Expiry is judged locally.** A follower considers the Lease expired
+//!   `leaseDurationSeconds` after the local instant at which *it* last saw
+//!   the record change (a new resourceVersion), never from `renewTime`. Clock
+//!   skew between replicas therefore does not matter; only clock *rate* does.
+//! * **Its own client.** Lease traffic uses a dedicated [`kube::Client`]
+//!   (its own connection pool and concurrency limit), and every request has
+//!   a timeout, so load elsewhere in the host cannot starve renewals.
+//!
+//! # Why a deposed leader never acts after someone else may
+//!
+//! Let `s` be the local instant at which this replica *sent* its last
+//! successful acquire or renew. The API server wrote that record at some
+//! real time `w >= s`, and any follower observed it at `o >= w`. A follower
+//! may only take over once the record has been unchanged for
+//! `leaseDuration` since `o`, i.e. not before `s + leaseDuration`.
+//!
+//! The leader's term is valid until `s + renewDeadline` (measured from the
+//! *start* of the request, not its answer, so a slow answer only shortens the
+//! term). Leader-only work checks its [`LeaderGuard`] before every action,
+//! and the guard fails at that instant whether or not the election loop has
+//! run (a process resumed after SIGSTOP re-validates before acting: its
+//! guard compares against the monotonic clock, which kept running). When the
+//! deadline passes the elector stops all leader-only work and only then
+//! reports itself a follower. The margin `leaseDuration - renewDeadline`
+//! (5 s with the defaults) absorbs clock-rate differences and in-flight
+//! requests: each request's timeout is at most `renewDeadline / 2` and never
+//! runs past the term.
+//!
+//! What this cannot prevent, and no Lease-based scheme can: a write that a
+//! leader *sent* before its deadline but that reaches the API server later.
+//! Kubernetes offers no fencing token across objects; the margin above is
+//! what bounds that window.
+//!
+//! # Handover
+//!
+//! On shutdown the leader stops its leader-only work, then writes an empty
+//! holder with `leaseDurationSeconds: 1`. Followers see that on their watch
+//! and acquire within a round trip instead of waiting for expiry.
+
+mod config;
+mod elector;
+mod guard;
+mod lease_client;
+mod record;
+mod status;
+
+pub use config::{Config, ConfigError, Options};
+pub use elector::Elector;
+pub use guard::{LeaderGuard, NotLeader};
+pub use lease_client::{LeaseClient, LeaseError};
+pub use record::LeaderRecord;
+pub use status::{Role, Status};

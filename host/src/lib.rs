@@ -1,0 +1,19 @@
+//! Leasehold: a highly available Kubernetes control plane whose controllers
+//! are WebAssembly components.
+//!
+//! Every replica serves the [`api`]; replicas elect a leader through a Lease
+//! ([`election`]); work that must run exactly once is a leader-only
+//! [`roles::LeaderRole`], started on acquisition and stopped before the
+//! Lease can pass to anyone else. [`replica::Replica`] wires it together.
+
+pub mod activity;
+pub mod api;
+pub mod cli;
+pub mod election;
+pub mod metrics;
+pub mod replica;
+pub mod replicas;
+pub mod roles;
+pub mod telemetry;
+
+pub use cli::Cli;

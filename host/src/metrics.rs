@@ -1,0 +1,140 @@
+//! Prometheus metrics of a replica, served at `/metrics` in text format.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::election::{Role, Status};
+
+/// Metrics the elector records as things happen.
+#[derive(Clone, Debug)]
+pub struct ElectionMetrics {
+    /// Duration of successful acquire and renew requests.
+    pub renew_duration: Histogram,
+    /// Times this replica became the leader.
+    pub acquisitions: Counter,
+}
+
+/// The replica's metric registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub election: ElectionMetrics,
+    // Derived from the election status at scrape time.
+    is_leader: Gauge,
+    lease_transitions: Gauge,
+    seconds_since_renew: Gauge<f64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        // 1 ms .. ~4 s: a healthy renew is a few ms; seconds mean trouble.
+        let election = ElectionMetrics {
+            renew_duration: Histogram::new(exponential_buckets(0.001, 2.0, 13)),
+            acquisitions: Counter::default(),
+        };
+        let (is_leader, lease_transitions) = (Gauge::default(), Gauge::default());
+        let seconds_since_renew = Gauge::<f64, AtomicU64>::default();
+        let mut registry = Registry::with_prefix("leasehold");
+        registry.register(
+            "leader_is_leader",
+            "1 while this replica holds the election Lease, else 0",
+            is_leader.clone(),
+        );
+        registry.register(
+            "leader_lease_transitions",
+            "leaseTransitions of the election Lease as last read by this replica",
+            lease_transitions.clone(),
+        );
+        registry.register(
+            "leader_acquisitions",
+            "Times this replica became the leader",
+            election.acquisitions.clone(),
+        );
+        registry.register(
+            "leader_renew_duration_seconds",
+            "Duration of successful Lease acquire and renew requests",
+            election.renew_duration.clone(),
+        );
+        registry.register(
+            "leader_seconds_since_last_renew",
+            "Seconds since this replica last renewed the Lease (0 when not leading)",
+            seconds_since_renew.clone(),
+        );
+        Self {
+            registry,
+            election,
+            is_leader,
+            lease_transitions,
+            seconds_since_renew,
+        }
+    }
+
+    /// The registry, for other modules to add their own metrics.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// Renders every metric, with election gauges taken from `status`.
+    pub fn render(&self, status: &Status) -> String {
+        let leading = status.role == Role::Leader;
+        self.is_leader.set(i64::from(leading));
+        self.lease_transitions.set(i64::from(status.transitions));
+        let since = status
+            .since_last_renew()
+            .filter(|_| leading)
+            .map_or(0.0, |elapsed| elapsed.as_secs_f64());
+        self.seconds_since_renew.set(since);
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value_of<'a>(text: &'a str, name: &str) -> &'a str {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
+    }
+
+    #[test]
+    fn leader_gauges_follow_the_election_status() {
+        let metrics = Metrics::new();
+        metrics.election.acquisitions.inc();
+        let status = Status {
+            role: Role::Leader,
+            transitions: 4,
+            last_renew: Some(tokio::time::Instant::now()),
+            ..Status::default()
+        };
+        let text = metrics.render(&status);
+        assert_eq!(value_of(&text, "leasehold_leader_is_leader"), "1");
+        assert_eq!(value_of(&text, "leasehold_leader_lease_transitions"), "4");
+        assert_eq!(value_of(&text, "leasehold_leader_acquisitions_total"), "1");
+        assert!(text.contains("leasehold_leader_renew_duration_seconds_bucket"));
+
+        let follower = metrics.render(&Status {
+            role: Role::Follower,
+            ..status
+        });
+        assert_eq!(value_of(&follower, "leasehold_leader_is_leader"), "0");
+        assert_eq!(
+            value_of(&follower, "leasehold_leader_seconds_since_last_renew"),
+            "0.0"
+        );
+    }
+}

@@ -1,0 +1,244 @@
+//! One Leasehold replica: what `leasehold run` starts.
+//!
+//! Every replica serves the API and announces itself in the replica
+//! directory; the elected one also runs the leader-only roles. Shutdown has
+//! one order: stop leader-only work, release the Lease, drain the API.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::activity::{self, ActivityLog};
+use crate::api::{self, AppState};
+use crate::election::{self, Elector, LeaseClient, Status};
+use crate::metrics::Metrics;
+use crate::replicas::Directory;
+use crate::roles::LeaderRoles;
+
+/// Options of `leasehold run`.
+#[derive(Clone, Debug, clap::Args)]
+#[group(id = "run-options")]
+pub struct Options {
+    #[command(flatten)]
+    pub election: election::Options,
+
+    #[command(flatten)]
+    pub api: api::Options,
+
+    /// Append `<term> <unix-micros>` to this file each time leader-only work
+    /// acts (a diagnostic for failover tests and benchmarks).
+    #[arg(long, env = "LEASEHOLD_ACTIVITY_LOG")]
+    pub activity_log: Option<PathBuf>,
+
+    /// Set by the Helm chart from the downward API; the default identity.
+    #[arg(long, env = "POD_NAME", hide = true)]
+    pub pod_name: Option<String>,
+}
+
+/// Validated settings of a replica.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub election: election::Config,
+    pub listen: SocketAddr,
+    pub activity_log: Option<PathBuf>,
+}
+
+/// Why a replica could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The command line or environment was invalid.
+    #[error("invalid election settings")]
+    Election(#[from] election::ConfigError),
+    /// Neither in-cluster configuration nor a kubeconfig could be loaded.
+    #[error("failed to load Kubernetes client configuration (in-cluster or $KUBECONFIG)")]
+    KubeConfig(#[source] kube::config::InferConfigError),
+    /// The Kubernetes client could not be built from its configuration.
+    #[error("failed to build the Kubernetes client")]
+    Client(#[source] kube::Error),
+    /// The Lease client could not be built.
+    #[error("failed to build the lease client")]
+    Lease(#[source] election::LeaseError),
+    /// The API address is taken or invalid.
+    #[error("failed to listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The API server stopped on its own.
+    #[error("the API server stopped unexpectedly")]
+    ApiServerDied(#[source] Option<std::io::Error>),
+    /// The election task stopped while the replica was not shutting down.
+    #[error("the election task stopped unexpectedly")]
+    ElectionDied(#[source] Option<tokio::task::JoinError>),
+}
+
+impl Options {
+    pub fn into_config(self) -> Result<Config, Error> {
+        let election = self.election.into_config(self.pod_name, &hostname())?;
+        Ok(Config {
+            election,
+            listen: self.api.listen,
+            activity_log: self.activity_log,
+        })
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "leasehold".to_owned())
+}
+
+/// A connected replica, ready to run.
+pub struct Replica {
+    config: Config,
+    kube_config: kube::Config,
+    client: kube::Client,
+    listener: TcpListener,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("config", &self.config)
+            .field("listener", &self.listener)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Replica {
+    /// Loads the Kubernetes configuration and binds the API address.
+    pub async fn new(config: Config) -> Result<Self, Error> {
+        let kube_config = kube::Config::infer().await.map_err(Error::KubeConfig)?;
+        let client = kube::Client::try_from(kube_config.clone()).map_err(Error::Client)?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| Error::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        Ok(Self {
+            config,
+            kube_config,
+            client,
+            listener,
+        })
+    }
+
+    /// The address the API is served on (useful with port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Runs until SIGTERM or Ctrl-C, then shuts down in order.
+    pub async fn run(self) -> Result<(), Error> {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(watch_signals(shutdown.clone()));
+        self.run_until(shutdown).await
+    }
+
+    /// Runs until `shutdown` is cancelled, then shuts down in order.
+    pub async fn run_until(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let Self {
+            config,
+            kube_config,
+            client,
+            listener,
+        } = self;
+        let election_config = config.election;
+        let leases = LeaseClient::dedicated(
+            kube_config,
+            &election_config.namespace,
+            &election_config.lease_name,
+            election_config.request_timeout(),
+        )
+        .map_err(Error::Lease)?;
+        let (status_tx, status) = watch::channel(Status::default());
+        let metrics = Arc::new(Metrics::new());
+        let directory = Directory::new(client, &election_config);
+
+        let api_stop = CancellationToken::new();
+        let state = AppState {
+            election: Arc::new(election_config.clone()),
+            status,
+            metrics: metrics.clone(),
+            directory: directory.clone(),
+        };
+        let mut api = tokio::spawn(
+            axum::serve(listener, api::router(state))
+                .with_graceful_shutdown(api_stop.clone().cancelled_owned())
+                .into_future(),
+        );
+        let announce = tokio::spawn(directory.announce(shutdown.clone()));
+
+        let mut roles = LeaderRoles::new();
+        if let Some(path) = config.activity_log {
+            roles = roles.with(ActivityLog::new(path, activity::DEFAULT_PERIOD));
+        }
+        info!(
+            identity = %election_config.identity,
+            lease = %election_config.lease_name,
+            listen = %config.listen,
+            "replica started"
+        );
+        let elector = Elector::new(election_config, leases, status_tx, metrics.election.clone());
+        let mut election = tokio::spawn(elector.run(roles, shutdown.clone()));
+
+        tokio::select! {
+            result = &mut election => {
+                // The elector returns only after shutdown, having stopped the
+                // leader-only work and released the Lease.
+                if !shutdown.is_cancelled() {
+                    error!("election task stopped unexpectedly; exiting");
+                    api_stop.cancel();
+                    return Err(Error::ElectionDied(result.err()));
+                }
+            }
+            result = &mut api => {
+                error!("API server stopped unexpectedly; exiting");
+                shutdown.cancel();
+                let _ = election.await;
+                return Err(Error::ApiServerDied(result.ok().and_then(Result::err)));
+            }
+        }
+        let _ = announce.await;
+        api_stop.cancel();
+        let _ = api.await;
+        info!("replica stopped");
+        Ok(())
+    }
+}
+
+/// The first SIGTERM or Ctrl-C starts an orderly shutdown; a second one
+/// exits at once.
+async fn watch_signals(shutdown: CancellationToken) {
+    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+        warn!("cannot listen for SIGTERM; only Ctrl-C stops this replica");
+        let _ = tokio::signal::ctrl_c().await;
+        shutdown.cancel();
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    info!(
+        "shutting down: stopping leader-only work, then releasing the lease (signal again to exit at once)"
+    );
+    shutdown.cancel();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    warn!("second signal: exiting without an orderly shutdown");
+    std::process::exit(130);
+}

@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# A real Kubernetes control plane on loopback: etcd + kube-apiserver, RBAC on,
+# an admin client certificate, data on tmpfs. Used by `make test`, `make demo`
+# and the Rust test support (host/src/testing).
+#
+#   tools/cluster.sh install   build/cache kube-apiserver, kubectl, helm; install etcd
+#   tools/cluster.sh up        start (or reuse) the control plane; prints the kubeconfig path
+#   tools/cluster.sh down      stop it and remove its state
+#   tools/cluster.sh status    exit 0 when it is up and ready
+#   tools/cluster.sh env       print `export KUBECONFIG=... PATH=...` lines
+#
+# Everything slow is cached under ~/.cache/leasehold, keyed by version, so only
+# a new machine pays for it. Nothing built here is ever committed.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${LEASEHOLD_CACHE:-$HOME/.cache/leasehold}
+# The Kubernetes version is pinned once, in tools/k8s/go.mod.
+K8S_VERSION=$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' "$ROOT/tools/k8s/go.mod")
+HELM_VERSION=v3.19.5
+BIN=$CACHE/bin/k8s-$K8S_VERSION
+HELM_BIN=$CACHE/bin/helm-$HELM_VERSION
+# One control plane per machine user; tests and the demo share it.
+STATE=${LEASEHOLD_CLUSTER_DIR:-/dev/shm/leasehold-cluster-$(id -u)}
+export GOMODCACHE=$CACHE/go/mod GOCACHE=$CACHE/go/build GOFLAGS=-mod=mod CGO_ENABLED=0
+
+log() { printf '%s\n' "cluster: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+install_etcd() {
+  command -v etcd >/dev/null && return
+  log "installing etcd (Debian etcd-server) and openssl"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq etcd-server openssl >/dev/null
+  # The package starts a system etcd on 2379; ours picks free ports, but a
+  # stray daemon is still noise.
+  systemctl disable --now etcd >/dev/null 2>&1 || true
+  pkill -x etcd >/dev/null 2>&1 || true
+}
+
+build_kubernetes() {
+  [[ -x $BIN/kube-apiserver && -x $BIN/kubectl ]] && return
+  log "building kube-apiserver and kubectl $K8S_VERSION from the Go module proxy (once per machine; cached in $BIN)"
+  local minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+  local ldflags="" pkg
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+  done
+  mkdir -p "$BIN.tmp"
+  (cd "$ROOT/tools/k8s" && go build -trimpath -ldflags "$ldflags" -o "$BIN.tmp/" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl)
+  rm -rf "$BIN" && mv "$BIN.tmp" "$BIN"
+}
+
+build_helm() {
+  [[ -x $HELM_BIN/helm ]] && return
+  log "building helm $HELM_VERSION from the Go module proxy (once per machine)"
+  GOBIN=$HELM_BIN.tmp go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  rm -rf "$HELM_BIN" && mv "$HELM_BIN.tmp" "$HELM_BIN"
+}
+
+cmd_install() {
+  install_etcd
+  build_kubernetes
+  build_helm
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# A small CA, a serving certificate for 127.0.0.1 and an admin client
+# certificate (O=system:masters is bound to cluster-admin by RBAC's bootstrap
+# policy, so RBAC stays on for every other identity).
+make_pki() {
+  local pki=$STATE/pki
+  mkdir -p "$pki"
+  (
+    cd "$pki"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=leasehold-test-ca \
+      -keyout ca.key -out ca.crt 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj /CN=kube-apiserver -keyout apiserver.key -out apiserver.csr 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' > apiserver.ext
+    openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile apiserver.ext -out apiserver.crt 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=leasehold-admin" \
+      -keyout admin.key -out admin.csr 2>/dev/null
+    printf 'extendedKeyUsage=clientAuth\n' > client.ext
+    openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile client.ext -out admin.crt 2>/dev/null
+    openssl genrsa -out sa.key 2048 2>/dev/null
+    openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+  )
+}
+
+write_kubeconfig() {
+  local port=$1 pki=$STATE/pki
+  cat > "$STATE/kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: leasehold-test
+  cluster:
+    server: https://127.0.0.1:$port
+    certificate-authority: $pki/ca.crt
+users:
+- name: admin
+  user:
+    client-certificate: $pki/admin.crt
+    client-key: $pki/admin.key
+contexts:
+- name: leasehold-test
+  context: {cluster: leasehold-test, user: admin, namespace: default}
+current-context: leasehold-test
+EOF
+}
+
+is_ready() {
+  [[ -f $STATE/kubeconfig ]] || return 1
+  local server
+  server=$(awk '/server:/ {print $2}' "$STATE/kubeconfig")
+  curl -fsS --max-time 2 --cacert "$STATE/pki/ca.crt" --cert "$STATE/pki/admin.crt" \
+    --key "$STATE/pki/admin.key" "$server/readyz" >/dev/null 2>&1
+}
+
+cmd_status() { is_ready; }
+
+cmd_up() {
+  if is_ready; then
+    echo "$STATE/kubeconfig"
+    return
+  fi
+  cmd_install
+  cmd_down quiet
+  mkdir -p "$STATE"
+  exec 9>"$STATE/lock"
+  flock 9
+  make_pki
+  local etcd_port etcd_peer api_port
+  etcd_port=$(free_port); etcd_peer=$(free_port); api_port=$(free_port)
+  # setsid: the control plane outlives the shell that started it (cargo test
+  # may start it; `tools/cluster.sh down` stops it).
+  setsid etcd --name leasehold --data-dir "$STATE/etcd" \
+    --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
+    --initial-cluster "leasehold=http://127.0.0.1:$etcd_peer" \
+    >"$STATE/etcd.log" 2>&1 < /dev/null &
+  echo $! > "$STATE/etcd.pid"
+  setsid "$BIN/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$etcd_port" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+    --cert-dir "$STATE/pki" \
+    --tls-cert-file "$STATE/pki/apiserver.crt" --tls-private-key-file "$STATE/pki/apiserver.key" \
+    --client-ca-file "$STATE/pki/ca.crt" \
+    --authorization-mode RBAC \
+    --service-account-issuer https://kubernetes.default.svc \
+    --service-account-key-file "$STATE/pki/sa.pub" \
+    --service-account-signing-key-file "$STATE/pki/sa.key" \
+    --service-cluster-ip-range 10.0.0.0/24 \
+    --disable-admission-plugins ServiceAccount \
+    --allow-privileged=true \
+    >"$STATE/apiserver.log" 2>&1 < /dev/null &
+  echo $! > "$STATE/apiserver.pid"
+  write_kubeconfig "$api_port"
+  # Generous: a cold apiserver on a busy 2-core machine takes a while.
+  local deadline=$((SECONDS + 120))
+  until is_ready; do
+    if ! kill -0 "$(cat "$STATE/apiserver.pid")" 2>/dev/null; then
+      tail -20 "$STATE/apiserver.log" >&2
+      die "kube-apiserver exited; log: $STATE/apiserver.log"
+    fi
+    ((SECONDS < deadline)) || die "kube-apiserver not ready after 120 s; log: $STATE/apiserver.log"
+    sleep 0.1
+  done
+  log "control plane $K8S_VERSION ready at https://127.0.0.1:$api_port (state in $STATE)"
+  echo "$STATE/kubeconfig"
+}
+
+stop_pid() {
+  local file=$1 pid
+  [[ -f $file ]] || return 0
+  pid=$(cat "$file")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$file"
+}
+
+cmd_down() {
+  stop_pid "$STATE/apiserver.pid"
+  stop_pid "$STATE/etcd.pid"
+  rm -rf "$STATE"
+  [[ ${1:-} == quiet ]] || log "control plane stopped"
+}
+
+cmd_env() {
+  echo "export KUBECONFIG=$STATE/kubeconfig"
+  echo "export PATH=$BIN:$HELM_BIN:\$PATH"
+}
+
+case ${1:-} in
+  install) cmd_install ;;
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  env) cmd_env ;;
+  *) sed -n '2,12p' "$0" >&2; exit 2 ;;
+esac
