@@ -127,6 +127,10 @@ is_ready() {
 cmd_status() { is_ready; }
 
 cmd_up() {
+  # Serialise concurrent callers (parallel test binaries): the first starts
+  # the control plane, the others wait and reuse it.
+  exec 9>"$STATE.lock"
+  flock 9
   if is_ready; then
     echo "$STATE/kubeconfig"
     return
@@ -134,8 +138,6 @@ cmd_up() {
   cmd_install
   cmd_down quiet
   mkdir -p "$STATE"
-  exec 9>"$STATE/lock"
-  flock 9
   make_pki
   local etcd_port etcd_peer api_port
   etcd_port=$(free_port); etcd_peer=$(free_port); api_port=$(free_port)

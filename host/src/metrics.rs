@@ -48,7 +48,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("leasehold");
         registry.register(
             "leader_is_leader",
-            "1 while this replica holds the election Lease, else 0",
+            "Whether this replica holds the election Lease (1) or not (0)",
             is_leader.clone(),
         );
         registry.register(

@@ -1,1 +1,66 @@
-//! placeholder
+//! Test support: a real kube-apiserver + etcd on loopback, shared by every
+//! test of a run, and helpers for what Leasehold's tests need around it.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! use leasehold_tests::TestCluster;
+//! let cluster = TestCluster::shared().await;
+//! let namespace = cluster.namespace("example").await?;
+//! let client = cluster.client()?;
+//! # Ok(()) }
+//! ```
+//!
+//! The control plane is started by `tools/cluster.sh up` the first time a
+//! test asks for it (or by `make test` before the run) and reused while it
+//! answers; `tools/cluster.sh down` stops it.
+
+mod cluster;
+mod proxy;
+mod replica;
+
+pub use cluster::TestCluster;
+pub use proxy::TcpProxy;
+pub use replica::{
+    ActivityInterval, ReplicaProcess, ReplicaSettings, kubeconfig_via, leasehold_binary,
+    now_micros, overlapping,
+};
+
+/// The repository root (for scripts and fixtures).
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the repository root")
+        .to_owned()
+}
+
+/// A name unique to this process and call, valid as a Kubernetes name.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{n}", std::process::id())
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or fails after `limit`.
+/// Limits are generous on purpose: a shared CI machine can be slow, and
+/// timing claims belong in benchmarks, not tests.
+pub async fn eventually<T, F, Fut>(
+    limit: std::time::Duration,
+    what: &str,
+    mut check: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
