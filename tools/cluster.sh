@@ -8,6 +8,7 @@
 #   tools/cluster.sh down      stop it and remove its state
 #   tools/cluster.sh status    exit 0 when it is up and ready
 #   tools/cluster.sh env       print `export KUBECONFIG=... PATH=...` lines
+#   tools/cluster.sh baseline  build client-go's leader election (the benchmark baseline); prints its path
 #
 # Everything slow is cached under ~/.cache/leasehold, keyed by version, so only
 # a new machine pays for it. Nothing built here is ever committed.
@@ -16,7 +17,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${LEASEHOLD_CACHE:-$HOME/.cache/leasehold}
 # The Kubernetes version is pinned once, in tools/k8s/go.mod.
-K8S_VERSION=$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' "$ROOT/tools/k8s/go.mod")
+K8S_VERSION=$(grep -oE 'k8s.io/kubernetes v1\.[0-9]+\.[0-9]+' "$ROOT/tools/k8s/go.mod" | head -1 | cut -d' ' -f2)
 HELM_VERSION=v3.19.5
 BIN=$CACHE/bin/k8s-$K8S_VERSION
 HELM_BIN=$CACHE/bin/helm-$HELM_VERSION
@@ -58,6 +59,20 @@ build_helm() {
   log "building helm $HELM_VERSION from the Go module proxy (once per machine)"
   GOBIN=$HELM_BIN.tmp go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   rm -rf "$HELM_BIN" && mv "$HELM_BIN.tmp" "$HELM_BIN"
+}
+
+# client-go's leader election with leasehold's flags: the baseline that
+# `make bench-failover` measures in the same run. Cached by source hash.
+cmd_baseline() {
+  local src=$ROOT/tools/k8s/cmd/client-go-election
+  local hash; hash=$(cat "$src"/*.go "$ROOT/tools/k8s/go.sum" | sha256sum | cut -c1-12)
+  local out=$CACHE/bin/client-go-election-$K8S_VERSION-$hash
+  if [[ ! -x $out ]]; then
+    log "building the client-go leader-election baseline"
+    (cd "$ROOT/tools/k8s" && go build -trimpath -o "$out.tmp" ./cmd/client-go-election)
+    mv "$out.tmp" "$out"
+  fi
+  echo "$out"
 }
 
 cmd_install() {
@@ -209,5 +224,6 @@ case ${1:-} in
   down) cmd_down ;;
   status) cmd_status ;;
   env) cmd_env ;;
-  *) sed -n '2,12p' "$0" >&2; exit 2 ;;
+  baseline) cmd_baseline ;;
+  *) sed -n '2,13p' "$0" >&2; exit 2 ;;
 esac

@@ -9,11 +9,14 @@
 pub mod activity;
 pub mod api;
 pub mod cli;
+pub mod controllers;
 pub mod election;
 pub mod metrics;
+pub mod plugins;
 pub mod replica;
 pub mod replicas;
 pub mod roles;
+pub mod runtime;
 pub mod telemetry;
 
 pub use cli::Cli;

@@ -8,6 +8,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::controllers::PluginMetrics;
 use crate::election::{Role, Status};
 
 /// Metrics the elector records as things happen.
@@ -24,6 +25,7 @@ pub struct ElectionMetrics {
 pub struct Metrics {
     registry: Registry,
     pub election: ElectionMetrics,
+    pub plugins: PluginMetrics,
     // Derived from the election status at scrape time.
     is_leader: Gauge,
     lease_transitions: Gauge,
@@ -71,18 +73,16 @@ impl Metrics {
             "Seconds since this replica last renewed the Lease (0 when not leading)",
             seconds_since_renew.clone(),
         );
+        let plugins = PluginMetrics::default();
+        plugins.register(&mut registry);
         Self {
             registry,
             election,
+            plugins,
             is_leader,
             lease_transitions,
             seconds_since_renew,
         }
-    }
-
-    /// The registry, for other modules to add their own metrics.
-    pub fn registry_mut(&mut self) -> &mut Registry {
-        &mut self.registry
     }
 
     /// Renders every metric, with election gauges taken from `status`.

@@ -16,10 +16,13 @@ use tracing::{error, info, warn};
 
 use crate::activity::{self, ActivityLog};
 use crate::api::{self, AppState};
+use crate::controllers::Controllers;
 use crate::election::{self, Elector, LeaseClient, Status};
 use crate::metrics::Metrics;
+use crate::plugins::{self, LoadedPlugin};
 use crate::replicas::Directory;
 use crate::roles::LeaderRoles;
+use crate::runtime::{self, Runtime};
 
 /// Options of `leasehold run`.
 #[derive(Clone, Debug, clap::Args)]
@@ -30,6 +33,9 @@ pub struct Options {
 
     #[command(flatten)]
     pub api: api::Options,
+
+    #[command(flatten)]
+    pub plugins: plugins::Options,
 
     /// Append `<term> <unix-micros>` to this file each time leader-only work
     /// acts (a diagnostic for failover tests and benchmarks).
@@ -47,6 +53,7 @@ pub struct Config {
     pub election: election::Config,
     pub listen: SocketAddr,
     pub activity_log: Option<PathBuf>,
+    pub plugins: plugins::Options,
 }
 
 /// Why a replica could not start or stopped abnormally.
@@ -74,6 +81,12 @@ pub enum Error {
     /// The API server stopped on its own.
     #[error("the API server stopped unexpectedly")]
     ApiServerDied(#[source] Option<std::io::Error>),
+    /// The wasm runtime could not start.
+    #[error("failed to start the wasm runtime")]
+    Runtime(#[source] runtime::Error),
+    /// A plugin could not be loaded.
+    #[error("failed to load plugins")]
+    Plugins(#[source] plugins::Error),
     /// The election task stopped while the replica was not shutting down.
     #[error("the election task stopped unexpectedly")]
     ElectionDied(#[source] Option<tokio::task::JoinError>),
@@ -86,6 +99,7 @@ impl Options {
             election,
             listen: self.api.listen,
             activity_log: self.activity_log,
+            plugins: self.plugins,
         })
     }
 }
@@ -104,6 +118,9 @@ pub struct Replica {
     kube_config: kube::Config,
     client: kube::Client,
     listener: TcpListener,
+    // Kept alive for the compiled plugins (its epoch ticker bounds them).
+    _runtime: Runtime,
+    plugins: Arc<Vec<LoadedPlugin>>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -116,8 +133,13 @@ impl std::fmt::Debug for Replica {
 }
 
 impl Replica {
-    /// Loads the Kubernetes configuration and binds the API address.
+    /// Loads the Kubernetes configuration, compiles every plugin (every
+    /// replica does, so a takeover never waits for a compiler) and binds the
+    /// API address.
     pub async fn new(config: Config) -> Result<Self, Error> {
+        let runtime = Runtime::new(config.plugins.compile_cache.clone()).map_err(Error::Runtime)?;
+        let paths = config.plugins.manifest_paths().map_err(Error::Plugins)?;
+        let plugins = plugins::load_all(&runtime, &paths).map_err(Error::Plugins)?;
         let kube_config = kube::Config::infer().await.map_err(Error::KubeConfig)?;
         let client = kube::Client::try_from(kube_config.clone()).map_err(Error::Client)?;
         let listener = TcpListener::bind(config.listen)
@@ -131,6 +153,8 @@ impl Replica {
             kube_config,
             client,
             listener,
+            _runtime: runtime,
+            plugins,
         })
     }
 
@@ -153,10 +177,12 @@ impl Replica {
             kube_config,
             client,
             listener,
+            _runtime,
+            plugins,
         } = self;
         let election_config = config.election;
         let leases = LeaseClient::dedicated(
-            kube_config,
+            kube_config.clone(),
             &election_config.namespace,
             &election_config.lease_name,
             election_config.request_timeout(),
@@ -181,6 +207,14 @@ impl Replica {
         let announce = tokio::spawn(directory.announce(shutdown.clone()));
 
         let mut roles = LeaderRoles::new();
+        if !plugins.is_empty() {
+            roles = roles.with(Controllers::new(
+                plugins,
+                kube_config,
+                election_config.identity.clone(),
+                metrics.plugins.clone(),
+            ));
+        }
         if let Some(path) = config.activity_log {
             roles = roles.with(ActivityLog::new(path, activity::DEFAULT_PERIOD));
         }

@@ -22,7 +22,7 @@ pub use cluster::TestCluster;
 pub use proxy::TcpProxy;
 pub use replica::{
     ActivityInterval, ReplicaProcess, ReplicaSettings, kubeconfig_via, leasehold_binary,
-    now_micros, overlapping,
+    now_micros, overlapping, plugin_component,
 };
 
 /// The repository root (for scripts and fixtures).

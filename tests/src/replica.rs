@@ -22,6 +22,8 @@ pub struct ReplicaSettings {
     pub lease_duration: Duration,
     pub renew_deadline: Duration,
     pub retry_period: Duration,
+    /// More `leasehold run` flags (plugins, caches).
+    pub extra_args: Vec<String>,
 }
 
 impl ReplicaSettings {
@@ -34,6 +36,7 @@ impl ReplicaSettings {
             lease_duration: Duration::from_secs(3),
             renew_deadline: Duration::from_secs(2),
             retry_period: Duration::from_millis(400),
+            extra_args: Vec::new(),
         }
     }
 }
@@ -50,9 +53,21 @@ pub struct ReplicaProcess {
 }
 
 impl ReplicaProcess {
-    /// Starts a replica that reaches the API server through `kubeconfig`,
-    /// keeping its files in `workdir`.
+    /// Starts a `leasehold run` replica that reaches the API server through
+    /// `kubeconfig`, keeping its files in `workdir`.
     pub async fn start(
+        identity: &str,
+        settings: &ReplicaSettings,
+        kubeconfig: &Path,
+        workdir: &Path,
+    ) -> anyhow::Result<Self> {
+        Self::start_binary(&leasehold_binary(), identity, settings, kubeconfig, workdir).await
+    }
+
+    /// Like [`start`](Self::start) with another binary that takes the same
+    /// flags (the client-go baseline of the failover benchmark).
+    pub async fn start_binary(
+        binary: &Path,
         identity: &str,
         settings: &ReplicaSettings,
         kubeconfig: &Path,
@@ -63,7 +78,7 @@ impl ReplicaProcess {
         let log = workdir.join(format!("{identity}.log"));
         let log_file = std::fs::File::create(&log)?;
         let millis = |d: Duration| format!("{}ms", d.as_millis());
-        let child = Command::new(leasehold_binary())
+        let child = Command::new(binary)
             .arg("run")
             .args(["--identity", identity])
             .args(["--lease-namespace", &settings.namespace])
@@ -74,13 +89,14 @@ impl ReplicaProcess {
             .args(["--listen", &api.to_string()])
             .arg("--activity-log")
             .arg(&activity_log)
+            .args(&settings.extra_args)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "warn,leasehold=debug")
             .stdout(Stdio::null())
             .stderr(log_file)
             .kill_on_drop(true)
             .spawn()
-            .context("starting leasehold run")?;
+            .with_context(|| format!("starting {}", binary.display()))?;
         Ok(Self {
             identity: identity.to_owned(),
             api,
@@ -170,6 +186,11 @@ impl ReplicaProcess {
         intervals
     }
 
+    /// Unix time (µs) of the last leader-only action, if any.
+    pub fn last_action(&self) -> Option<u64> {
+        self.activity().last().map(|interval| interval.end_micros)
+    }
+
     /// Unix time (µs) of the first leader-only action at or after `since`.
     pub fn first_action_after(&self, since_micros: u64) -> Option<u64> {
         let text = std::fs::read_to_string(&self.activity_log).unwrap_or_default();
@@ -249,6 +270,34 @@ pub fn leasehold_binary() -> PathBuf {
             profile_dir.join("leasehold")
         })
         .clone()
+}
+
+/// The component of a plugin crate (an example or a test fixture), built
+/// for wasm32-wasip2 once per test process.
+pub fn plugin_component(crate_name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .current_dir(repo_root())
+            .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2"])
+            .args([
+                "-p",
+                "configmap-mirror",
+                "-p",
+                "greeter",
+                "-p",
+                "misbehaving",
+            ])
+            .status()
+            .expect("running cargo build for plugins");
+        assert!(status.success(), "building the plugin components failed");
+    });
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repo_root().join("target"), PathBuf::from);
+    target
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", crate_name.replace('-', "_")))
 }
 
 /// A copy of `kubeconfig` whose server is `server` (e.g. a [`TcpProxy`]).

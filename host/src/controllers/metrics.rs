@@ -1,0 +1,58 @@
+//! Per-plugin metrics: how often each plugin is instantiated and how its
+//! reconciles end. Instantiations happen only on the leader, which the
+//! end-to-end tests check through `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabel {
+    plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    plugin: String,
+    result: &'static str,
+}
+
+/// Counters for every plugin, labelled by plugin name.
+#[derive(Clone, Debug, Default)]
+pub struct PluginMetrics {
+    instantiations: Family<PluginLabel, Counter>,
+    reconciles: Family<ResultLabel, Counter>,
+}
+
+impl PluginMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "plugin_instantiations",
+            "Plugin instances created (only the leader creates any)",
+            self.instantiations.clone(),
+        );
+        registry.register(
+            "plugin_reconciles",
+            "Plugin calls by result: ok, error (the plugin returned one) or trap (trap, timeout, memory)",
+            self.reconciles.clone(),
+        );
+    }
+
+    pub fn instantiated(&self, plugin: &str) {
+        self.instantiations
+            .get_or_create(&PluginLabel {
+                plugin: plugin.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn reconciled(&self, plugin: &str, result: &'static str) {
+        self.reconciles
+            .get_or_create(&ResultLabel {
+                plugin: plugin.to_owned(),
+                result,
+            })
+            .inc();
+    }
+}

@@ -1,0 +1,358 @@
+//! The wasm runtime: one wasmtime [`Engine`] for every plugin, compiled
+//! components kept as pre-linked [`ControllerPre`]s, and a fresh, bounded
+//! [`Store`] for every call into a plugin.
+//!
+//! * **Compile once.** [`Runtime::compile`] turns a component into a
+//!   [`Compiled`] plugin; wasmtime's cache (keyed by the component's bytes and
+//!   the engine's configuration) lets a restarted replica load instead of
+//!   compiling. Every replica compiles; only the leader instantiates.
+//! * **Fresh store per call.** A reconcile gets a new store with a memory
+//!   limit ([`StoreLimits`]) and a deadline. The engine's epoch ticks every
+//!   [`EPOCH_TICK`] on a thread of its own; at every tick a running plugin
+//!   yields to the executor (so a busy plugin never holds a tokio worker,
+//!   and the election keeps renewing) and traps once past its deadline. A
+//!   trap, timeout or memory overrun fails that call only.
+//! * **Nothing ambient.** WASI is linked because Rust's standard library
+//!   imports it, but the context grants no files, sockets, environment or
+//!   arguments.
+
+mod bindings;
+mod host;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{
+    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder, Trap, UpdateDeadline,
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub use self::bindings::exports::leasehold::controller::reconciler::{
+    Action, GroupVersionKind, Mapping, ReconcileError, Registration, Request, Watch,
+};
+pub use self::bindings::leasehold::controller::types::ObjectRef;
+use self::bindings::{Controller, ControllerPre};
+pub use self::host::{HostContext, KubeBridge};
+
+/// How often the engine's epoch advances: the granularity of every timeout.
+/// Kubewarden ticks once a second; a fine tick lets a 50 ms budget mean 50 ms.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Instances the pooling allocator keeps slots for. Each running reconcile
+/// holds one; the sum of every plugin's concurrency must stay below this.
+const POOL_INSTANCES: u32 = 256;
+
+/// Largest linear memory any plugin may be granted (the pool reserves this
+/// much address space per slot, not physical memory).
+pub const MAX_MEMORY_BYTES: usize = 512 << 20;
+
+/// What one call into a plugin may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory, in bytes.
+    pub memory_bytes: usize,
+    /// Wall-clock budget of one reconcile, enforced by epochs.
+    pub timeout: Duration,
+    /// Reconciles of this plugin that may run at once.
+    pub concurrency: u16,
+}
+
+impl Default for Limits {
+    /// 64 MiB, 2 s and 4 at once: enough for a controller that handles a few
+    /// objects per call, small enough that a runaway is noticed.
+    fn default() -> Self {
+        Self {
+            memory_bytes: 64 << 20,
+            timeout: Duration::from_secs(2),
+            concurrency: 4,
+        }
+    }
+}
+
+/// Why the runtime could not load or run a plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The engine could not be configured (a host bug or an unsupported CPU).
+    #[error("failed to configure the wasm engine")]
+    Engine(#[source] wasmtime::Error),
+    /// The bytes are not a valid WebAssembly component.
+    #[error("not a valid wasm component: {0:#}")]
+    Compile(#[source] wasmtime::Error),
+    /// The component does not target the `leasehold:controller@0.1.0` world
+    /// (it imports something the host does not provide, or lacks an export).
+    #[error("component does not implement the leasehold:controller@0.1.0 world: {0:#}")]
+    WrongWorld(#[source] wasmtime::Error),
+    /// The plugin trapped, ran out of time, or exceeded its memory.
+    #[error("plugin trapped: {0:#}")]
+    Trap(#[source] wasmtime::Error),
+    /// A limit is outside what the host supports.
+    #[error("memory limit {requested} bytes exceeds the host maximum of {MAX_MEMORY_BYTES}")]
+    MemoryLimit { requested: usize },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The engine and the linker shared by every plugin.
+pub struct Runtime {
+    engine: Engine,
+    linker: Arc<Linker<HostState>>,
+    ticker: EpochTicker,
+}
+
+/// Advances the engine's epoch on a thread of its own: a plugin spinning on
+/// a tokio worker cannot delay the tick that interrupts it. Stops when the
+/// runtime is dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch thread");
+        Self { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("ticking", &!self.ticker.stop.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Builds the engine; `cache_dir` keeps compiled code across restarts.
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Self> {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true);
+        // Reconciles never use component-model concurrency; leaving it on
+        // costs every host call several hundred nanoseconds.
+        config.concurrency_support(false);
+        config.epoch_interruption(true);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(POOL_INSTANCES);
+        pool.total_core_instances(POOL_INSTANCES * 2);
+        pool.total_memories(POOL_INSTANCES * 2);
+        pool.max_memory_size(MAX_MEMORY_BYTES);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if let Some(dir) = cache_dir {
+            let mut cache = wasmtime::CacheConfig::new();
+            cache.with_directory(dir);
+            config.cache(Some(wasmtime::Cache::new(cache).map_err(Error::Engine)?));
+        }
+        let engine = Engine::new(&config).map_err(Error::Engine)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(Error::Engine)?;
+        host::add_to_linker(&mut linker).map_err(Error::Engine)?;
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+            ticker,
+        })
+    }
+
+    /// Compiles (or loads from the cache) a component and links it against
+    /// the host's imports, so instantiating it later is cheap.
+    pub fn compile(&self, bytes: &[u8]) -> Result<Compiled> {
+        let digest = format!("sha256:{:x}", Sha256::digest(bytes));
+        let started = Instant::now();
+        let component = Component::new(&self.engine, bytes).map_err(Error::Compile)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(ControllerPre::new)
+            .map_err(Error::WrongWorld)?;
+        Ok(Compiled {
+            digest,
+            compile_time: started.elapsed(),
+            pre: Arc::new(pre),
+        })
+    }
+}
+
+/// A compiled, linked plugin component, ready to instantiate.
+#[derive(Clone)]
+pub struct Compiled {
+    /// `sha256:<hex>` of the component's bytes.
+    pub digest: String,
+    /// How long compiling (or loading from the cache) took.
+    pub compile_time: Duration,
+    pre: Arc<ControllerPre<HostState>>,
+}
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compiled")
+            .field("digest", &self.digest)
+            .field("compile_time", &self.compile_time)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The data of one plugin [`Store`]: WASI (empty), limits and the bridge
+/// that answers the plugin's Kubernetes calls.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    context: HostContext,
+    /// When the current call must end; checked at every epoch tick.
+    deadline: Instant,
+}
+
+impl std::fmt::Debug for HostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostState")
+            .field("context", &self.context)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance").finish_non_exhaustive()
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// One live instance of a plugin with its own store.
+pub struct Instance {
+    store: Store<HostState>,
+    controller: Controller,
+}
+
+impl Compiled {
+    /// Makes a fresh instance with `limits`, answering imports through
+    /// `context`. Its deadline starts when a call starts.
+    pub async fn instantiate(&self, context: HostContext, limits: &Limits) -> Result<Instance> {
+        if limits.memory_bytes > MAX_MEMORY_BYTES {
+            return Err(Error::MemoryLimit {
+                requested: limits.memory_bytes,
+            });
+        }
+        let state = HostState {
+            // Deliberately empty: no preopened directories, no environment,
+            // no arguments, no sockets.
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_bytes)
+                .instances(4)
+                .trap_on_grow_failure(true)
+                .build(),
+            context,
+            deadline: Instant::now() + limits.timeout,
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|state| &mut state.limits);
+        // Every tick: past the deadline, trap; otherwise let other tasks run.
+        store.epoch_deadline_callback(|store| {
+            if Instant::now() >= store.data().deadline {
+                return Err(Trap::Interrupt.into());
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store.set_epoch_deadline(1);
+        let controller = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(Error::Trap)?;
+        Ok(Instance { store, controller })
+    }
+}
+
+impl Instance {
+    /// Asks the plugin what it reconciles.
+    pub async fn register(&mut self, timeout: Duration) -> Result<Registration> {
+        self.start_call(timeout);
+        self.controller
+            .leasehold_controller_reconciler()
+            .call_register(&mut self.store)
+            .await
+            .map_err(Error::Trap)
+    }
+
+    /// Reconciles one object (or cleans it up, with `cleanup`).
+    pub async fn reconcile(
+        &mut self,
+        request: &Request,
+        cleanup: bool,
+        timeout: Duration,
+    ) -> Result<std::result::Result<Action, ReconcileError>> {
+        self.start_call(timeout);
+        let reconciler = self.controller.leasehold_controller_reconciler();
+        let call = if cleanup {
+            reconciler.call_cleanup(&mut self.store, request).await
+        } else {
+            reconciler.call_reconcile(&mut self.store, request).await
+        };
+        call.map_err(Error::Trap)
+    }
+
+    fn start_call(&mut self, timeout: Duration) {
+        self.store.data_mut().deadline = Instant::now() + timeout;
+        self.store.set_epoch_deadline(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bytes_that_are_not_a_component_are_rejected_clearly() {
+        let runtime = Runtime::new(None).unwrap();
+        let error = runtime.compile(b"definitely not wasm").unwrap_err();
+        assert!(matches!(error, Error::Compile(_)));
+        assert!(
+            error.to_string().starts_with("not a valid wasm component"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_component_of_another_world_is_rejected_as_such() {
+        // The smallest valid component: it exports nothing.
+        let runtime = Runtime::new(None).unwrap();
+        let empty = wat_component();
+        let error = runtime.compile(&empty).unwrap_err();
+        assert!(matches!(error, Error::WrongWorld(_)), "{error}");
+    }
+
+    /// `(component)` in binary form: the preamble with the component layer.
+    fn wat_component() -> Vec<u8> {
+        vec![0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00]
+    }
+}

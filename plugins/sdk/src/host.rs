@@ -1,0 +1,288 @@
+//! The boundary to the host.
+//!
+//! Every call the SDK makes outside the component goes through [`Host`]. In
+//! a plugin that is [`Wit`], the WIT imports; in a native test it is the
+//! in-memory cluster of [`crate::testing`], installed for the current thread.
+//! Nothing else in the SDK touches the generated bindings' imports, so the
+//! rest of the crate is plain, testable Rust.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use crate::__private::bindings::leasehold::controller as wit;
+use crate::api::ApiError;
+use crate::event::EventType;
+use crate::log::Level;
+use crate::object::{ObjectRef, TypeMeta};
+
+/// A change to a status subresource.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum StatusUpdate<'a> {
+    /// Replace the whole status (the object's JSON).
+    Replace(&'a str),
+    /// A JSON merge patch.
+    MergePatch(&'a str),
+}
+
+/// Everything a plugin can ask of the host, in the SDK's own types.
+pub(crate) trait Host {
+    fn get(&self, type_meta: &TypeMeta, object: &ObjectRef) -> Result<Option<String>, ApiError>;
+    fn list(
+        &self,
+        type_meta: &TypeMeta,
+        namespace: Option<&str>,
+        label_selector: Option<&str>,
+        field_selector: Option<&str>,
+    ) -> Result<String, ApiError>;
+    fn create(
+        &self,
+        type_meta: &TypeMeta,
+        namespace: Option<&str>,
+        object: &str,
+    ) -> Result<String, ApiError>;
+    fn replace(
+        &self,
+        type_meta: &TypeMeta,
+        target: &ObjectRef,
+        object: &str,
+    ) -> Result<String, ApiError>;
+    fn apply(
+        &self,
+        type_meta: &TypeMeta,
+        target: &ObjectRef,
+        object: &str,
+        field_manager: &str,
+        force: bool,
+    ) -> Result<String, ApiError>;
+    fn delete(&self, type_meta: &TypeMeta, target: &ObjectRef) -> Result<(), ApiError>;
+    fn update_status(
+        &self,
+        type_meta: &TypeMeta,
+        target: &ObjectRef,
+        update: StatusUpdate<'_>,
+    ) -> Result<String, ApiError>;
+    #[allow(clippy::too_many_arguments)]
+    fn emit_event(
+        &self,
+        type_meta: &TypeMeta,
+        regarding: &ObjectRef,
+        uid: Option<&str>,
+        event_type: EventType,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), ApiError>;
+    fn log(&self, level: Level, message: &str, fields: &[(&str, String)]);
+    fn config(&self) -> String;
+}
+
+thread_local! {
+    /// The host that replaces the WIT imports on this thread, if any. A
+    /// thread-local (not a global) so parallel tests each get their own.
+    static INSTALLED: RefCell<Option<Rc<dyn Host>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with the current host: the installed one, or the WIT imports.
+pub(crate) fn with<R>(f: impl FnOnce(&dyn Host) -> R) -> R {
+    // Clone the Rc out first so that `f` may itself install or call the host
+    // without a second borrow of the cell.
+    let installed = INSTALLED.with(|cell| cell.borrow().clone());
+    match installed {
+        Some(host) => f(&*host),
+        None => f(&Wit),
+    }
+}
+
+/// Routes this thread's host calls to `host` until the guard drops.
+pub(crate) fn install(host: Rc<dyn Host>) -> Installed {
+    let previous = INSTALLED.with(|cell| cell.replace(Some(host)));
+    Installed { previous }
+}
+
+/// Restores the previous host when dropped.
+pub(crate) struct Installed {
+    previous: Option<Rc<dyn Host>>,
+}
+
+impl std::fmt::Debug for Installed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Installed").finish_non_exhaustive()
+    }
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        INSTALLED.with(|cell| *cell.borrow_mut() = previous);
+    }
+}
+
+// === impl Wit ===
+
+/// The host as the component model gives it: the WIT imports.
+struct Wit;
+
+fn type_meta(type_meta: &TypeMeta) -> wit::types::TypeMeta {
+    wit::types::TypeMeta {
+        api_version: type_meta.api_version.clone(),
+        kind: type_meta.kind.clone(),
+    }
+}
+
+fn object_ref(object: &ObjectRef) -> wit::types::ObjectRef {
+    wit::types::ObjectRef {
+        namespace: object.namespace.clone(),
+        name: object.name.clone(),
+    }
+}
+
+impl From<wit::types::ApiError> for ApiError {
+    fn from(error: wit::types::ApiError) -> Self {
+        Self {
+            code: error.code,
+            reason: error.reason,
+            message: error.message,
+        }
+    }
+}
+
+impl Host for Wit {
+    fn get(&self, meta: &TypeMeta, object: &ObjectRef) -> Result<Option<String>, ApiError> {
+        Ok(wit::kubernetes::get(&type_meta(meta), &object_ref(object))?)
+    }
+
+    fn list(
+        &self,
+        meta: &TypeMeta,
+        namespace: Option<&str>,
+        label_selector: Option<&str>,
+        field_selector: Option<&str>,
+    ) -> Result<String, ApiError> {
+        let params = wit::kubernetes::ListParams {
+            namespace: namespace.map(str::to_owned),
+            label_selector: label_selector.map(str::to_owned),
+            field_selector: field_selector.map(str::to_owned),
+        };
+        Ok(wit::kubernetes::list(&type_meta(meta), &params)?)
+    }
+
+    fn create(
+        &self,
+        meta: &TypeMeta,
+        namespace: Option<&str>,
+        object: &str,
+    ) -> Result<String, ApiError> {
+        Ok(wit::kubernetes::create(
+            &type_meta(meta),
+            namespace,
+            object,
+        )?)
+    }
+
+    fn replace(
+        &self,
+        meta: &TypeMeta,
+        target: &ObjectRef,
+        object: &str,
+    ) -> Result<String, ApiError> {
+        Ok(wit::kubernetes::replace(
+            &type_meta(meta),
+            &object_ref(target),
+            object,
+        )?)
+    }
+
+    fn apply(
+        &self,
+        meta: &TypeMeta,
+        target: &ObjectRef,
+        object: &str,
+        field_manager: &str,
+        force: bool,
+    ) -> Result<String, ApiError> {
+        let params = wit::kubernetes::ApplyParams {
+            field_manager: field_manager.to_owned(),
+            force,
+        };
+        Ok(wit::kubernetes::apply(
+            &type_meta(meta),
+            &object_ref(target),
+            object,
+            &params,
+        )?)
+    }
+
+    fn delete(&self, meta: &TypeMeta, target: &ObjectRef) -> Result<(), ApiError> {
+        Ok(wit::kubernetes::delete(
+            &type_meta(meta),
+            &object_ref(target),
+        )?)
+    }
+
+    fn update_status(
+        &self,
+        meta: &TypeMeta,
+        target: &ObjectRef,
+        update: StatusUpdate<'_>,
+    ) -> Result<String, ApiError> {
+        let update = match update {
+            StatusUpdate::Replace(object) => {
+                wit::kubernetes::StatusUpdate::Replace(object.to_owned())
+            }
+            StatusUpdate::MergePatch(patch) => {
+                wit::kubernetes::StatusUpdate::MergePatch(patch.to_owned())
+            }
+        };
+        Ok(wit::kubernetes::update_status(
+            &type_meta(meta),
+            &object_ref(target),
+            &update,
+        )?)
+    }
+
+    fn emit_event(
+        &self,
+        meta: &TypeMeta,
+        regarding: &ObjectRef,
+        uid: Option<&str>,
+        event_type: EventType,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), ApiError> {
+        let regarding = wit::kubernetes::InvolvedObject {
+            type_meta: type_meta(meta),
+            object: object_ref(regarding),
+            uid: uid.map(str::to_owned),
+        };
+        let event = wit::kubernetes::Event {
+            event_type: match event_type {
+                EventType::Normal => wit::kubernetes::EventType::Normal,
+                EventType::Warning => wit::kubernetes::EventType::Warning,
+            },
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+        };
+        Ok(wit::kubernetes::emit_event(&regarding, &event)?)
+    }
+
+    fn log(&self, level: Level, message: &str, fields: &[(&str, String)]) {
+        let level = match level {
+            Level::Trace => wit::log::Level::Trace,
+            Level::Debug => wit::log::Level::Debug,
+            Level::Info => wit::log::Level::Info,
+            Level::Warn => wit::log::Level::Warn,
+            Level::Error => wit::log::Level::Error,
+        };
+        let fields: Vec<_> = fields
+            .iter()
+            .map(|(key, value)| wit::log::Field {
+                key: (*key).to_owned(),
+                value: value.clone(),
+            })
+            .collect();
+        wit::log::log(level, message, &fields);
+    }
+
+    fn config(&self) -> String {
+        wit::config::get_config()
+    }
+}

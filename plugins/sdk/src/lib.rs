@@ -1,0 +1,177 @@
+//! Write [Leasehold] controller plugins in Rust.
+//!
+//! A plugin is a WebAssembly component that implements the
+//! `leasehold:controller` WIT contract. This crate hides that contract: a
+//! plugin author implements [`Reconciler`] for a typed Kubernetes object,
+//! exports it with [`export_controller!`], and talks to the cluster through
+//! [`Api`], a typed client in the spirit of kube's.
+//!
+//! ```no_run
+//! use k8s_openapi::api::core::v1::ConfigMap;
+//! use leasehold_sdk::prelude::*;
+//!
+//! #[derive(Default)]
+//! struct Greeter;
+//!
+//! impl Reconciler for Greeter {
+//!     type Object = ConfigMap;
+//!
+//!     fn registration(&self) -> Registration<ConfigMap> {
+//!         Registration::new("greeter").labels("example.dev/greet=true")
+//!     }
+//!
+//!     fn reconcile(&self, object: ConfigMap) -> Result<Action, reconciler::Error> {
+//!         let namespace = object.namespace().unwrap_or_default();
+//!         let greeting = serde_json::json!({ "data": { "greeting": format!("hello, {}", object.name_any()) } });
+//!         Api::<ConfigMap>::namespaced(&namespace)
+//!             .apply(&object.name_any(), &greeting, &ApplyParams::new("greeter"))?;
+//!         info!("greeted", name = object.name_any());
+//!         Ok(Action::Done)
+//!     }
+//! }
+//!
+//! leasehold_sdk::export_controller!(Greeter);
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2` from a crate
+//! with `crate-type = ["cdylib"]`; the `.wasm` is the component.
+//!
+//! What the crate offers, one module per concept:
+//!
+//! - [`api`]: the typed client; errors are values, a 403 included.
+//! - [`reconciler`]: the [`Reconciler`] trait, [`Registration`], [`Action`].
+//! - [`owner`], [`finalizer`]: owner references and finalizers on objects.
+//! - [`event`]: Kubernetes Events; [`log`](mod@log): structured logging
+//!   macros ([`info!`] and friends).
+//! - [`config()`]: the plugin's configuration as a type of its own.
+//! - [`selector`]: label selectors, parsed and matched locally.
+//! - [`testing`]: an in-memory cluster to unit-test a reconciler natively.
+//!
+//! [Leasehold]: https://github.com/leasehold-dev/leasehold
+
+pub mod api;
+pub mod config;
+pub mod event;
+mod export;
+pub mod finalizer;
+mod host;
+pub mod log;
+mod object;
+pub mod owner;
+pub mod reconciler;
+pub mod selector;
+pub mod testing;
+
+pub use api::Api;
+pub use object::{Object, ObjectRef, TypeMeta};
+pub use reconciler::{Action, Mapping, Reconciler, Registration};
+
+/// Re-exported so plugins use the same versions the SDK does.
+pub use k8s_openapi;
+/// Re-exported so plugins use the same versions the SDK does.
+pub use kube_core;
+/// Re-exported so plugins use the same versions the SDK does.
+pub use serde_json;
+
+/// Reads the plugin's configuration as `T`.
+///
+/// Empty configuration reads as `{}`; a configuration that does not fit `T`
+/// is a permanent [`config::Error`], since a person must fix the Plugin.
+///
+/// ```no_run
+/// #[derive(serde::Deserialize)]
+/// struct Config { namespace_selector: String }
+///
+/// # fn example() -> Result<(), leasehold_sdk::config::Error> {
+/// let config: Config = leasehold_sdk::config()?;
+/// # Ok(()) }
+/// ```
+pub fn config<T: serde::de::DeserializeOwned>() -> Result<T, config::Error> {
+    config::load()
+}
+
+/// What most plugins need, in one `use`.
+///
+/// ```
+/// use leasehold_sdk::prelude::*;
+/// let params = ListParams::default().labels("a=b");
+/// # let _ = params;
+/// ```
+pub mod prelude {
+    pub use crate::api::{Api, ApplyParams, ListParams};
+    pub use crate::reconciler::{self, Action, Mapping, Reconciler, Registration};
+    pub use crate::{Object, ObjectRef, debug, error, info, trace, warn};
+    pub use kube_core::{Resource, ResourceExt};
+}
+
+/// Exports a [`Reconciler`] as the component's `reconciler` interface.
+///
+/// The type must implement `Default`; each call creates a fresh value, as the
+/// host may run each call in a fresh instance anyway. Use it once, in the
+/// plugin's `lib.rs`.
+///
+/// ```no_run
+/// # use k8s_openapi::api::core::v1::ConfigMap;
+/// # use leasehold_sdk::prelude::*;
+/// #[derive(Default)]
+/// struct Noop;
+/// # impl Reconciler for Noop {
+/// #     type Object = ConfigMap;
+/// #     fn registration(&self) -> Registration<ConfigMap> { Registration::new("noop") }
+/// #     fn reconcile(&self, _: ConfigMap) -> Result<Action, reconciler::Error> { Ok(Action::Done) }
+/// # }
+/// leasehold_sdk::export_controller!(Noop);
+/// ```
+#[macro_export]
+macro_rules! export_controller {
+    ($reconciler:ty) => {
+        // The generated exports are `unsafe` ABI glue; the SDK keeps its
+        // soundness to wit-bindgen's generated code and its own tests.
+        #[allow(unsafe_code)]
+        const _: () = {
+            struct LeaseholdController;
+
+            impl $crate::__private::Guest for LeaseholdController {
+                fn register() -> $crate::__private::Registration {
+                    $crate::__private::register(&<$reconciler as ::core::default::Default>::default())
+                }
+
+                fn reconcile(
+                    request: $crate::__private::Request,
+                ) -> ::core::result::Result<$crate::__private::Action, $crate::__private::ReconcileError> {
+                    $crate::__private::reconcile(&<$reconciler as ::core::default::Default>::default(), request)
+                }
+
+                fn cleanup(
+                    request: $crate::__private::Request,
+                ) -> ::core::result::Result<$crate::__private::Action, $crate::__private::ReconcileError> {
+                    $crate::__private::cleanup(&<$reconciler as ::core::default::Default>::default(), request)
+                }
+            }
+
+            $crate::__private::export!(LeaseholdController with_types_in $crate::__private::bindings);
+        };
+    };
+}
+
+/// Not public API: what [`export_controller!`] expands to.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::export::{cleanup, reconcile, register};
+    pub use bindings::export;
+    pub use bindings::exports::leasehold::controller::reconciler::{
+        Action, Guest, ReconcileError, Registration, Request,
+    };
+
+    /// The bindings wit-bindgen generates from `wit/`, the contract.
+    #[allow(unsafe_code, missing_docs, missing_debug_implementations, clippy::all)]
+    pub mod bindings {
+        wit_bindgen::generate!({
+            world: "controller",
+            path: "../../wit",
+            pub_export_macro: true,
+            export_macro_name: "export",
+            default_bindings_module: "::leasehold_sdk::__private::bindings",
+        });
+    }
+}

@@ -1,0 +1,1131 @@
+//! An in-memory cluster for unit-testing a reconciler natively, without a
+//! host or an API server.
+//!
+//! [`FakeCluster`] answers every call the SDK makes (the typed [`Api`],
+//! events, logs, configuration) and plays the host's part for
+//! [`FakeCluster::reconcile`]: it builds the request from the stored
+//! primary, manages the registration's finalizer and calls `cleanup` for a
+//! primary being deleted. It is a model, not Kubernetes: no admission, no
+//! defaulting, server-side apply without conflicts, and the garbage
+//! collector runs at once. Test behaviour that depends on the real thing
+//! against a real API server.
+//!
+//! ```
+//! use k8s_openapi::api::core::v1::ConfigMap;
+//! use leasehold_sdk::prelude::*;
+//! use leasehold_sdk::testing::FakeCluster;
+//!
+//! #[derive(Default)]
+//! struct Stamp;
+//!
+//! impl Reconciler for Stamp {
+//!     type Object = ConfigMap;
+//!     fn registration(&self) -> Registration<ConfigMap> {
+//!         Registration::new("stamp")
+//!     }
+//!     fn reconcile(&self, object: ConfigMap) -> Result<Action, reconciler::Error> {
+//!         let stamp = serde_json::json!({ "metadata": { "annotations": { "example.dev/stamped": "yes" } } });
+//!         Api::<ConfigMap>::namespaced(&object.namespace().unwrap_or_default())
+//!             .apply(&object.name_any(), &stamp, &ApplyParams::new("stamp"))?;
+//!         Ok(Action::Done)
+//!     }
+//! }
+//!
+//! let cluster = FakeCluster::new();
+//! let settings = cluster.insert(serde_json::from_value::<ConfigMap>(serde_json::json!({
+//!     "metadata": { "namespace": "default", "name": "settings" }
+//! })).unwrap());
+//! cluster.reconcile(&Stamp, &ObjectRef::from_object(&settings)).unwrap();
+//! let stamped: ConfigMap = cluster.get(&ObjectRef::namespaced("default", "settings")).unwrap();
+//! assert_eq!(stamped.annotations()["example.dev/stamped"], "yes");
+//! ```
+//!
+//! [`Api`]: crate::api::Api
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+
+use kube_core::Resource;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::__private::bindings::exports::leasehold::controller::reconciler as wit;
+use crate::api::ApiError;
+use crate::event::EventType;
+use crate::export;
+use crate::host::{self, Host, StatusUpdate};
+use crate::log::Level;
+use crate::object::{Object, ObjectRef, TypeMeta};
+use crate::reconciler::{self, Action, Reconciler};
+use crate::selector::Selector;
+
+/// The timestamp every fake object is created and deleted at; tests compare
+/// objects, and a clock would make them differ run to run.
+const FAKE_TIMESTAMP: &str = "2026-01-01T00:00:00Z";
+
+/// An Event a reconciler recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedEvent {
+    /// The kind of the object the event is about.
+    pub kind: String,
+    /// The object the event is about.
+    pub regarding: ObjectRef,
+    /// Normal or warning.
+    pub event_type: EventType,
+    /// The short reason, for example `Mirrored`.
+    pub reason: String,
+    /// The message.
+    pub message: String,
+}
+
+/// A log record a reconciler wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    /// Its level.
+    pub level: Level,
+    /// Its message.
+    pub message: String,
+    /// Its fields, formatted.
+    pub fields: Vec<(String, String)>,
+}
+
+/// Identifies a stored object: apiVersion, kind, namespace ("" when
+/// cluster-scoped) and name.
+type Key = (String, String, String, String);
+
+#[derive(Default)]
+struct State {
+    objects: BTreeMap<Key, Value>,
+    /// The last object each field manager applied, so that a field it stops
+    /// applying is removed, as server-side apply does.
+    applied: BTreeMap<(Key, String), Value>,
+    /// Counts writes: resourceVersions and uids come from it.
+    writes: u64,
+    config: String,
+    forbidden: BTreeSet<(String, String)>,
+    events: Vec<RecordedEvent>,
+    logs: Vec<LogRecord>,
+}
+
+/// An in-memory cluster that answers the SDK's calls on the current thread
+/// while [`FakeCluster::reconcile`] or [`FakeCluster::install`] runs.
+///
+/// Clones share the same cluster.
+///
+/// ```
+/// use k8s_openapi::api::core::v1::Namespace;
+/// use leasehold_sdk::{api::Api, testing::FakeCluster};
+///
+/// let cluster = FakeCluster::new();
+/// let _installed = cluster.install();
+/// let namespaces = Api::<Namespace>::all().list(&Default::default()).unwrap();
+/// assert!(namespaces.is_empty());
+/// ```
+#[derive(Clone, Default)]
+pub struct FakeCluster {
+    state: Rc<RefCell<State>>,
+}
+
+impl std::fmt::Debug for FakeCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeCluster")
+            .field("objects", &self.state.borrow().objects.len())
+            .finish()
+    }
+}
+
+/// Routes the current thread's SDK calls to a [`FakeCluster`] until dropped.
+#[derive(Debug)]
+pub struct Installed(#[allow(dead_code, reason = "held for its Drop")] host::Installed);
+
+impl FakeCluster {
+    /// An empty cluster with configuration `{}`.
+    ///
+    /// ```
+    /// let cluster = leasehold_sdk::testing::FakeCluster::new();
+    /// assert!(cluster.events().is_empty());
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the plugin configuration that [`crate::config()`] reads.
+    ///
+    /// ```
+    /// let cluster = leasehold_sdk::testing::FakeCluster::new().with_config(&serde_json::json!({ "verbose": true }));
+    /// let _installed = cluster.install();
+    /// let config: serde_json::Value = leasehold_sdk::config().unwrap();
+    /// assert_eq!(config["verbose"], true);
+    /// ```
+    pub fn with_config<T: Serialize>(self, config: &T) -> Self {
+        self.state.borrow_mut().config =
+            serde_json::to_string(config).expect("configuration serializes to json");
+        self
+    }
+
+    /// Makes every call on kind `K` fail with 403, as missing RBAC would.
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::Secret;
+    /// use leasehold_sdk::{api::Api, testing::FakeCluster};
+    ///
+    /// let cluster = FakeCluster::new();
+    /// cluster.forbid::<Secret>();
+    /// let _installed = cluster.install();
+    /// let error = Api::<Secret>::namespaced("default").get("token").unwrap_err();
+    /// assert_eq!(error.api().unwrap().code, 403);
+    /// ```
+    pub fn forbid<K: Object>(&self) {
+        let type_meta = TypeMeta::of::<K>();
+        self.state
+            .borrow_mut()
+            .forbidden
+            .insert((type_meta.api_version, type_meta.kind));
+    }
+
+    /// Routes this thread's SDK calls here until the guard drops.
+    ///
+    /// ```
+    /// let cluster = leasehold_sdk::testing::FakeCluster::new();
+    /// let installed = cluster.install();
+    /// leasehold_sdk::info!("hello", answer = 42);
+    /// drop(installed);
+    /// assert_eq!(cluster.logs()[0].fields, [("answer".to_string(), "42".to_string())]);
+    /// ```
+    pub fn install(&self) -> Installed {
+        Installed(host::install(Rc::new(Shared(self.state.clone()))))
+    }
+
+    /// Stores `object` as a user would create it, and returns it as stored
+    /// (with uid and resourceVersion).
+    ///
+    /// # Panics
+    ///
+    /// When an object of that name exists: a test's setup is wrong.
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::Namespace;
+    /// let cluster = leasehold_sdk::testing::FakeCluster::new();
+    /// let mut namespace = Namespace::default();
+    /// namespace.metadata.name = Some("team-a".into());
+    /// assert!(cluster.insert(namespace).metadata.uid.is_some());
+    /// ```
+    pub fn insert<K: Object>(&self, object: K) -> K {
+        let namespace = object.meta().namespace.clone();
+        let json = serde_json::to_string(&object).expect("object serializes to json");
+        let stored = Shared(self.state.clone())
+            .create(&TypeMeta::of::<K>(), namespace.as_deref(), &json)
+            .unwrap_or_else(|error| panic!("cannot insert {}: {error}", TypeMeta::of::<K>()));
+        serde_json::from_str(&stored).expect("stored object decodes")
+    }
+
+    /// Reads one object, as stored.
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use leasehold_sdk::{ObjectRef, testing::FakeCluster};
+    /// assert!(FakeCluster::new().get::<ConfigMap>(&ObjectRef::namespaced("a", "b")).is_none());
+    /// ```
+    pub fn get<K: Object>(&self, reference: &ObjectRef) -> Option<K> {
+        let key = key(&TypeMeta::of::<K>(), reference);
+        let state = self.state.borrow();
+        state
+            .objects
+            .get(&key)
+            .map(|value| serde_json::from_value(value.clone()).expect("stored object decodes"))
+    }
+
+    /// Every stored object of kind `K`, ordered by namespace and name.
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// assert!(leasehold_sdk::testing::FakeCluster::new().list::<ConfigMap>().is_empty());
+    /// ```
+    pub fn list<K: Object>(&self) -> Vec<K> {
+        let type_meta = TypeMeta::of::<K>();
+        let state = self.state.borrow();
+        state
+            .objects
+            .iter()
+            .filter(|((api_version, kind, _, _), _)| {
+                *api_version == type_meta.api_version && *kind == type_meta.kind
+            })
+            .map(|(_, value)| serde_json::from_value(value.clone()).expect("stored object decodes"))
+            .collect()
+    }
+
+    /// Deletes an object as a user would: it stays, marked for deletion,
+    /// while it has finalizers. Returns whether it existed.
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use leasehold_sdk::{ObjectRef, testing::FakeCluster};
+    /// assert!(!FakeCluster::new().delete::<ConfigMap>(&ObjectRef::namespaced("a", "b")));
+    /// ```
+    pub fn delete<K: Object>(&self, reference: &ObjectRef) -> bool {
+        Shared(self.state.clone())
+            .delete(&TypeMeta::of::<K>(), reference)
+            .is_ok()
+    }
+
+    /// The Events recorded so far.
+    ///
+    /// ```
+    /// assert!(leasehold_sdk::testing::FakeCluster::new().events().is_empty());
+    /// ```
+    pub fn events(&self) -> Vec<RecordedEvent> {
+        self.state.borrow().events.clone()
+    }
+
+    /// The log records written so far.
+    ///
+    /// ```
+    /// assert!(leasehold_sdk::testing::FakeCluster::new().logs().is_empty());
+    /// ```
+    pub fn logs(&self) -> Vec<LogRecord> {
+        self.state.borrow().logs.clone()
+    }
+
+    /// Does what the host does for one queued primary: reads it, adds the
+    /// registration's finalizer, and calls `reconcile`, `absent` or (for a
+    /// primary being deleted) `cleanup`, removing the finalizer once cleanup
+    /// is done.
+    ///
+    /// ```
+    /// # use k8s_openapi::api::core::v1::ConfigMap;
+    /// # use leasehold_sdk::prelude::*;
+    /// # #[derive(Default)] struct Noop;
+    /// # impl Reconciler for Noop {
+    /// #     type Object = ConfigMap;
+    /// #     fn registration(&self) -> Registration<ConfigMap> { Registration::new("noop") }
+    /// #     fn reconcile(&self, _: ConfigMap) -> Result<Action, reconciler::Error> { Ok(Action::Done) }
+    /// # }
+    /// let cluster = leasehold_sdk::testing::FakeCluster::new();
+    /// let action = cluster.reconcile(&Noop, &ObjectRef::namespaced("default", "missing")).unwrap();
+    /// assert_eq!(action, Action::Done);
+    /// ```
+    pub fn reconcile<R: Reconciler>(
+        &self,
+        reconciler: &R,
+        reference: &ObjectRef,
+    ) -> Result<Action, reconciler::Error> {
+        let _installed = self.install();
+        let registration = reconciler.registration();
+        let type_meta = TypeMeta::of::<R::Object>();
+        let host = Shared(self.state.clone());
+        let mut object = self.get::<R::Object>(reference);
+        if let (Some(selector), Some(primary)) = (&registration.label_selector, &object) {
+            let selector: Selector = selector
+                .parse()
+                .expect("registration label selector parses");
+            if !selector.matches(primary.meta().labels.as_ref().unwrap_or(&BTreeMap::new())) {
+                object = None;
+            }
+        }
+        let Some(mut primary) = object else {
+            return run(
+                |request| export::reconcile(reconciler, request),
+                reference,
+                None::<&R::Object>,
+            );
+        };
+        let Some(finalizer) = registration.finalizer else {
+            return run(
+                |request| export::reconcile(reconciler, request),
+                reference,
+                Some(&primary),
+            );
+        };
+        if crate::finalizer::is_deleting(&primary) {
+            if !crate::finalizer::has(&primary, &finalizer) {
+                return Ok(Action::Done);
+            }
+            let action = run(
+                |request| export::cleanup(reconciler, request),
+                reference,
+                Some(&primary),
+            )?;
+            if action == Action::Done {
+                // Re-read: cleanup may have written the primary.
+                let mut current = self
+                    .get::<R::Object>(reference)
+                    .expect("a primary being deleted is still stored");
+                crate::finalizer::remove(&mut current, &finalizer);
+                let json = serde_json::to_string(&current).expect("object serializes to json");
+                host.replace(&type_meta, reference, &json)
+                    .map_err(reconciler::Error::from)?;
+            }
+            return Ok(action);
+        }
+        if crate::finalizer::add(&mut primary, &finalizer) {
+            let json = serde_json::to_string(&primary).expect("object serializes to json");
+            let stored = host
+                .replace(&type_meta, reference, &json)
+                .map_err(reconciler::Error::from)?;
+            primary = serde_json::from_str(&stored).expect("stored object decodes");
+        }
+        run(
+            |request| export::reconcile(reconciler, request),
+            reference,
+            Some(&primary),
+        )
+    }
+
+    /// Reconciles every stored primary of the reconciler's kind, as a
+    /// resync or an "all primaries" mapping would; returns each outcome.
+    ///
+    /// ```
+    /// # use k8s_openapi::api::core::v1::ConfigMap;
+    /// # use leasehold_sdk::prelude::*;
+    /// # #[derive(Default)] struct Noop;
+    /// # impl Reconciler for Noop {
+    /// #     type Object = ConfigMap;
+    /// #     fn registration(&self) -> Registration<ConfigMap> { Registration::new("noop") }
+    /// #     fn reconcile(&self, _: ConfigMap) -> Result<Action, reconciler::Error> { Ok(Action::Done) }
+    /// # }
+    /// let outcomes = leasehold_sdk::testing::FakeCluster::new().reconcile_all(&Noop);
+    /// assert!(outcomes.is_empty());
+    /// ```
+    pub fn reconcile_all<R: Reconciler>(
+        &self,
+        reconciler: &R,
+    ) -> Vec<(ObjectRef, Result<Action, reconciler::Error>)> {
+        let references: Vec<ObjectRef> = self
+            .list::<R::Object>()
+            .iter()
+            .map(ObjectRef::from_object)
+            .collect();
+        references
+            .into_iter()
+            .map(|reference| {
+                let outcome = self.reconcile(reconciler, &reference);
+                (reference, outcome)
+            })
+            .collect()
+    }
+}
+
+/// Calls an export the way the host does: through the contract's types.
+fn run<K: Object>(
+    export: impl FnOnce(wit::Request) -> Result<wit::Action, wit::ReconcileError>,
+    reference: &ObjectRef,
+    object: Option<&K>,
+) -> Result<Action, reconciler::Error> {
+    let request = wit::Request {
+        reference: crate::__private::bindings::leasehold::controller::types::ObjectRef {
+            namespace: reference.namespace.clone(),
+            name: reference.name.clone(),
+        },
+        object: object
+            .map(|object| serde_json::to_string(object).expect("object serializes to json")),
+    };
+    match export(request) {
+        Ok(wit::Action::Done) => Ok(Action::Done),
+        Ok(wit::Action::RequeueAfter(ms)) => {
+            Ok(Action::RequeueAfter(std::time::Duration::from_millis(ms)))
+        }
+        Err(error) => Err(reconciler::Error {
+            message: error.message,
+            retryable: error.retryable,
+        }),
+    }
+}
+
+fn key(type_meta: &TypeMeta, reference: &ObjectRef) -> Key {
+    (
+        type_meta.api_version.clone(),
+        type_meta.kind.clone(),
+        reference.namespace.clone().unwrap_or_default(),
+        reference.name.clone(),
+    )
+}
+
+fn not_found(type_meta: &TypeMeta, name: &str) -> ApiError {
+    ApiError::new(
+        404,
+        "NotFound",
+        format!("{} \"{name}\" not found", type_meta.kind.to_lowercase()),
+    )
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(422, "Invalid", message)
+}
+
+fn parse(json: &str) -> Result<Value, ApiError> {
+    serde_json::from_str(json)
+        .map_err(|error| ApiError::new(400, "BadRequest", format!("invalid json: {error}")))
+}
+
+fn meta_str<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
+    object.get("metadata")?.get(field)?.as_str()
+}
+
+fn metadata(object: &mut Value) -> &mut Map<String, Value> {
+    if !object.get("metadata").is_some_and(Value::is_object) {
+        object["metadata"] = json!({});
+    }
+    object["metadata"]
+        .as_object_mut()
+        .expect("metadata was just made an object")
+}
+
+fn labels_of(object: &Value) -> BTreeMap<String, String> {
+    object
+        .get("metadata")
+        .and_then(|metadata| metadata.get("labels"))
+        .and_then(|labels| serde_json::from_value(labels.clone()).ok())
+        .unwrap_or_default()
+}
+
+/// `object` without the top-level `fields`.
+fn without(object: &Value, fields: &[&str]) -> Value {
+    let mut object = object.clone();
+    if let Some(map) = object.as_object_mut() {
+        for field in fields {
+            map.remove(*field);
+        }
+    }
+    object
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let target = target
+        .as_object_mut()
+        .expect("target was just made an object");
+    for (key, value) in patch {
+        if value.is_null() {
+            target.remove(key);
+        } else {
+            merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
+}
+
+/// Removes from `target` the fields `previous` set and `next` leaves out.
+fn prune(target: &mut Value, previous: &Value, next: &Value) {
+    let (Some(target), Some(previous)) = (target.as_object_mut(), previous.as_object()) else {
+        return;
+    };
+    for (key, old) in previous {
+        match next.get(key) {
+            None => {
+                target.remove(key);
+            }
+            Some(new) if old.is_object() && new.is_object() => {
+                if let Some(child) = target.get_mut(key) {
+                    prune(child, old, new);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+/// The `State` shared by a [`FakeCluster`] and the host it installs.
+struct Shared(Rc<RefCell<State>>);
+
+impl Shared {
+    fn check(&self, type_meta: &TypeMeta) -> Result<(), ApiError> {
+        let forbidden = (type_meta.api_version.clone(), type_meta.kind.clone());
+        if self.0.borrow().forbidden.contains(&forbidden) {
+            return Err(ApiError::new(
+                403,
+                "Forbidden",
+                format!(
+                    "{} is forbidden for this plugin's service account",
+                    type_meta.kind.to_lowercase()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Stores `object` under `key`, stamping a new resourceVersion, unless
+    /// it is being deleted and has no finalizers left: then it goes.
+    fn store(state: &mut State, key: Key, mut object: Value) -> Value {
+        state.writes += 1;
+        metadata(&mut object).insert("resourceVersion".into(), state.writes.to_string().into());
+        let finished = meta_str(&object, "deletionTimestamp").is_some()
+            && object["metadata"]
+                .get("finalizers")
+                .and_then(Value::as_array)
+                .is_none_or(Vec::is_empty);
+        if finished {
+            Self::remove(state, &key);
+        } else {
+            state.objects.insert(key, object.clone());
+        }
+        object
+    }
+
+    /// Removes an object and, as the garbage collector would, what it owns.
+    fn remove(state: &mut State, key: &Key) {
+        let Some(object) = state.objects.remove(key) else {
+            return;
+        };
+        state.applied.retain(|(applied, _), _| applied != key);
+        let Some(uid) = meta_str(&object, "uid").map(str::to_owned) else {
+            return;
+        };
+        let owned: Vec<Key> = state
+            .objects
+            .iter()
+            .filter(|(_, child)| {
+                child["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|references| references.iter().any(|r| r["uid"] == uid.as_str()))
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for child in owned {
+            Self::delete_key(state, &child);
+        }
+    }
+
+    fn delete_key(state: &mut State, key: &Key) {
+        let Some(object) = state.objects.get(key).cloned() else {
+            return;
+        };
+        let has_finalizers = object["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
+        if has_finalizers {
+            let mut object = object;
+            metadata(&mut object)
+                .entry("deletionTimestamp")
+                .or_insert(FAKE_TIMESTAMP.into());
+            Self::store(state, key.clone(), object);
+        } else {
+            Self::remove(state, key);
+        }
+    }
+
+    /// Replaces `key`'s object with `next`, keeping what the server owns.
+    fn write(state: &mut State, key: Key, stored: &Value, mut next: Value) -> Value {
+        let kept = [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "generation",
+        ];
+        for field in kept {
+            match stored["metadata"].get(field) {
+                Some(value) => metadata(&mut next).insert(field.into(), value.clone()),
+                None => metadata(&mut next).remove(field),
+            };
+        }
+        // The main resource cannot change status; `update-status` can.
+        next = without(&next, &["status"]);
+        if let Some(status) = stored.get("status") {
+            next["status"] = status.clone();
+        }
+        // Like the API server, count generations of everything but
+        // metadata and status.
+        if without(stored, &["metadata", "status"]) != without(&next, &["metadata", "status"]) {
+            let generation = stored["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+            metadata(&mut next).insert("generation".into(), generation.into());
+        }
+        Self::store(state, key, next)
+    }
+}
+
+impl Host for Shared {
+    fn get(&self, type_meta: &TypeMeta, object: &ObjectRef) -> Result<Option<String>, ApiError> {
+        self.check(type_meta)?;
+        Ok(self
+            .0
+            .borrow()
+            .objects
+            .get(&key(type_meta, object))
+            .map(Value::to_string))
+    }
+
+    fn list(
+        &self,
+        type_meta: &TypeMeta,
+        namespace: Option<&str>,
+        label_selector: Option<&str>,
+        field_selector: Option<&str>,
+    ) -> Result<String, ApiError> {
+        self.check(type_meta)?;
+        let bad_request = |message: String| ApiError::new(400, "BadRequest", message);
+        let labels: Selector = label_selector
+            .unwrap_or_default()
+            .parse()
+            .map_err(|error| bad_request(format!("{error}")))?;
+        // The fake knows the two field selectors every kind supports.
+        let mut fields = Vec::new();
+        for requirement in field_selector
+            .unwrap_or_default()
+            .split(',')
+            .filter(|r| !r.trim().is_empty())
+        {
+            let (field, negated, value) = match requirement.split_once("!=") {
+                Some((field, value)) => (field, true, value),
+                None => {
+                    let (field, value) = requirement
+                        .split_once("==")
+                        .or_else(|| requirement.split_once('='))
+                        .ok_or_else(|| {
+                            bad_request(format!("invalid field selector {requirement:?}"))
+                        })?;
+                    (field, false, value)
+                }
+            };
+            let field = match field.trim() {
+                "metadata.name" => "name",
+                "metadata.namespace" => "namespace",
+                other => {
+                    return Err(bad_request(format!(
+                        "field selector on {other} is not supported by the fake"
+                    )));
+                }
+            };
+            fields.push((field, negated, value.trim().to_owned()));
+        }
+        let state = self.0.borrow();
+        let items: Vec<Value> = state
+            .objects
+            .iter()
+            .filter(|((api_version, kind, object_namespace, _), object)| {
+                *api_version == type_meta.api_version
+                    && *kind == type_meta.kind
+                    && namespace.is_none_or(|namespace| namespace == object_namespace)
+                    && labels.matches(&labels_of(object))
+                    && fields.iter().all(|(field, negated, value)| {
+                        (meta_str(object, field).unwrap_or("") == value) != *negated
+                    })
+            })
+            // The API server leaves type meta out of list items.
+            .map(|(_, object)| without(object, &["apiVersion", "kind"]))
+            .collect();
+        let list = json!({
+            "apiVersion": type_meta.api_version,
+            "kind": format!("{}List", type_meta.kind),
+            "metadata": { "resourceVersion": state.writes.to_string() },
+            "items": items,
+        });
+        Ok(list.to_string())
+    }
+
+    fn create(
+        &self,
+        type_meta: &TypeMeta,
+        namespace: Option<&str>,
+        object: &str,
+    ) -> Result<String, ApiError> {
+        self.check(type_meta)?;
+        let mut object = parse(object)?;
+        let mut state = self.0.borrow_mut();
+        let name = match (meta_str(&object, "name"), meta_str(&object, "generateName")) {
+            (Some(name), _) => name.to_owned(),
+            (None, Some(prefix)) => format!("{prefix}{:05}", state.writes + 1),
+            (None, None) => {
+                return Err(invalid(
+                    "metadata.name: Required value: name or generateName is required",
+                ));
+            }
+        };
+        if let (Some(namespace), Some(own)) = (namespace, meta_str(&object, "namespace"))
+            && namespace != own
+        {
+            return Err(ApiError::new(
+                400,
+                "BadRequest",
+                "the namespace of the object does not match the request",
+            ));
+        }
+        let reference = ObjectRef {
+            namespace: namespace.map(str::to_owned),
+            name: name.clone(),
+        };
+        let key = key(type_meta, &reference);
+        if state.objects.contains_key(&key) {
+            return Err(ApiError::new(
+                409,
+                "AlreadyExists",
+                format!(
+                    "{} \"{name}\" already exists",
+                    type_meta.kind.to_lowercase()
+                ),
+            ));
+        }
+        object["apiVersion"] = type_meta.api_version.clone().into();
+        object["kind"] = type_meta.kind.clone().into();
+        let uid = format!("00000000-0000-0000-0000-{:012}", state.writes + 1);
+        let meta = metadata(&mut object);
+        meta.insert("name".into(), name.into());
+        if let Some(namespace) = namespace {
+            meta.insert("namespace".into(), namespace.into());
+        }
+        meta.insert("uid".into(), uid.into());
+        meta.insert("creationTimestamp".into(), FAKE_TIMESTAMP.into());
+        meta.insert("generation".into(), 1.into());
+        meta.remove("deletionTimestamp");
+        Ok(Self::store(&mut state, key, object).to_string())
+    }
+
+    fn replace(
+        &self,
+        type_meta: &TypeMeta,
+        target: &ObjectRef,
+        object: &str,
+    ) -> Result<String, ApiError> {
+        self.check(type_meta)?;
+        let next = parse(object)?;
+        let key = key(type_meta, target);
+        let mut state = self.0.borrow_mut();
+        let stored = state
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| not_found(type_meta, &target.name))?;
+        if let Some(version) = meta_str(&next, "resourceVersion")
+            && Some(version) != meta_str(&stored, "resourceVersion")
+        {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{}\": the object has been modified",
+                    type_meta.kind.to_lowercase(),
+                    target.name
+                ),
+            ));
+        }
+        Ok(Self::write(&mut state, key, &stored, next).to_string())
+    }
+
+    fn apply(
+        &self,
+        type_meta: &TypeMeta,
+        target: &ObjectRef,
+        object: &str,
+        field_manager: &str,
+        _force: bool,
+    ) -> Result<String, ApiError> {
+        self.check(type_meta)?;
+        let applied = parse(object)?;
+        if field_manager.is_empty() {
+            return Err(invalid(
+                "fieldManager: Required value: is required for apply patch",
+            ));
+        }
+        let key = key(type_meta, target);
+        let stored = self.0.borrow().objects.get(&key).cloned();
+        let result = match stored {
+            None => {
+                let created =
+                    self.create(type_meta, target.namespace.as_deref(), &applied.to_string())?;
+                parse(&created)?
+            }
+            Some(stored) => {
+                let mut state = self.0.borrow_mut();
+                let mut next = stored.clone();
+                if let Some(previous) = state.applied.get(&(key.clone(), field_manager.to_owned()))
+                {
+                    prune(&mut next, previous, &applied);
+                }
+                merge_patch(&mut next, &applied);
+                Self::write(&mut state, key.clone(), &stored, next)
+            }
+        };
+        self.0
+            .borrow_mut()
+            .applied
+            .insert((key, field_manager.to_owned()), applied);
+        Ok(result.to_string())
+    }
+
+    fn delete(&self, type_meta: &TypeMeta, target: &ObjectRef) -> Result<(), ApiError> {
+        self.check(type_meta)?;
+        let key = key(type_meta, target);
+        let mut state = self.0.borrow_mut();
+        if !state.objects.contains_key(&key) {
+            return Err(not_found(type_meta, &target.name));
+        }
+        Self::delete_key(&mut state, &key);
+        Ok(())
+    }
+
+    fn update_status(
+        &self,
+        type_meta: &TypeMeta,
+        target: &ObjectRef,
+        update: StatusUpdate<'_>,
+    ) -> Result<String, ApiError> {
+        self.check(type_meta)?;
+        let key = key(type_meta, target);
+        let mut state = self.0.borrow_mut();
+        let mut stored = state
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| not_found(type_meta, &target.name))?;
+        match update {
+            StatusUpdate::Replace(object) => {
+                let next = parse(object)?;
+                if let Some(version) = meta_str(&next, "resourceVersion")
+                    && Some(version) != meta_str(&stored, "resourceVersion")
+                {
+                    return Err(ApiError::new(
+                        409,
+                        "Conflict",
+                        "the object has been modified",
+                    ));
+                }
+                stored["status"] = next.get("status").cloned().unwrap_or(Value::Null);
+            }
+            StatusUpdate::MergePatch(patch) => {
+                // The status subresource ignores everything but `status`.
+                if let Some(status) = parse(patch)?.get("status") {
+                    merge_patch(&mut stored["status"], status);
+                }
+            }
+        }
+        Ok(Self::store(&mut state, key, stored).to_string())
+    }
+
+    fn emit_event(
+        &self,
+        type_meta: &TypeMeta,
+        regarding: &ObjectRef,
+        _uid: Option<&str>,
+        event_type: EventType,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), ApiError> {
+        self.0.borrow_mut().events.push(RecordedEvent {
+            kind: type_meta.kind.clone(),
+            regarding: regarding.clone(),
+            event_type,
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+        });
+        Ok(())
+    }
+
+    fn log(&self, level: Level, message: &str, fields: &[(&str, String)]) {
+        self.0.borrow_mut().logs.push(LogRecord {
+            level,
+            message: message.to_owned(),
+            fields: fields
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), value.clone()))
+                .collect(),
+        });
+    }
+
+    fn config(&self) -> String {
+        self.0.borrow().config.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    use super::*;
+    use crate::api::{Api, ApplyParams, ListParams};
+
+    fn config_map(namespace: &str, name: &str, labels: Value) -> ConfigMap {
+        serde_json::from_value(
+            json!({ "metadata": { "namespace": namespace, "name": name, "labels": labels } }),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_stale_replace_conflicts() {
+        let cluster = FakeCluster::new();
+        let stale = cluster.insert(config_map("a", "x", json!({})));
+        let _installed = cluster.install();
+        let api = Api::<ConfigMap>::namespaced("a");
+        api.replace("x", &stale).unwrap();
+
+        let error = api.replace("x", &stale).unwrap_err();
+
+        assert!(error.is_conflict() && error.is_retryable());
+    }
+
+    #[test]
+    fn creating_an_existing_object_conflicts() {
+        let cluster = FakeCluster::new();
+        let object = cluster.insert(config_map("a", "x", json!({})));
+        let _installed = cluster.install();
+        assert!(
+            Api::<ConfigMap>::namespaced("a")
+                .create(&object)
+                .unwrap_err()
+                .is_conflict()
+        );
+    }
+
+    #[test]
+    fn apply_removes_the_fields_its_manager_stopped_applying() {
+        let cluster = FakeCluster::new();
+        let _installed = cluster.install();
+        let api = Api::<ConfigMap>::namespaced("a");
+        let manager = ApplyParams::new("test");
+        api.apply(
+            "x",
+            &json!({ "data": { "keep": "1", "drop": "2" } }),
+            &manager,
+        )
+        .unwrap();
+        api.apply(
+            "x",
+            &json!({ "data": { "other": "3" } }),
+            &ApplyParams::new("someone-else"),
+        )
+        .unwrap();
+
+        let applied = api
+            .apply("x", &json!({ "data": { "keep": "1" } }), &manager)
+            .unwrap();
+
+        let keys: Vec<_> = applied.data.unwrap().into_keys().collect();
+        assert_eq!(keys, ["keep", "other"]);
+    }
+
+    #[test]
+    fn lists_filter_by_namespace_labels_and_name() {
+        let cluster = FakeCluster::new();
+        cluster.insert(config_map("a", "x", json!({ "team": "red" })));
+        cluster.insert(config_map("a", "y", json!({ "team": "blue" })));
+        cluster.insert(config_map("b", "x", json!({ "team": "red" })));
+        let _installed = cluster.install();
+        let names = |api: Api<ConfigMap>, params: ListParams| -> Vec<String> {
+            api.list(&params)
+                .unwrap()
+                .iter()
+                .map(|c| ObjectRef::from_object(c).to_string())
+                .collect()
+        };
+
+        assert_eq!(
+            names(Api::all(), ListParams::default().labels("team=red")),
+            ["a/x", "b/x"]
+        );
+        assert_eq!(
+            names(Api::namespaced("a"), ListParams::default()),
+            ["a/x", "a/y"]
+        );
+        assert_eq!(
+            names(Api::all(), ListParams::default().fields("metadata.name!=x")),
+            ["a/y"]
+        );
+    }
+
+    #[test]
+    fn an_unparsable_selector_is_a_bad_request() {
+        let cluster = FakeCluster::new();
+        let _installed = cluster.install();
+        let error = Api::<ConfigMap>::all()
+            .list(&ListParams::default().labels("a in (b"))
+            .unwrap_err();
+        assert_eq!(error.api().unwrap().code, 400);
+    }
+
+    #[test]
+    fn finalizers_hold_a_deleted_object_until_removed() {
+        let cluster = FakeCluster::new();
+        let mut object = config_map("a", "x", json!({}));
+        object.metadata.finalizers = Some(vec!["test/hold".into()]);
+        let reference = ObjectRef::from_object(&cluster.insert(object));
+
+        assert!(cluster.delete::<ConfigMap>(&reference));
+        let mut held: ConfigMap = cluster.get(&reference).unwrap();
+        assert!(crate::finalizer::is_deleting(&held));
+
+        crate::finalizer::remove(&mut held, "test/hold");
+        let _installed = cluster.install();
+        Api::<ConfigMap>::namespaced("a")
+            .replace("x", &held)
+            .unwrap();
+        assert!(cluster.get::<ConfigMap>(&reference).is_none());
+    }
+
+    #[test]
+    fn deleting_an_owner_deletes_what_it_controls() {
+        let cluster = FakeCluster::new();
+        let owner = cluster.insert(config_map("a", "owner", json!({})));
+        let mut child = config_map("a", "child", json!({}));
+        crate::owner::set_controller(&mut child, &owner).unwrap();
+        cluster.insert(child);
+
+        cluster.delete::<ConfigMap>(&ObjectRef::from_object(&owner));
+
+        assert!(cluster.list::<ConfigMap>().is_empty());
+    }
+
+    #[test]
+    fn a_status_patch_changes_only_the_status() {
+        let cluster = FakeCluster::new();
+        let deployment: Deployment = serde_json::from_value(json!({
+            "metadata": { "namespace": "a", "name": "web" },
+            "spec": { "selector": {}, "template": {} },
+            "status": { "replicas": 1, "readyReplicas": 1 }
+        }))
+        .unwrap();
+        cluster.insert(deployment);
+        let _installed = cluster.install();
+        let api = Api::<Deployment>::namespaced("a");
+
+        let patched = api
+            .patch_status(
+                "web",
+                &json!({ "spec": { "replicas": 9 }, "status": { "readyReplicas": 0 } }),
+            )
+            .unwrap();
+
+        assert_eq!(patched.spec.unwrap().replicas, None);
+        let status = patched.status.unwrap();
+        assert_eq!((status.replicas, status.ready_replicas), (Some(1), Some(0)));
+    }
+
+    #[test]
+    fn a_registration_finalizer_is_added_before_the_first_reconcile() {
+        #[derive(Default)]
+        struct Guarded;
+        impl Reconciler for Guarded {
+            type Object = ConfigMap;
+            fn registration(&self) -> crate::Registration<ConfigMap> {
+                crate::Registration::new("guarded").finalizer("test/guard")
+            }
+            fn reconcile(&self, object: ConfigMap) -> Result<Action, reconciler::Error> {
+                assert!(crate::finalizer::has(&object, "test/guard"));
+                Ok(Action::requeue_after(std::time::Duration::from_secs(5)))
+            }
+        }
+        let cluster = FakeCluster::new();
+        let reference = ObjectRef::from_object(&cluster.insert(config_map("a", "x", json!({}))));
+
+        let action = cluster.reconcile(&Guarded, &reference).unwrap();
+
+        assert_eq!(
+            action,
+            Action::RequeueAfter(std::time::Duration::from_secs(5))
+        );
+        cluster.delete::<ConfigMap>(&reference);
+        assert_eq!(
+            cluster.reconcile(&Guarded, &reference).unwrap(),
+            Action::Done
+        );
+        assert!(
+            cluster.get::<ConfigMap>(&reference).is_none(),
+            "cleanup's default released the finalizer"
+        );
+    }
+}

@@ -1,0 +1,489 @@
+//! Wasm controller plugins, run by `leasehold run` against the real API
+//! server: the examples reconcile real objects, misbehaving plugins are
+//! contained, RBAC bounds each plugin, and only the leader instantiates.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use leasehold_tests::{
+    ReplicaProcess, ReplicaSettings, TestCluster, eventually, plugin_component, unique_name,
+};
+use nix::sys::signal::Signal;
+use serde_json::json;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn meta(name: &str, labels: &[(&str, &str)]) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        labels: Some(
+            labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        ),
+        ..ObjectMeta::default()
+    }
+}
+
+fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    PolicyRule {
+        api_groups: Some(groups.iter().map(|g| (*g).to_owned()).collect()),
+        resources: Some(resources.iter().map(|r| (*r).to_owned()).collect()),
+        verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
+        ..PolicyRule::default()
+    }
+}
+
+/// A ServiceAccount for a plugin, granted exactly `rules` cluster-wide.
+async fn plugin_account(
+    cluster: &TestCluster,
+    namespace: &str,
+    rules: Vec<PolicyRule>,
+) -> anyhow::Result<String> {
+    let admin = cluster.client()?;
+    let name = unique_name("plugin");
+    cluster.service_account_token(namespace, &name).await?;
+    Api::<ClusterRole>::all(admin.clone())
+        .create(
+            &PostParams::default(),
+            &ClusterRole {
+                metadata: meta(&name, &[]),
+                rules: Some(rules),
+                ..ClusterRole::default()
+            },
+        )
+        .await?;
+    let binding = ClusterRoleBinding {
+        metadata: meta(&name, &[]),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: name.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: name.clone(),
+            namespace: Some(namespace.into()),
+            ..Subject::default()
+        }]),
+    };
+    Api::<ClusterRoleBinding>::all(admin)
+        .create(&PostParams::default(), &binding)
+        .await?;
+    Ok(format!("{namespace}/{name}"))
+}
+
+fn write_manifest(
+    dir: &Path,
+    name: &str,
+    crate_name: &str,
+    account: &str,
+    config: serde_json::Value,
+    limits: serde_json::Value,
+) -> anyhow::Result<PathBuf> {
+    let path = dir.join(format!("{name}.json"));
+    let manifest = json!({
+        "name": name,
+        "component": plugin_component(crate_name),
+        "serviceAccount": account,
+        "config": config,
+        "limits": limits,
+    });
+    std::fs::write(&path, serde_json::to_vec_pretty(&manifest)?)?;
+    Ok(path)
+}
+
+fn settings(namespace: &str, manifests: &[PathBuf], cache: &Path) -> ReplicaSettings {
+    let mut settings = ReplicaSettings::fast(namespace, "leasehold");
+    for manifest in manifests {
+        settings
+            .extra_args
+            .extend(["--plugin".into(), manifest.display().to_string()]);
+    }
+    settings
+        .extra_args
+        .extend(["--compile-cache".into(), cache.display().to_string()]);
+    settings
+}
+
+async fn labelled_namespace(client: &Client, label: (&str, &str)) -> anyhow::Result<String> {
+    let name = unique_name("target");
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: meta(&name, &[label]),
+                ..Namespace::default()
+            },
+        )
+        .await?;
+    Ok(name)
+}
+
+fn config_map(name: &str, labels: &[(&str, &str)], data: &[(&str, &str)]) -> ConfigMap {
+    ConfigMap {
+        metadata: meta(name, labels),
+        data: Some(
+            data.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+        ..ConfigMap::default()
+    }
+}
+
+/// The value of a counter sample in Prometheus text, 0 when absent.
+fn counter(metrics: &str, sample: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn configmap_mirror_copies_keeps_in_sync_and_cleans_up_through_its_finalizer()
+-> anyhow::Result<()> {
+    let cluster = TestCluster::shared().await;
+    let admin = cluster.client()?;
+    let plugins_ns = cluster.namespace("plugins").await?;
+    let account = plugin_account(
+        cluster,
+        &plugins_ns,
+        vec![
+            rule(
+                &[""],
+                &["configmaps"],
+                &[
+                    "get", "list", "watch", "create", "update", "patch", "delete",
+                ],
+            ),
+            rule(&[""], &["namespaces"], &["get", "list", "watch"]),
+            rule(&["", "events.k8s.io"], &["events"], &["create", "patch"]),
+        ],
+    )
+    .await?;
+    let token = unique_name("mirror");
+    let source_ns = cluster.namespace("mirror-source").await?;
+    let targets = [
+        labelled_namespace(&admin, ("leasehold.dev/mirror-target", &token)).await?,
+        labelled_namespace(&admin, ("leasehold.dev/mirror-target", &token)).await?,
+    ];
+    let workdir = tempfile::tempdir()?;
+    let manifest = write_manifest(
+        workdir.path(),
+        "configmap-mirror",
+        "configmap-mirror",
+        &account,
+        json!({"namespaceSelector": format!("leasehold.dev/mirror-target={token}")}),
+        json!({}),
+    )?;
+    let replica = ReplicaProcess::start(
+        "mirror-host",
+        &settings(&plugins_ns, &[manifest], &workdir.path().join("cache")),
+        cluster.kubeconfig(),
+        workdir.path(),
+    )
+    .await?;
+
+    let sources: Api<ConfigMap> = Api::namespaced(admin.clone(), &source_ns);
+    sources
+        .create(
+            &PostParams::default(),
+            &config_map(
+                "settings",
+                &[("leasehold.dev/mirror", "true")],
+                &[("colour", "blue")],
+            ),
+        )
+        .await?;
+    let copy_has = |colour: &'static str| {
+        let admin = admin.clone();
+        let targets = targets.clone();
+        async move {
+            for target in &targets {
+                let copy = Api::<ConfigMap>::namespaced(admin.clone(), target)
+                    .get_opt("settings")
+                    .await
+                    .ok()??;
+                if copy.data?.get("colour").map(String::as_str) != Some(colour) {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    };
+    eventually(PATIENCE, "copies in every target namespace", || {
+        copy_has("blue")
+    })
+    .await
+    .map_err(|error| error.context(replica.log()))?;
+
+    sources
+        .patch(
+            "settings",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"colour": "green"}})),
+        )
+        .await?;
+    eventually(PATIENCE, "copies to follow the source", || {
+        copy_has("green")
+    })
+    .await?;
+
+    sources.delete("settings", &DeleteParams::default()).await?;
+    eventually(PATIENCE, "copies and source to be gone", || async {
+        for target in &targets {
+            if Api::<ConfigMap>::namespaced(admin.clone(), target)
+                .get_opt("settings")
+                .await
+                .ok()?
+                .is_some()
+            {
+                return None;
+            }
+        }
+        sources
+            .get_opt("settings")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await
+    .map_err(|error| error.context(replica.log()))?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn misbehaving_plugins_fail_one_reconcile_each_and_the_host_keeps_working()
+-> anyhow::Result<()> {
+    let cluster = TestCluster::shared().await;
+    let plugins_ns = cluster.namespace("plugins").await?;
+    // ConfigMaps only: listing Secrets is forbidden.
+    let account = plugin_account(
+        cluster,
+        &plugins_ns,
+        vec![rule(
+            &[""],
+            &["configmaps"],
+            &["get", "list", "watch", "create"],
+        )],
+    )
+    .await?;
+    let workdir = tempfile::tempdir()?;
+    let group = unique_name("contained");
+    let manifest = write_manifest(
+        workdir.path(),
+        "misbehaving",
+        "misbehaving",
+        &account,
+        json!({"selector": format!("leasehold.dev/misbehave={group}")}),
+        json!({"memory": "16Mi", "timeout": "200ms", "concurrency": 2}),
+    )?;
+    let replica = ReplicaProcess::start(
+        "contained-host",
+        &settings(&plugins_ns, &[manifest], &workdir.path().join("cache")),
+        cluster.kubeconfig(),
+        workdir.path(),
+    )
+    .await?;
+    let work_ns = cluster.namespace("misbehave").await?;
+    let objects: Api<ConfigMap> = Api::namespaced(cluster.client()?, &work_ns);
+    for mode in ["trap", "loop", "allocate", "forbidden", "malformed", "ok"] {
+        objects
+            .create(
+                &PostParams::default(),
+                &config_map(
+                    mode,
+                    &[("leasehold.dev/misbehave", &group)],
+                    &[("mode", mode)],
+                ),
+            )
+            .await?;
+    }
+
+    eventually(
+        PATIENCE,
+        "the well-behaved object to be handled",
+        || async { objects.get_opt("ok-handled").await.ok()?.map(|_| ()) },
+    )
+    .await
+    .map_err(|error| error.context(replica.log()))?;
+    let metrics = eventually(PATIENCE, "every failure to be counted", || async {
+        let (_, metrics) = replica.get("/metrics").await.ok()?;
+        let traps = counter(
+            &metrics,
+            r#"leasehold_plugin_reconciles_total{plugin="misbehaving",result="trap"}"#,
+        );
+        let errors = counter(
+            &metrics,
+            r#"leasehold_plugin_reconciles_total{plugin="misbehaving",result="error"}"#,
+        );
+        (traps >= 3.0 && errors >= 2.0).then_some(metrics)
+    })
+    .await
+    .map_err(|error| error.context(replica.log()))?;
+    assert!(
+        counter(
+            &metrics,
+            r#"leasehold_plugin_reconciles_total{plugin="misbehaving",result="ok"}"#
+        ) >= 1.0
+    );
+
+    let log = replica.log();
+    assert!(
+        log.contains("listing secrets") && log.contains("403"),
+        "the 403 reaches the plugin as a value:\n{log}"
+    );
+    assert!(
+        log.contains("malformed create refused: BadRequest"),
+        "bad JSON from a plugin is refused:\n{log}"
+    );
+    assert!(
+        log.contains("epoch deadline") || log.contains("interrupt"),
+        "the endless loop is cut off:\n{log}"
+    );
+
+    // Still serving and still reconciling after all of that.
+    assert_eq!(replica.get("/healthz").await?.0, 200);
+    objects
+        .create(
+            &PostParams::default(),
+            &config_map(
+                "ok-again",
+                &[("leasehold.dev/misbehave", &group)],
+                &[("mode", "ok")],
+            ),
+        )
+        .await?;
+    eventually(PATIENCE, "a later object to be handled", || async {
+        objects.get_opt("ok-again-handled").await.ok()?.map(|_| ())
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn only_the_leader_instantiates_and_a_new_leader_reconciles_without_compiling()
+-> anyhow::Result<()> {
+    let cluster = TestCluster::shared().await;
+    let plugins_ns = cluster.namespace("plugins").await?;
+    let account = plugin_account(
+        cluster,
+        &plugins_ns,
+        vec![rule(
+            &[""],
+            &["configmaps"],
+            &["get", "list", "watch", "create"],
+        )],
+    )
+    .await?;
+    let workdir = tempfile::tempdir()?;
+    let group = unique_name("leader-only");
+    let manifest = write_manifest(
+        workdir.path(),
+        "misbehaving",
+        "misbehaving",
+        &account,
+        json!({"selector": format!("leasehold.dev/misbehave={group}")}),
+        json!({}),
+    )?;
+    let settings = settings(&plugins_ns, &[manifest], &workdir.path().join("cache"));
+    let mut replicas = Vec::new();
+    for index in 0..3 {
+        replicas.push(
+            ReplicaProcess::start(
+                &format!("replica-{index}"),
+                &settings,
+                cluster.kubeconfig(),
+                workdir.path(),
+            )
+            .await?,
+        );
+    }
+    let leader = eventually(PATIENCE, "a leader", || async {
+        let mut leaders = Vec::new();
+        for (index, replica) in replicas.iter().enumerate() {
+            if replica.role().await.ok()? == "leader" {
+                leaders.push(index);
+            }
+        }
+        (leaders.len() == 1).then(|| leaders[0])
+    })
+    .await?;
+    let work_ns = cluster.namespace("leader-only").await?;
+    let objects: Api<ConfigMap> = Api::namespaced(cluster.client()?, &work_ns);
+    objects
+        .create(
+            &PostParams::default(),
+            &config_map(
+                "first",
+                &[("leasehold.dev/misbehave", &group)],
+                &[("mode", "ok")],
+            ),
+        )
+        .await?;
+    eventually(PATIENCE, "the leader to reconcile", || async {
+        objects.get_opt("first-handled").await.ok()?.map(|_| ())
+    })
+    .await?;
+
+    let instantiations = r#"leasehold_plugin_instantiations_total{plugin="misbehaving"}"#;
+    for (index, replica) in replicas.iter().enumerate() {
+        let (_, metrics) = replica.get("/metrics").await?;
+        let count = counter(&metrics, instantiations);
+        if index == leader {
+            assert!(count >= 1.0, "the leader instantiated the plugin");
+        } else {
+            assert_eq!(
+                count, 0.0,
+                "follower {} instantiated the plugin",
+                replica.identity
+            );
+        }
+    }
+
+    replicas[leader].signal(Signal::SIGTERM)?;
+    let exit = replicas[leader].wait(Duration::from_secs(20)).await;
+    assert_eq!(
+        exit.ok(),
+        Some(Some(0)),
+        "the old leader exits cleanly:\n{}",
+        replicas[leader].log()
+    );
+    objects
+        .create(
+            &PostParams::default(),
+            &config_map(
+                "second",
+                &[("leasehold.dev/misbehave", &group)],
+                &[("mode", "ok")],
+            ),
+        )
+        .await?;
+    eventually(PATIENCE, "the new leader to reconcile", || async {
+        objects.get_opt("second-handled").await.ok()?.map(|_| ())
+    })
+    .await?;
+    let successor = replicas
+        .iter()
+        .enumerate()
+        .find(|(index, replica)| *index != leader && replica.log().contains("acquired lease"))
+        .map(|(_, replica)| replica)
+        .expect("a successor acquired the lease");
+    let log = successor.log();
+    let compiled = log.find("plugin compiled").expect("compiled at start-up");
+    let acquired = log.find("acquired lease").expect("acquired");
+    assert!(
+        compiled < acquired,
+        "the successor compiled before it led, never after:\n{log}"
+    );
+    assert_eq!(log.matches("plugin compiled").count(), 1);
+    Ok(())
+}
