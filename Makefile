@@ -31,7 +31,7 @@ cluster-down:
 
 test: deps
 	$(CARGO) build --workspace --all-targets
-	tools/with-cluster.sh $(CARGO) test --workspace
+	tools/with-cluster.sh $(CARGO) test --workspace --no-fail-fast
 
 demo: deps
 	$(CARGO) build --release -p leasehold

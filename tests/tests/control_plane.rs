@@ -62,7 +62,10 @@ async fn lease_written_with_a_stale_resource_version_gets_conflict() -> anyhow::
 async fn installed_crd_becomes_established() -> anyhow::Result<()> {
     let cluster = TestCluster::shared().await;
     let crds: Api<CustomResourceDefinition> = Api::all(cluster.client()?);
-    let plural = unique_name("widgets").replace('-', "");
+    // Kind and plural both unique: a reused control plane keeps every CRD,
+    // and a second CRD with the same kind in a group is never Established.
+    let suffix = unique_name("").replace('-', "");
+    let (plural, kind) = (format!("widgets{suffix}"), format!("Widget{suffix}"));
     let name = format!("{plural}.example.leasehold.dev");
     let crd: CustomResourceDefinition = serde_json::from_value(serde_json::json!({
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -71,7 +74,7 @@ async fn installed_crd_becomes_established() -> anyhow::Result<()> {
         "spec": {
             "group": "example.leasehold.dev",
             "scope": "Namespaced",
-            "names": {"plural": plural, "singular": plural, "kind": "Widget"},
+            "names": {"plural": plural, "singular": plural, "kind": kind},
             "versions": [{
                 "name": "v1", "served": true, "storage": true,
                 "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}

@@ -260,51 +260,87 @@ async fn configmap_mirror_copies_keeps_in_sync_and_cleans_up_through_its_finaliz
     Ok(())
 }
 
+/// The misbehaving fixture plugin, reconciling ConfigMaps labelled
+/// `leasehold.dev/misbehave=<group>` as a ServiceAccount that may only touch
+/// ConfigMaps (so listing Secrets is forbidden).
+struct Misbehaving {
+    plugins_ns: String,
+    group: String,
+    manifest: PathBuf,
+    workdir: tempfile::TempDir,
+}
+
+impl Misbehaving {
+    async fn set_up(cluster: &TestCluster, limits: serde_json::Value) -> anyhow::Result<Self> {
+        let plugins_ns = cluster.namespace("plugins").await?;
+        let account = plugin_account(
+            cluster,
+            &plugins_ns,
+            vec![rule(
+                &[""],
+                &["configmaps"],
+                &["get", "list", "watch", "create"],
+            )],
+        )
+        .await?;
+        let workdir = tempfile::tempdir()?;
+        let group = unique_name("misbehave");
+        let manifest = write_manifest(
+            workdir.path(),
+            "misbehaving",
+            "misbehaving",
+            &account,
+            json!({"selector": format!("leasehold.dev/misbehave={group}")}),
+            limits,
+        )?;
+        Ok(Self {
+            plugins_ns,
+            group,
+            manifest,
+            workdir,
+        })
+    }
+
+    fn settings(&self) -> ReplicaSettings {
+        settings(
+            &self.plugins_ns,
+            std::slice::from_ref(&self.manifest),
+            &self.workdir.path().join("cache"),
+        )
+    }
+
+    /// A ConfigMap this plugin reconciles in `mode`.
+    fn object(&self, name: &str, mode: &str) -> ConfigMap {
+        config_map(
+            name,
+            &[("leasehold.dev/misbehave", &self.group)],
+            &[("mode", mode)],
+        )
+    }
+}
+
 #[tokio::test]
 async fn misbehaving_plugins_fail_one_reconcile_each_and_the_host_keeps_working()
 -> anyhow::Result<()> {
     let cluster = TestCluster::shared().await;
-    let plugins_ns = cluster.namespace("plugins").await?;
-    // ConfigMaps only: listing Secrets is forbidden.
-    let account = plugin_account(
+    let plugin = Misbehaving::set_up(
         cluster,
-        &plugins_ns,
-        vec![rule(
-            &[""],
-            &["configmaps"],
-            &["get", "list", "watch", "create"],
-        )],
+        json!({"memory": "16Mi", "timeout": "200ms", "concurrency": 2}),
     )
     .await?;
-    let workdir = tempfile::tempdir()?;
-    let group = unique_name("contained");
-    let manifest = write_manifest(
-        workdir.path(),
-        "misbehaving",
-        "misbehaving",
-        &account,
-        json!({"selector": format!("leasehold.dev/misbehave={group}")}),
-        json!({"memory": "16Mi", "timeout": "200ms", "concurrency": 2}),
-    )?;
+    let workdir = plugin.workdir.path();
     let replica = ReplicaProcess::start(
         "contained-host",
-        &settings(&plugins_ns, &[manifest], &workdir.path().join("cache")),
+        &plugin.settings(),
         cluster.kubeconfig(),
-        workdir.path(),
+        workdir,
     )
     .await?;
     let work_ns = cluster.namespace("misbehave").await?;
     let objects: Api<ConfigMap> = Api::namespaced(cluster.client()?, &work_ns);
     for mode in ["trap", "loop", "allocate", "forbidden", "malformed", "ok"] {
         objects
-            .create(
-                &PostParams::default(),
-                &config_map(
-                    mode,
-                    &[("leasehold.dev/misbehave", &group)],
-                    &[("mode", mode)],
-                ),
-            )
+            .create(&PostParams::default(), &plugin.object(mode, mode))
             .await?;
     }
 
@@ -353,14 +389,7 @@ async fn misbehaving_plugins_fail_one_reconcile_each_and_the_host_keeps_working(
     // Still serving and still reconciling after all of that.
     assert_eq!(replica.get("/healthz").await?.0, 200);
     objects
-        .create(
-            &PostParams::default(),
-            &config_map(
-                "ok-again",
-                &[("leasehold.dev/misbehave", &group)],
-                &[("mode", "ok")],
-            ),
-        )
+        .create(&PostParams::default(), &plugin.object("ok-again", "ok"))
         .await?;
     eventually(PATIENCE, "a later object to be handled", || async {
         objects.get_opt("ok-again-handled").await.ok()?.map(|_| ())
@@ -373,28 +402,9 @@ async fn misbehaving_plugins_fail_one_reconcile_each_and_the_host_keeps_working(
 async fn only_the_leader_instantiates_and_a_new_leader_reconciles_without_compiling()
 -> anyhow::Result<()> {
     let cluster = TestCluster::shared().await;
-    let plugins_ns = cluster.namespace("plugins").await?;
-    let account = plugin_account(
-        cluster,
-        &plugins_ns,
-        vec![rule(
-            &[""],
-            &["configmaps"],
-            &["get", "list", "watch", "create"],
-        )],
-    )
-    .await?;
-    let workdir = tempfile::tempdir()?;
-    let group = unique_name("leader-only");
-    let manifest = write_manifest(
-        workdir.path(),
-        "misbehaving",
-        "misbehaving",
-        &account,
-        json!({"selector": format!("leasehold.dev/misbehave={group}")}),
-        json!({}),
-    )?;
-    let settings = settings(&plugins_ns, &[manifest], &workdir.path().join("cache"));
+    let plugin = Misbehaving::set_up(cluster, json!({})).await?;
+    let settings = plugin.settings();
+    let workdir = plugin.workdir.path();
     let mut replicas = Vec::new();
     for index in 0..3 {
         replicas.push(
@@ -402,7 +412,7 @@ async fn only_the_leader_instantiates_and_a_new_leader_reconciles_without_compil
                 &format!("replica-{index}"),
                 &settings,
                 cluster.kubeconfig(),
-                workdir.path(),
+                workdir,
             )
             .await?,
         );
@@ -420,14 +430,7 @@ async fn only_the_leader_instantiates_and_a_new_leader_reconciles_without_compil
     let work_ns = cluster.namespace("leader-only").await?;
     let objects: Api<ConfigMap> = Api::namespaced(cluster.client()?, &work_ns);
     objects
-        .create(
-            &PostParams::default(),
-            &config_map(
-                "first",
-                &[("leasehold.dev/misbehave", &group)],
-                &[("mode", "ok")],
-            ),
-        )
+        .create(&PostParams::default(), &plugin.object("first", "ok"))
         .await?;
     eventually(PATIENCE, "the leader to reconcile", || async {
         objects.get_opt("first-handled").await.ok()?.map(|_| ())
@@ -458,14 +461,7 @@ async fn only_the_leader_instantiates_and_a_new_leader_reconciles_without_compil
         replicas[leader].log()
     );
     objects
-        .create(
-            &PostParams::default(),
-            &config_map(
-                "second",
-                &[("leasehold.dev/misbehave", &group)],
-                &[("mode", "ok")],
-            ),
-        )
+        .create(&PostParams::default(), &plugin.object("second", "ok"))
         .await?;
     eventually(PATIENCE, "the new leader to reconcile", || async {
         objects.get_opt("second-handled").await.ok()?.map(|_| ())

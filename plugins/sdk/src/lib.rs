@@ -127,6 +127,10 @@ macro_rules! export_controller {
     ($reconciler:ty) => {
         // The generated exports are `unsafe` ABI glue; the SDK keeps its
         // soundness to wit-bindgen's generated code and its own tests.
+        // Only a wasm build exports anything: native builds (the plugin's
+        // own tests, `cargo build --workspace`) cannot link export names
+        // such as `leasehold:controller/reconciler@0.1.0#reconcile`.
+        #[cfg(target_arch = "wasm32")]
         #[allow(unsafe_code)]
         const _: () = {
             struct LeaseholdController;
