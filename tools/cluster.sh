@@ -142,8 +142,13 @@ is_ready() {
 cmd_status() { is_ready; }
 
 cmd_up() {
+  if is_ready; then
+    echo "$STATE/kubeconfig"
+    return
+  fi
   # Serialise concurrent callers (parallel test binaries): the first starts
-  # the control plane, the others wait and reuse it.
+  # the control plane, the others wait and reuse it. The daemons must not
+  # inherit the lock's descriptor (9>&- below), or it is held while they run.
   exec 9>"$STATE.lock"
   flock 9
   if is_ready; then
@@ -162,7 +167,7 @@ cmd_up() {
     --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
     --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
     --initial-cluster "leasehold=http://127.0.0.1:$etcd_peer" \
-    >"$STATE/etcd.log" 2>&1 < /dev/null &
+    >"$STATE/etcd.log" 2>&1 </dev/null 9>&- &
   echo $! > "$STATE/etcd.pid"
   setsid "$BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
@@ -177,7 +182,7 @@ cmd_up() {
     --service-cluster-ip-range 10.0.0.0/24 \
     --disable-admission-plugins ServiceAccount \
     --allow-privileged=true \
-    >"$STATE/apiserver.log" 2>&1 < /dev/null &
+    >"$STATE/apiserver.log" 2>&1 </dev/null 9>&- &
   echo $! > "$STATE/apiserver.pid"
   write_kubeconfig "$api_port"
   # Generous: a cold apiserver on a busy 2-core machine takes a while.
