@@ -158,11 +158,6 @@ impl Replica {
         })
     }
 
-    /// The address the API is served on (useful with port 0).
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.listener.local_addr().ok()
-    }
-
     /// Runs until SIGTERM or Ctrl-C, then shuts down in order.
     pub async fn run(self) -> Result<(), Error> {
         let shutdown = CancellationToken::new();

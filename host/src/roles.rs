@@ -66,10 +66,6 @@ impl LeaderRoles {
         self
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.roles.is_empty()
-    }
-
     /// Starts every role for the term that `guard` represents.
     pub fn start(&mut self, guard: LeaderGuard) {
         debug_assert!(self.term.is_none(), "a term is already running");

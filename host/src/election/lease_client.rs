@@ -83,10 +83,6 @@ impl LeaseClient {
         }
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// The Lease, or `None` if it does not exist.
     pub async fn get(&self, deadline: Option<Instant>) -> Result<Option<Lease>> {
         self.bounded(deadline, self.api.get_opt(&self.name)).await
