@@ -22,6 +22,7 @@ help:
 deps:
 	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 	@tools/cluster.sh install
+	@tools/registry.sh install
 
 cluster-up: deps
 	@tools/cluster.sh up

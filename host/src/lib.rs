@@ -12,6 +12,7 @@ pub mod cli;
 pub mod controllers;
 pub mod election;
 pub mod metrics;
+pub mod oci;
 pub mod plugins;
 pub mod replica;
 pub mod replicas;

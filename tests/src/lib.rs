@@ -16,10 +16,12 @@
 
 mod cluster;
 mod proxy;
+mod registry;
 mod replica;
 
 pub use cluster::TestCluster;
 pub use proxy::TcpProxy;
+pub use registry::TestRegistry;
 pub use replica::{
     ActivityInterval, ReplicaProcess, ReplicaSettings, kubeconfig_via, leasehold_binary,
     now_micros, overlapping, plugin_component,
