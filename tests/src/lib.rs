@@ -15,6 +15,7 @@
 //! answers; `tools/cluster.sh down` stops it.
 
 mod cluster;
+pub mod js_plugin;
 mod proxy;
 mod registry;
 mod replica;

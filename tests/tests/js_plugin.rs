@@ -1,0 +1,213 @@
+//! A plugin written in JavaScript (`plugins/examples/labeler-js`, built with
+//! componentize-js) runs in the real host against the real API server,
+//! within the default limits, using the Kubernetes, log and config imports.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use leasehold_tests::js_plugin::{js_plugin_component, js_plugins_dir};
+use leasehold_tests::{ReplicaProcess, ReplicaSettings, TestCluster, eventually, unique_name};
+use serde_json::json;
+
+/// Until the first reconcile: the host compiles the 12 MB component first,
+/// about 30 s on a busy 2-core machine when the compile cache is cold.
+const FIRST_RECONCILE: Duration = Duration::from_secs(240);
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    let strings = |items: &[&str]| items.iter().map(|item| (*item).to_owned()).collect();
+    PolicyRule {
+        api_groups: Some(strings(groups)),
+        resources: Some(strings(resources)),
+        verbs: strings(verbs),
+        ..PolicyRule::default()
+    }
+}
+
+/// A ServiceAccount that may label ConfigMaps and record Events, and nothing
+/// more; returns `namespace/name` for the manifest.
+async fn labeler_account(cluster: &TestCluster, namespace: &str) -> anyhow::Result<String> {
+    let admin = cluster.client()?;
+    let name = unique_name("labeler-js");
+    cluster.service_account_token(namespace, &name).await?;
+    let metadata = ObjectMeta {
+        name: Some(name.clone()),
+        ..ObjectMeta::default()
+    };
+    let role = ClusterRole {
+        metadata: metadata.clone(),
+        rules: Some(vec![
+            rule(&[""], &["configmaps"], &["get", "list", "watch", "patch"]),
+            rule(&["", "events.k8s.io"], &["events"], &["create", "patch"]),
+        ]),
+        ..ClusterRole::default()
+    };
+    Api::<ClusterRole>::all(admin.clone())
+        .create(&PostParams::default(), &role)
+        .await?;
+    let binding = ClusterRoleBinding {
+        metadata,
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: name.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: name.clone(),
+            namespace: Some(namespace.into()),
+            ..Subject::default()
+        }]),
+    };
+    Api::<ClusterRoleBinding>::all(admin)
+        .create(&PostParams::default(), &binding)
+        .await?;
+    Ok(format!("{namespace}/{name}"))
+}
+
+fn config_map(name: &str, label: Option<(&str, &str)>, keys: &[&str]) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: label.map(|(key, value)| [(key.to_owned(), value.to_owned())].into()),
+            ..ObjectMeta::default()
+        },
+        data: Some(
+            keys.iter()
+                .map(|key| ((*key).to_owned(), "value".to_owned()))
+                .collect(),
+        ),
+        ..ConfigMap::default()
+    }
+}
+
+/// `Some` once `name` carries `label` and the key-count annotation `keys`.
+async fn labelled(
+    config_maps: &Api<ConfigMap>,
+    name: &str,
+    label: (&str, &str),
+    keys: &str,
+) -> Option<()> {
+    let metadata = config_maps.get_opt(name).await.ok()??.metadata;
+    let has_label = metadata.labels?.get(label.0).map(String::as_str) == Some(label.1);
+    let has_keys = metadata
+        .annotations?
+        .get("leasehold.dev/keys")
+        .map(String::as_str)
+        == Some(keys);
+    (has_label && has_keys).then_some(())
+}
+
+async fn labelled_event(client: &Client, namespace: &str, name: &str) -> Option<()> {
+    let events = Api::<Event>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .ok()?;
+    events
+        .items
+        .iter()
+        .any(|event| {
+            event.reason.as_deref() == Some("Labelled")
+                && event.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+        })
+        .then_some(())
+}
+
+#[tokio::test]
+async fn javascript_labeler_labels_selected_config_maps_and_follows_their_keys()
+-> anyhow::Result<()> {
+    let component = js_plugin_component();
+    let cluster = TestCluster::shared().await;
+    let admin = cluster.client()?;
+    let plugins_ns = cluster.namespace("plugins").await?;
+    let account = labeler_account(cluster, &plugins_ns).await?;
+    let group = unique_name("labeler");
+    let selector = ("leasehold.dev/labeler", group.as_str());
+
+    let workdir = tempfile::tempdir()?;
+    let manifest = workdir.path().join("labeler-js.json");
+    // No limits: the JavaScript engine fits the defaults (64 MiB, 2 s).
+    std::fs::write(
+        &manifest,
+        serde_json::to_vec_pretty(&json!({
+            "name": "labeler-js",
+            "component": component,
+            "serviceAccount": account,
+            "config": {
+                "selector": format!("{}={}", selector.0, selector.1),
+                "labels": {"tier": "config"},
+            },
+        }))?,
+    )?;
+    let mut settings = ReplicaSettings::fast(&plugins_ns, "leasehold");
+    settings.extra_args.extend([
+        "--plugin".into(),
+        manifest.display().to_string(),
+        // Kept across runs (keyed by the component's bytes and the engine's
+        // configuration): compiling SpiderMonkey is the slow part.
+        "--compile-cache".into(),
+        js_plugins_dir().join("compile-cache").display().to_string(),
+    ]);
+    let replica =
+        ReplicaProcess::start("js-host", &settings, cluster.kubeconfig(), workdir.path()).await?;
+
+    let work_ns = cluster.namespace("labeler-js").await?;
+    let config_maps: Api<ConfigMap> = Api::namespaced(admin.clone(), &work_ns);
+    config_maps
+        .create(
+            &PostParams::default(),
+            &config_map("selected", Some(selector), &["colour", "size"]),
+        )
+        .await?;
+    config_maps
+        .create(
+            &PostParams::default(),
+            &config_map("ignored", None, &["colour"]),
+        )
+        .await?;
+
+    eventually(
+        FIRST_RECONCILE,
+        "the selected ConfigMap to be labelled",
+        || labelled(&config_maps, "selected", ("tier", "config"), "2"),
+    )
+    .await
+    .map_err(|error| error.context(replica.log()))?;
+
+    config_maps
+        .patch(
+            "selected",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"shape": "round"}})),
+        )
+        .await?;
+    eventually(PATIENCE, "the key count to follow the data", || {
+        labelled(&config_maps, "selected", ("tier", "config"), "3")
+    })
+    .await
+    .map_err(|error| error.context(replica.log()))?;
+    eventually(PATIENCE, "an Event about the labelling", || {
+        labelled_event(&admin, &work_ns, "selected")
+    })
+    .await
+    .map_err(|error| error.context(replica.log()))?;
+
+    let ignored = config_maps.get("ignored").await?.metadata;
+    assert!(
+        ignored.annotations.unwrap_or_default().is_empty() && ignored.labels.is_none(),
+        "a ConfigMap outside the selector is left alone"
+    );
+    let log = replica.log();
+    assert!(
+        log.contains("labelled") && log.contains("keys=3"),
+        "the plugin's own log lines reach the host's log:\n{log}"
+    );
+    if let Some(compiled) = log.lines().find(|line| line.contains("plugin compiled")) {
+        eprintln!("{compiled}");
+    }
+    Ok(())
+}
