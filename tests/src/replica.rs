@@ -83,6 +83,9 @@ impl ReplicaProcess {
             .args(["--identity", identity])
             .args(["--lease-namespace", &settings.namespace])
             .args(["--lease-name", &settings.lease_name])
+            // Tests share one control plane: each replica runs only the
+            // Plugin objects of its own test.
+            .args(["--plugin-namespace", &settings.namespace])
             .args(["--lease-duration", &millis(settings.lease_duration)])
             .args(["--renew-deadline", &millis(settings.renew_deadline)])
             .args(["--retry-period", &millis(settings.retry_period)])

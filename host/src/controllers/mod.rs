@@ -1,77 +1,73 @@
 //! Runs plugins as controllers, only while this replica leads.
 //!
-//! [`Controllers`] is a leader-only role. At the start of a term it
-//! instantiates each plugin once to read its registration, then runs a
-//! kube-runtime [`Controller`] for it: the watches the plugin asked for, a
-//! work queue with de-duplication, requeue-after and exponential backoff on
-//! errors. Each reconcile gets a fresh instance (a fresh store with the
-//! plugin's limits); a trap, timeout or memory overrun fails that reconcile
-//! only. Watches and calls run as the plugin's ServiceAccount. When the term
-//! ends, every controller stream is dropped: in-flight reconciles are
-//! cancelled, and the guard refuses their host calls from the deadline on.
+//! [`Controllers`] is a leader-only role. It follows the replica's plugin
+//! [`Catalog`] and keeps one controller per runnable plugin (see [`run`]):
+//! a new or changed plugin starts, a changed one is reloaded (its in-flight
+//! reconciles drain first; other plugins are untouched), a suspended or
+//! deleted one stops. It also writes every Plugin's status. When the term
+//! ends, every controller stops; the guard refuses their host calls from
+//! the deadline on, even before they notice.
 
 mod finalizer;
 mod metrics;
+mod run;
+mod status;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
-use kube::api::{ApiResource, DynamicObject};
-use kube::runtime::controller::{self, Action as QueueAction, Controller};
-use kube::runtime::reflector::ObjectRef as QueueRef;
-use kube::runtime::watcher;
-use kube::{Api, ResourceExt};
-use tracing::{Instrument, debug, info, warn};
+use k8s_openapi::jiff::Timestamp;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, warn};
 
 pub use self::metrics::PluginMetrics;
+use self::run::{Host, Report};
+use self::status::Running;
 use crate::election::LeaderGuard;
-use crate::plugins::LoadedPlugin;
+use crate::plugins::{Catalog, LoadedPlugin, State};
 use crate::roles::LeaderRole;
-use crate::runtime::{
-    Action, GroupVersionKind, HostContext, KubeBridge, Mapping, ObjectRef, ReconcileError,
-    Registration, Request,
-};
 
-/// The first retry of a failed reconcile; doubled per consecutive failure.
-const BACKOFF_BASE: Duration = Duration::from_millis(500);
-/// Backoff never grows beyond this (kube-controller-manager uses 1000 s;
-/// a plugin fix should be picked up sooner).
-const BACKOFF_MAX: Duration = Duration::from_secs(300);
-/// Registration gets the plugin's timeout, but at least this long.
-const MIN_REGISTER_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often the leader looks at whether a Plugin's status should change.
+const STATUS_PERIOD: Duration = Duration::from_millis(250);
+/// How long a stopping controller may take beyond its reconcile timeout
+/// before it is cancelled outright.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
-/// The leader-only role that runs every loaded plugin.
+/// The leader-only role that runs every plugin in the catalog.
 #[derive(Clone)]
 pub struct Controllers {
-    plugins: Arc<Vec<LoadedPlugin>>,
-    kube_config: kube::Config,
-    identity: String,
-    metrics: PluginMetrics,
+    catalog: watch::Receiver<Catalog>,
+    host: Host,
 }
 
 impl std::fmt::Debug for Controllers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Controllers")
-            .field("plugins", &self.plugins.len())
+            .field("plugins", &self.catalog.borrow().entries.len())
             .finish_non_exhaustive()
     }
 }
 
 impl Controllers {
     pub fn new(
-        plugins: Arc<Vec<LoadedPlugin>>,
+        catalog: watch::Receiver<Catalog>,
+        client: kube::Client,
         kube_config: kube::Config,
         identity: String,
         metrics: PluginMetrics,
     ) -> Self {
         Self {
-            plugins,
-            kube_config,
-            identity,
-            metrics,
+            catalog,
+            host: Host {
+                client,
+                kube_config,
+                identity,
+                metrics,
+            },
         }
     }
 }
@@ -82,321 +78,154 @@ impl LeaderRole for Controllers {
     }
 
     fn lead(&self, guard: LeaderGuard) -> BoxFuture<'static, ()> {
-        let this = self.clone();
+        let mut term = Term {
+            host: self.host.clone(),
+            guard,
+            running: HashMap::new(),
+            status: status::Writer::new(self.host.client.clone()),
+        };
+        let mut catalog = self.catalog.clone();
         Box::pin(async move {
-            let runs = this.plugins.iter().map(|plugin| {
-                let span = tracing::info_span!("plugin", plugin = %plugin.manifest.name);
-                run_plugin(this.clone(), plugin.clone(), guard.clone()).instrument(span)
-            });
-            futures::future::join_all(runs).await;
+            let mut status_tick = tokio::time::interval(STATUS_PERIOD);
+            status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Without a watcher (manifests only) the catalog never changes.
+            let mut changing = true;
+            loop {
+                let snapshot = catalog.borrow_and_update().clone();
+                term.converge(&snapshot).await;
+                loop {
+                    tokio::select! {
+                        changed = catalog.changed(), if changing => {
+                            changing = changed.is_ok();
+                            if changing {
+                                break;
+                            }
+                        }
+                        _ = status_tick.tick() => term.write_statuses(&snapshot).await,
+                        () = term.guard.lost() => return term.stop_all().await,
+                    }
+                }
+            }
         })
     }
 }
 
-/// What every reconcile of one plugin shares.
-struct PluginRun {
-    plugin: LoadedPlugin,
-    bridge: Arc<KubeBridge>,
+/// One term's controllers.
+struct Term {
+    host: Host,
     guard: LeaderGuard,
-    registration: Registration,
-    primary: ApiResource,
-    metrics: PluginMetrics,
-    failures: Mutex<HashMap<QueueRef<DynamicObject>, u32>>,
+    running: HashMap<String, RunningPlugin>,
+    status: status::Writer,
 }
 
-/// Why one reconcile failed.
-#[derive(Debug, thiserror::Error)]
-enum Failure {
-    /// The plugin returned an error.
-    #[error("plugin error: {}", .0.message)]
-    Plugin(ReconcileError),
-    /// The plugin trapped, timed out or ran out of memory.
-    #[error(transparent)]
-    Trap(crate::runtime::Error),
-    /// Adding or removing the finalizer failed.
-    #[error("finalizer update failed")]
-    Finalizer(#[source] kube::Error),
-    /// The term ended.
-    #[error("no longer leading")]
-    NotLeader,
+/// A controller this term started.
+struct RunningPlugin {
+    plugin: LoadedPlugin,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+    report: Arc<Report>,
 }
 
-async fn run_plugin(roles: Controllers, plugin: LoadedPlugin, guard: LeaderGuard) {
-    let manifest = &plugin.manifest;
-    let bridge = match KubeBridge::impersonating(
-        &roles.kube_config,
-        &manifest.name,
-        &manifest.service_account_namespace,
-        &manifest.service_account,
-        &roles.identity,
-    ) {
-        Ok(bridge) => Arc::new(bridge),
-        Err(error) => {
-            warn!(%error, "cannot build the plugin's client; plugin not started");
-            return;
-        }
-    };
-    let context = host_context(&bridge, &guard, &plugin, None);
-    let timeout = manifest.limits.timeout.max(MIN_REGISTER_TIMEOUT);
-    roles.metrics.instantiated(&manifest.name);
-    let registration = match plugin.compiled.instantiate(context, &manifest.limits).await {
-        Ok(mut instance) => instance.register(timeout).await,
-        Err(error) => Err(error),
-    };
-    let registration = match registration {
-        Ok(registration) => registration,
-        Err(error) => {
-            warn!(error = %error, "plugin failed to register; not started");
-            roles.metrics.reconciled(&manifest.name, "trap");
-            return;
-        }
-    };
-    let primary = match resource_of(&bridge, &registration.primary).await {
-        Ok(resource) => resource,
-        Err(message) => {
-            warn!(%message, "plugin's primary kind is not served; not started");
-            return;
-        }
-    };
-    info!(primary = %primary.kind, owns = registration.owns.len(), watches = registration.watches.len(), "starting controller");
-    let run = Arc::new(PluginRun {
-        plugin: plugin.clone(),
-        bridge: bridge.clone(),
-        guard: guard.clone(),
-        registration,
-        primary,
-        metrics: roles.metrics.clone(),
-        failures: Mutex::default(),
-    });
-    let controller = match build_controller(&run).await {
-        Ok(controller) => controller,
-        Err(message) => {
-            warn!(%message, "cannot watch what the plugin registered; not started");
-            return;
-        }
-    };
-    let stream = controller
-        .with_config(controller::Config::default().concurrency(plugin.manifest.limits.concurrency))
-        .run(reconcile, error_policy, run)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                debug!(%error, "reconcile did not complete");
-            }
-        });
-    tokio::select! {
-        () = stream => warn!("controller stream ended"),
-        () = guard.lost() => debug!("term over; controller stopped"),
-    }
-}
-
-fn host_context(
-    bridge: &Arc<KubeBridge>,
-    guard: &LeaderGuard,
-    plugin: &LoadedPlugin,
-    object: Option<String>,
-) -> HostContext {
-    HostContext {
-        bridge: bridge.clone(),
-        guard: guard.clone(),
-        config: plugin.manifest.config.clone(),
-        object,
-    }
-}
-
-async fn resource_of(bridge: &KubeBridge, gvk: &GroupVersionKind) -> Result<ApiResource, String> {
-    let api_version = if gvk.group.is_empty() {
-        gvk.version.clone()
-    } else {
-        format!("{}/{}", gvk.group, gvk.version)
-    };
-    bridge
-        .resource(&api_version, &gvk.kind)
-        .await
-        .map(|(resource, _)| resource)
-        .map_err(|error| error.message)
-}
-
-fn api_for(run: &PluginRun, resource: &ApiResource) -> Api<DynamicObject> {
-    let client = run.bridge.client().clone();
-    match &run.registration.namespace {
-        Some(namespace) => Api::namespaced_with(client, namespace, resource),
-        None => Api::all_with(client, resource),
-    }
-}
-
-async fn build_controller(run: &Arc<PluginRun>) -> Result<Controller<DynamicObject>, String> {
-    let registration = &run.registration;
-    let mut primary_watch = watcher::Config::default();
-    if let Some(selector) = &registration.label_selector {
-        primary_watch = primary_watch.labels(selector);
-    }
-    let mut controller = Controller::new_with(
-        api_for(run, &run.primary),
-        primary_watch,
-        run.primary.clone(),
-    );
-    for owned in &registration.owns {
-        let resource = resource_of(&run.bridge, owned).await?;
-        controller = controller.owns_with(
-            api_for(run, &resource),
-            resource,
-            watcher::Config::default(),
-        );
-    }
-    for watch in &registration.watches {
-        let resource = resource_of(&run.bridge, &watch.kind).await?;
-        let mut config = watcher::Config::default();
-        if let Some(selector) = &watch.label_selector {
-            config = config.labels(selector);
-        }
-        let primary = run.primary.clone();
-        let api = api_for(run, &resource);
-        controller = match watch.mapping.clone() {
-            Mapping::Labels(labels) => {
-                controller.watches_with(api, resource, config, move |object: DynamicObject| {
-                    let name = object.labels().get(&labels.name)?.clone();
-                    let namespace = match &labels.namespace {
-                        Some(label) => object.labels().get(label).cloned(),
-                        None => object.namespace(),
-                    };
-                    let reference = QueueRef::new_with(&name, primary.clone());
-                    Some(match namespace {
-                        Some(namespace) => reference.within(&namespace),
-                        None => reference,
-                    })
-                })
-            }
-            Mapping::AllPrimaries => {
-                let store = controller.store();
-                controller.watches_with(api, resource, config, move |_: DynamicObject| {
-                    store
-                        .state()
-                        .iter()
-                        .map(|object| QueueRef::from_obj_with(object.as_ref(), primary.clone()))
-                        .collect::<Vec<_>>()
-                })
+impl Term {
+    /// Starts, reloads and stops controllers to match the catalog.
+    async fn converge(&mut self, catalog: &Catalog) {
+        let wanted = |name: &str| -> Option<&LoadedPlugin> {
+            let entry = catalog.entries.get(name)?;
+            match &entry.state {
+                State::Ready(plugin) if !entry.suspend => Some(plugin),
+                _ => None,
             }
         };
-    }
-    Ok(controller)
-}
-
-async fn reconcile(
-    object: Arc<DynamicObject>,
-    run: Arc<PluginRun>,
-) -> Result<QueueAction, Failure> {
-    run.guard.check().map_err(|_| Failure::NotLeader)?;
-    let name = run.plugin.manifest.name.as_str();
-    let reference = ObjectRef {
-        namespace: object.namespace(),
-        name: object.name_any(),
-    };
-    let cleanup = match &run.registration.finalizer {
-        None => false,
-        Some(finalizer) => match finalizer::state(&object, finalizer) {
-            finalizer::State::Missing => {
-                finalizer::add(&api_for_object(&run, &object), &object, finalizer)
-                    .await
-                    .map_err(Failure::Finalizer)?;
-                // The update triggers the next reconcile.
-                return Ok(QueueAction::await_change());
+        // A plugin whose new version is still being fetched and compiled
+        // keeps running the old one meanwhile.
+        let preparing = |name: &str| {
+            catalog
+                .entries
+                .get(name)
+                .is_some_and(|entry| !entry.suspend && matches!(entry.state, State::Preparing))
+        };
+        let outdated: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(name, running)| {
+                !preparing(name)
+                    && !wanted(name).is_some_and(|plugin| plugin.same_version(&running.plugin))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        // Stopping drains in-flight reconciles; do it for all at once.
+        let stopping = outdated.iter().filter_map(|name| {
+            self.running
+                .remove(name)
+                .map(|running| (name.clone(), running))
+        });
+        futures::future::join_all(stopping.map(|(name, running)| drain(name, running))).await;
+        for (name, entry) in &catalog.entries {
+            if let Some(plugin) = wanted(name)
+                && !self.running.contains_key(name)
+            {
+                self.start(name, entry.object.is_some(), plugin.clone());
             }
-            finalizer::State::Present => false,
-            finalizer::State::Cleanup => true,
-            finalizer::State::Released => return Ok(QueueAction::await_change()),
-        },
-    };
-    let request = Request {
-        reference: reference.clone(),
-        object: Some(serde_json::to_string(object.as_ref()).unwrap_or_default()),
-    };
-    let display = match &reference.namespace {
-        Some(namespace) => format!("{namespace}/{}", reference.name),
-        None => reference.name.clone(),
-    };
-    let context = host_context(&run.bridge, &run.guard, &run.plugin, Some(display));
-    let limits = &run.plugin.manifest.limits;
-    run.metrics.instantiated(name);
-    let outcome = match run.plugin.compiled.instantiate(context, limits).await {
-        Ok(mut instance) => instance.reconcile(&request, cleanup, limits.timeout).await,
-        Err(error) => Err(error),
-    };
-    let action = match outcome {
-        Err(trap) => {
-            run.metrics.reconciled(name, "trap");
-            return Err(Failure::Trap(trap));
         }
-        Ok(Err(error)) => {
-            run.metrics.reconciled(name, "error");
-            return Err(Failure::Plugin(error));
+    }
+
+    fn start(&mut self, name: &str, is_object: bool, plugin: LoadedPlugin) {
+        info!(plugin = name, digest = %plugin.compiled.digest, from_object = is_object, "starting plugin");
+        let stop = CancellationToken::new();
+        let report = Arc::new(Report::default());
+        let span = tracing::info_span!("plugin", plugin = %name);
+        let task = tokio::spawn(
+            run::run(
+                self.host.clone(),
+                plugin.clone(),
+                self.guard.clone(),
+                stop.clone(),
+                report.clone(),
+            )
+            .instrument(span),
+        );
+        self.running.insert(
+            name.to_owned(),
+            RunningPlugin {
+                plugin,
+                stop,
+                task,
+                report,
+            },
+        );
+    }
+
+    async fn write_statuses(&mut self, catalog: &Catalog) {
+        let now = Timestamp::now();
+        for (name, entry) in &catalog.entries {
+            let running = match self.running.get(name) {
+                Some(running) => Running::Yes(&running.report),
+                None if entry.suspend => Running::Suspended,
+                None => Running::No,
+            };
+            let previous = self.status.previous(name, entry);
+            let desired = status::desired(entry, running, &self.host.identity, previous, now);
+            self.status.write(name, entry, desired, &self.guard).await;
         }
-        Ok(Ok(action)) => action,
-    };
-    run.metrics.reconciled(name, "ok");
-    if cleanup
-        && matches!(action, Action::Done)
-        && let Some(finalizer) = &run.registration.finalizer
-    {
-        finalizer::remove(&api_for_object(&run, &object), &object, finalizer)
-            .await
-            .map_err(Failure::Finalizer)?;
+        self.status
+            .retain(|name| catalog.entries.contains_key(name));
     }
-    let queue_ref = QueueRef::from_obj_with(object.as_ref(), run.primary.clone());
-    run.failures
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&queue_ref);
-    Ok(match action {
-        Action::RequeueAfter(millis) => QueueAction::requeue(Duration::from_millis(millis)),
-        Action::Done => match run.registration.resync_period_ms {
-            Some(millis) => QueueAction::requeue(Duration::from_millis(millis)),
-            None => QueueAction::await_change(),
-        },
-    })
-}
 
-fn api_for_object(run: &PluginRun, object: &DynamicObject) -> Api<DynamicObject> {
-    let client = run.bridge.client().clone();
-    match object.namespace() {
-        Some(namespace) => Api::namespaced_with(client, &namespace, &run.primary),
-        None => Api::all_with(client, &run.primary),
+    async fn stop_all(&mut self) {
+        let all = self.running.drain();
+        futures::future::join_all(all.map(|(name, running)| drain(name, running))).await;
     }
 }
 
-fn error_policy(object: Arc<DynamicObject>, failure: &Failure, run: Arc<PluginRun>) -> QueueAction {
-    let queue_ref = QueueRef::from_obj_with(object.as_ref(), run.primary.clone());
-    let retryable = match failure {
-        Failure::Plugin(error) => error.retryable,
-        Failure::NotLeader => return QueueAction::await_change(),
-        Failure::Trap(_) | Failure::Finalizer(_) => true,
-    };
-    let mut failures = run.failures.lock().unwrap_or_else(|e| e.into_inner());
-    let count = failures.entry(queue_ref).or_default();
-    *count = count.saturating_add(1);
-    let delay = backoff(*count);
-    warn!(object = %object.name_any(), error = %failure, retryable, attempt = *count, "reconcile failed");
-    if retryable {
-        QueueAction::requeue(delay)
-    } else {
-        QueueAction::await_change()
+/// Stops one controller: no new reconciles, running ones finish (bounded
+/// by the plugin's timeout), then it is gone.
+async fn drain(name: String, running: RunningPlugin) {
+    running.stop.cancel();
+    let patience = running.plugin.definition.limits.timeout + DRAIN_GRACE;
+    let mut task = running.task;
+    if tokio::time::timeout(patience, &mut task).await.is_err() {
+        warn!(plugin = %name, "controller did not drain in time; cancelling it");
+        task.abort();
     }
-}
-
-/// 0.5 s, 1 s, 2 s, ... capped at [`BACKOFF_MAX`].
-fn backoff(consecutive_failures: u32) -> Duration {
-    let exponent = consecutive_failures.saturating_sub(1).min(16);
-    BACKOFF_BASE.saturating_mul(1 << exponent).min(BACKOFF_MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_per_failure_up_to_a_cap() {
-        assert_eq!(backoff(1), Duration::from_millis(500));
-        assert_eq!(backoff(2), Duration::from_secs(1));
-        assert_eq!(backoff(4), Duration::from_secs(4));
-        assert_eq!(backoff(30), BACKOFF_MAX);
-    }
+    info!(plugin = %name, "plugin stopped");
 }

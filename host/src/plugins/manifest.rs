@@ -2,25 +2,19 @@
 //! acts as, and what it may use.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::runtime::{Limits, MAX_MEMORY_BYTES};
+use super::definition::{Definition, ServiceAccount, config_text};
+use super::limits::{InvalidField, parse_limits};
 
-/// A validated plugin manifest.
+/// A validated plugin manifest: a plugin and its component file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Manifest {
-    pub name: String,
+    pub definition: Definition,
     /// The component file, resolved against the manifest's directory.
     pub component: PathBuf,
-    pub service_account_namespace: String,
-    pub service_account: String,
-    /// The configuration handed to the plugin, as JSON text.
-    pub config: Arc<str>,
-    pub limits: Limits,
 }
 
 /// Why a manifest was rejected.
@@ -33,8 +27,8 @@ pub enum ManifestError {
     #[error("is not a valid manifest: {0}")]
     Syntax(#[source] serde_json::Error),
     /// A field has a value the host cannot use.
-    #[error("field {field}: {reason}")]
-    Invalid { field: &'static str, reason: String },
+    #[error(transparent)]
+    Invalid(#[from] InvalidField),
 }
 
 #[derive(Deserialize)]
@@ -58,13 +52,6 @@ struct RawLimits {
     concurrency: Option<u16>,
 }
 
-fn invalid(field: &'static str, reason: impl Into<String>) -> ManifestError {
-    ManifestError::Invalid {
-        field,
-        reason: reason.into(),
-    }
-}
-
 impl Manifest {
     pub fn read(path: &Path) -> Result<Self, ManifestError> {
         let text = std::fs::read_to_string(path).map_err(ManifestError::Read)?;
@@ -76,65 +63,39 @@ impl Manifest {
     pub fn parse(text: &str, base: &Path) -> Result<Self, ManifestError> {
         let raw: Raw = serde_json::from_str(text).map_err(ManifestError::Syntax)?;
         if !is_dns_label(&raw.name) {
-            return Err(invalid(
+            return Err(InvalidField::new(
                 "name",
                 format!(
                     "{:?} must be a DNS label (lowercase letters, digits and '-', at most 63)",
                     raw.name
                 ),
-            ));
+            )
+            .into());
         }
         let (namespace, account) = raw
             .service_account
             .split_once('/')
             .filter(|(ns, sa)| is_dns_label(ns) && !sa.is_empty())
             .ok_or_else(|| {
-                invalid(
+                InvalidField::new(
                     "serviceAccount",
                     format!("{:?} must be namespace/name", raw.service_account),
                 )
             })?;
-        let defaults = Limits::default();
-        let memory_bytes = match &raw.limits.memory {
-            None => defaults.memory_bytes,
-            Some(text) => {
-                parse_quantity(text).map_err(|reason| invalid("limits.memory", reason))?
-            }
-        };
-        if memory_bytes > MAX_MEMORY_BYTES {
-            return Err(invalid(
-                "limits.memory",
-                format!("{memory_bytes} bytes is more than the host maximum of {MAX_MEMORY_BYTES}"),
-            ));
-        }
-        let timeout = match &raw.limits.timeout {
-            None => defaults.timeout,
-            Some(text) => humantime::parse_duration(text)
-                .map_err(|error| invalid("limits.timeout", error.to_string()))?,
-        };
-        if timeout.is_zero() || timeout > Duration::from_secs(300) {
-            return Err(invalid("limits.timeout", "must be between 1ms and 5m"));
-        }
-        let concurrency = raw.limits.concurrency.unwrap_or(defaults.concurrency);
-        if concurrency == 0 {
-            return Err(invalid("limits.concurrency", "must be at least 1"));
-        }
-        let config = match raw.config {
-            None => "{}".to_owned(),
-            Some(value @ Value::Object(_)) => value.to_string(),
-            Some(_) => return Err(invalid("config", "must be a JSON object")),
-        };
+        let limits = parse_limits(
+            raw.limits.memory.as_deref(),
+            raw.limits.timeout.as_deref(),
+            raw.limits.concurrency,
+            "limits.concurrency",
+        )?;
         Ok(Self {
-            name: raw.name,
-            component: base.join(raw.component),
-            service_account_namespace: namespace.to_owned(),
-            service_account: account.to_owned(),
-            config: config.into(),
-            limits: Limits {
-                memory_bytes,
-                timeout,
-                concurrency,
+            definition: Definition {
+                name: raw.name,
+                service_account: ServiceAccount::new(namespace, account),
+                config: config_text(raw.config)?,
+                limits,
             },
+            component: base.join(raw.component),
         })
     }
 }
@@ -149,30 +110,12 @@ fn is_dns_label(text: &str) -> bool {
         && !text.ends_with('-')
 }
 
-/// Parses a Kubernetes-style byte quantity: `1048576`, `512Ki`, `64Mi`, `1Gi`.
-pub fn parse_quantity(text: &str) -> Result<usize, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, suffix) = text.split_at(split);
-    let number: usize = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a byte quantity (examples: 64Mi, 512Ki, 1Gi)"))?;
-    let unit: usize = match suffix {
-        "" => 1,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        _ => return Err(format!("{text:?} has an unknown unit (use Ki, Mi or Gi)")),
-    };
-    number
-        .checked_mul(unit)
-        .ok_or_else(|| format!("{text:?} is too large"))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::runtime::Limits;
 
     fn parse(text: &str) -> Result<Manifest, ManifestError> {
         Manifest::parse(text, Path::new("/plugins"))
@@ -186,24 +129,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(manifest.component, Path::new("/plugins/mirror.wasm"));
+        let definition = manifest.definition;
         assert_eq!(
-            (
-                manifest.service_account_namespace.as_str(),
-                manifest.service_account.as_str()
-            ),
-            ("plugins", "mirror")
+            definition.service_account,
+            ServiceAccount::new("plugins", "mirror")
         );
-        assert_eq!(manifest.limits.memory_bytes, 32 << 20);
-        assert_eq!(manifest.limits.timeout, Duration::from_millis(500));
-        assert_eq!(&*manifest.config, r#"{"selector":"a=b"}"#);
+        assert_eq!(definition.limits.memory_bytes, 32 << 20);
+        assert_eq!(definition.limits.timeout, Duration::from_millis(500));
+        assert_eq!(&*definition.config, r#"{"selector":"a=b"}"#);
     }
 
     #[test]
     fn omitted_config_and_limits_take_defaults() {
         let manifest =
             parse(r#"{"name": "m", "component": "m.wasm", "serviceAccount": "ns/sa"}"#).unwrap();
-        assert_eq!(manifest.limits, Limits::default());
-        assert_eq!(&*manifest.config, "{}");
+        assert_eq!(manifest.definition.limits, Limits::default());
+        assert_eq!(&*manifest.definition.config, "{}");
     }
 
     #[test]
@@ -248,18 +189,5 @@ mod tests {
             let error = parse(text).unwrap_err().to_string();
             assert!(error.contains(expected), "{text}: {error}");
         }
-    }
-
-    #[test]
-    fn quantities_use_binary_units() {
-        assert_eq!(parse_quantity("1048576"), Ok(1 << 20));
-        assert_eq!(parse_quantity("512Ki"), Ok(512 << 10));
-        assert_eq!(parse_quantity("1Gi"), Ok(1 << 30));
-        assert!(parse_quantity("1MB").unwrap_err().contains("unknown unit"));
-        assert!(
-            parse_quantity("Mi")
-                .unwrap_err()
-                .contains("not a byte quantity")
-        );
     }
 }

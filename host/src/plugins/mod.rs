@@ -1,8 +1,11 @@
 //! Where plugins come from and how they are described.
 //!
-//! Until the Plugin custom resource exists, a plugin is a JSON manifest
-//! beside its component, given with `--plugin FILE` or found in
-//! `--plugin-dir DIR` (every `*.json` file):
+//! Users deploy plugins as [`Plugin`] objects (see [`resource`]): every
+//! replica's [`PluginWatcher`] fetches and compiles them into its
+//! [`Catalog`], which the leader runs. For a host without the CRD (and for
+//! tests of the runtime), a plugin can also be a JSON manifest beside its
+//! component, given with `--plugin FILE` or found in `--plugin-dir DIR`
+//! (every `*.json` file):
 //!
 //! ```json
 //! {
@@ -17,12 +20,23 @@
 //! `component` is relative to the manifest. Every replica loads and compiles
 //! every plugin at start-up; only the leader instantiates them.
 
+mod catalog;
+mod definition;
+mod limits;
 mod manifest;
+pub mod resource;
+mod source;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-pub use self::manifest::{Manifest, ManifestError, parse_quantity};
+pub use self::catalog::{
+    Catalog, Entry, ObjectInfo, PluginWatcher, Problem, Stage, State, compile_reason,
+};
+pub use self::definition::{Definition, ServiceAccount};
+pub use self::limits::{InvalidField, parse_quantity};
+pub use self::manifest::{Manifest, ManifestError};
+pub use self::resource::{Plugin, PluginSpec, PluginStatus};
+pub use self::source::{DEFAULT_MAX_COMPONENT_BYTES, FetchError, Fetched, Fetcher, digest_of};
 use crate::runtime::{self, Compiled, Runtime};
 
 /// Plugin sources, flattened into `leasehold run`.
@@ -42,6 +56,27 @@ pub struct Options {
     /// component and the engine configuration). Off when unset.
     #[arg(long, env = "LEASEHOLD_COMPILE_CACHE")]
     pub compile_cache: Option<PathBuf>,
+
+    /// Watch Plugin objects (`plugins.leasehold.dev`) in every namespace.
+    /// Turn off for a host that runs only manifest plugins.
+    #[arg(long, env = "LEASEHOLD_WATCH_PLUGINS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub watch_plugins: bool,
+
+    /// Watch Plugin objects only in this namespace (default: every namespace).
+    #[arg(long, env = "LEASEHOLD_PLUGIN_NAMESPACE")]
+    pub plugin_namespace: Option<String>,
+
+    /// Where Plugin sources of kind `image` are read from.
+    #[arg(long, env = "LEASEHOLD_PLUGIN_ROOT", default_value = "/plugins")]
+    pub plugin_root: PathBuf,
+
+    /// Largest component a Plugin source may deliver, as a byte quantity.
+    #[arg(long, env = "LEASEHOLD_MAX_COMPONENT_SIZE", default_value = "64Mi", value_parser = parse_size)]
+    pub max_component_size: u64,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    parse_quantity(text).map(|bytes| bytes as u64)
 }
 
 /// Why plugins could not be loaded.
@@ -81,11 +116,19 @@ pub enum Error {
     Duplicate(String),
 }
 
-/// A plugin ready to run: its manifest and its compiled component.
+/// A plugin ready to run: its definition and its compiled component.
 #[derive(Clone, Debug)]
 pub struct LoadedPlugin {
-    pub manifest: Manifest,
+    pub definition: Definition,
     pub compiled: Compiled,
+}
+
+impl LoadedPlugin {
+    /// Whether `other` is the same plugin in every respect that matters to
+    /// a running controller (so a change of any of them means a reload).
+    pub fn same_version(&self, other: &Self) -> bool {
+        self.definition == other.definition && self.compiled.digest == other.compiled.digest
+    }
 }
 
 impl Options {
@@ -110,25 +153,25 @@ impl Options {
 
 /// Reads every manifest and compiles every component. One bad plugin fails
 /// start-up with a message naming it: nothing starts half-configured.
-pub fn load_all(runtime: &Runtime, paths: &[PathBuf]) -> Result<Arc<Vec<LoadedPlugin>>, Error> {
+pub fn load_all(runtime: &Runtime, paths: &[PathBuf]) -> Result<Vec<LoadedPlugin>, Error> {
     let mut loaded: Vec<LoadedPlugin> = Vec::new();
     for path in paths {
         let plugin = load(runtime, path)?;
         if loaded
             .iter()
-            .any(|other| other.manifest.name == plugin.manifest.name)
+            .any(|other| other.definition.name == plugin.definition.name)
         {
-            return Err(Error::Duplicate(plugin.manifest.name));
+            return Err(Error::Duplicate(plugin.definition.name));
         }
         tracing::info!(
-            plugin = %plugin.manifest.name,
+            plugin = %plugin.definition.name,
             digest = %plugin.compiled.digest,
             compile_ms = plugin.compiled.compile_time.as_millis() as u64,
             "plugin compiled"
         );
         loaded.push(plugin);
     }
-    Ok(Arc::new(loaded))
+    Ok(loaded)
 }
 
 fn load(runtime: &Runtime, path: &Path) -> Result<LoadedPlugin, Error> {
@@ -137,13 +180,16 @@ fn load(runtime: &Runtime, path: &Path) -> Result<LoadedPlugin, Error> {
         source,
     })?;
     let bytes = std::fs::read(&manifest.component).map_err(|source| Error::Component {
-        plugin: manifest.name.clone(),
+        plugin: manifest.definition.name.clone(),
         path: manifest.component.clone(),
         source,
     })?;
     let compiled = runtime.compile(&bytes).map_err(|source| Error::Compile {
-        plugin: manifest.name.clone(),
+        plugin: manifest.definition.name.clone(),
         source,
     })?;
-    Ok(LoadedPlugin { manifest, compiled })
+    Ok(LoadedPlugin {
+        definition: manifest.definition,
+        compiled,
+    })
 }

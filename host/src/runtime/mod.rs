@@ -39,6 +39,13 @@ pub use self::bindings::leasehold::controller::types::ObjectRef;
 use self::bindings::{Controller, ControllerPre};
 pub use self::host::{HostContext, KubeBridge};
 
+/// The version of `wit/controller.wit` this host implements. Components
+/// built for another minor version (0.x semantics) are refused by name.
+pub const CONTRACT_VERSION: &str = "0.1.0";
+
+/// Every interface of the contract is named `leasehold:controller/<iface>@<version>`.
+const CONTRACT_PACKAGE: &str = "leasehold:controller/";
+
 /// How often the engine's epoch advances: the granularity of every timeout.
 /// Kubewarden ticks once a second; a fine tick lets a 50 ms budget mean 50 ms.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -87,6 +94,11 @@ pub enum Error {
     /// (it imports something the host does not provide, or lacks an export).
     #[error("component does not implement the leasehold:controller@0.1.0 world: {0:#}")]
     WrongWorld(#[source] wasmtime::Error),
+    /// The component was built against another version of the contract.
+    #[error(
+        "component was built for leasehold:controller@{found}; this host implements @{CONTRACT_VERSION} (rebuild it against the host's wit/)"
+    )]
+    IncompatibleContract { found: String },
     /// The plugin trapped, ran out of time, or exceeded its memory.
     #[error("plugin trapped: {0:#}")]
     Trap(#[source] wasmtime::Error),
@@ -180,6 +192,7 @@ impl Runtime {
         let digest = format!("sha256:{:x}", Sha256::digest(bytes));
         let started = Instant::now();
         let component = Component::new(&self.engine, bytes).map_err(Error::Compile)?;
+        check_contract(&self.engine, &component)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -190,6 +203,52 @@ impl Runtime {
             compile_time: started.elapsed(),
             pre: Arc::new(pre),
         })
+    }
+}
+
+/// Refuses, by name, a component built for another contract version or
+/// one that does not export the reconciler, before linking reports the
+/// same thing less plainly.
+fn check_contract(engine: &Engine, component: &Component) -> Result<()> {
+    let ty = component.component_type();
+    let imports = ty.imports(engine).map(|(name, _)| name);
+    let exports: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
+    for name in imports.chain(exports.iter().copied()) {
+        let Some(interface) = name.strip_prefix(CONTRACT_PACKAGE) else {
+            continue;
+        };
+        let version = interface.split_once('@').map_or("", |(_, version)| version);
+        if !same_minor(version, CONTRACT_VERSION) {
+            return Err(Error::IncompatibleContract {
+                found: version.to_owned(),
+            });
+        }
+    }
+    let reconciler = format!("{CONTRACT_PACKAGE}reconciler@");
+    if !exports.iter().any(|name| name.starts_with(&reconciler)) {
+        return Err(Error::WrongWorld(wasmtime::format_err!(
+            "it exports no {CONTRACT_PACKAGE}reconciler (exports: {})",
+            if exports.is_empty() {
+                "none".to_owned()
+            } else {
+                exports.join(", ")
+            }
+        )));
+    }
+    Ok(())
+}
+
+/// 0.x versions are compatible within a minor version; 1.x and later within
+/// a major version (the component model's semver rule).
+fn same_minor(found: &str, supported: &str) -> bool {
+    let parts = |version: &str| -> Option<(u64, u64)> {
+        let mut numbers = version.split(['.', '-', '+']).map(str::parse::<u64>);
+        Some((numbers.next()?.ok()?, numbers.next()?.ok()?))
+    };
+    match (parts(found), parts(supported)) {
+        (Some((0, found_minor)), Some((0, minor))) => found_minor == minor,
+        (Some((found_major, _)), Some((major, _))) => found_major == major && major != 0,
+        _ => false,
     }
 }
 
@@ -349,6 +408,44 @@ mod tests {
         let empty = wat_component();
         let error = runtime.compile(&empty).unwrap_err();
         assert!(matches!(error, Error::WrongWorld(_)), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_component_built_for_another_contract_version_is_named_as_such() {
+        let runtime = Runtime::new(None).unwrap();
+        let newer =
+            wat::parse_str(r#"(component (import "leasehold:controller/log@0.2.0" (instance)))"#)
+                .unwrap();
+        let error = runtime.compile(&newer).unwrap_err();
+        assert!(
+            matches!(&error, Error::IncompatibleContract { found } if found == "0.2.0"),
+            "{error}"
+        );
+        assert!(error.to_string().contains("this host implements @0.1.0"));
+    }
+
+    #[tokio::test]
+    async fn a_component_without_the_reconciler_export_says_what_it_exports() {
+        let runtime = Runtime::new(None).unwrap();
+        let logger =
+            wat::parse_str(r#"(component (import "leasehold:controller/log@0.1.0" (instance)))"#)
+                .unwrap();
+        let error = runtime.compile(&logger).unwrap_err();
+        assert!(matches!(error, Error::WrongWorld(_)), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("exports no leasehold:controller/reconciler")
+        );
+    }
+
+    #[test]
+    fn contract_versions_follow_the_component_model_semver_rule() {
+        assert!(same_minor("0.1.0", "0.1.0"));
+        assert!(same_minor("0.1.7", "0.1.0"));
+        assert!(!same_minor("0.2.0", "0.1.0"));
+        assert!(!same_minor("1.1.0", "0.1.0"));
+        assert!(!same_minor("", "0.1.0"));
     }
 
     /// `(component)` in binary form: the preamble with the component layer.

@@ -1,0 +1,509 @@
+//! One plugin's controller on the leader: start it (account check,
+//! instantiate, register, resolve kinds), run kube-runtime's [`Controller`]
+//! over what it registered, and report progress for its status. A plugin
+//! that fails to start is retried with backoff; a stop request lets
+//! in-flight reconciles finish first.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ApiResource, DynamicObject};
+use kube::runtime::controller::{self, Action as QueueAction, Controller};
+use kube::runtime::reflector::ObjectRef as QueueRef;
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::finalizer;
+use super::metrics::PluginMetrics;
+use crate::election::LeaderGuard;
+use crate::plugins::LoadedPlugin;
+use crate::runtime::{
+    Action, GroupVersionKind, HostContext, KubeBridge, Mapping, ObjectRef, ReconcileError,
+    Registration, Request,
+};
+
+/// The first retry of a failed reconcile; doubled per consecutive failure.
+const BACKOFF_BASE: Duration = Duration::from_millis(500);
+/// Backoff never grows beyond this (kube-controller-manager uses 1000 s;
+/// a plugin fix should be picked up sooner).
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Registration gets the plugin's timeout, but at least this long.
+const MIN_REGISTER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What a plugin's controller needs from the host.
+#[derive(Clone)]
+pub struct Host {
+    /// The host's own client (checks the plugin's ServiceAccount exists).
+    pub client: kube::Client,
+    /// The base of each plugin's impersonating client.
+    pub kube_config: kube::Config,
+    /// This replica, as Events report it.
+    pub identity: String,
+    pub metrics: PluginMetrics,
+}
+
+/// How far one plugin's controller got, and how its reconciles went: what
+/// its status reports.
+#[derive(Debug, Default)]
+pub struct Report {
+    phase: Mutex<Phase>,
+    ok: AtomicU64,
+    error: AtomicU64,
+    trap: AtomicU64,
+    last_error: Mutex<Option<(String, Timestamp)>>,
+}
+
+/// Where a plugin's controller is in its life.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Phase {
+    #[default]
+    Starting,
+    /// Its controller runs; `primary` is the kind it reconciles.
+    Running { primary: String },
+    /// It could not start; it is retried with backoff.
+    Failed {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+impl Report {
+    pub fn phase(&self) -> Phase {
+        self.phase.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Reconciles by outcome: (ok, error, trap).
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.error.load(Ordering::Relaxed),
+            self.trap.load(Ordering::Relaxed),
+        )
+    }
+
+    pub fn last_error(&self) -> Option<(String, Timestamp)> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        if let Phase::Failed { message, .. } = &phase {
+            self.failed(message.clone());
+        }
+        *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = phase;
+    }
+
+    fn failed(&self, message: String) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((message, Timestamp::now()));
+    }
+}
+
+/// Runs `plugin` until `stop` (draining in-flight reconciles) or the end
+/// of the term, retrying a start that fails.
+pub async fn run(
+    host: Host,
+    plugin: LoadedPlugin,
+    guard: LeaderGuard,
+    stop: CancellationToken,
+    report: Arc<Report>,
+) {
+    let mut failures = 0;
+    loop {
+        let started = start(&host, &plugin, &guard, &report).await;
+        let run = match started {
+            Ok(run) => run,
+            Err(Failure::NotLeader) => return,
+            Err(failure) => {
+                failures += 1;
+                let delay = backoff(failures);
+                warn!(reason = failure.reason(), error = %failure, retry_in = ?delay, "plugin did not start");
+                report.set_phase(Phase::Failed {
+                    reason: failure.reason(),
+                    message: failure.to_string(),
+                });
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => continue,
+                    () = stop.cancelled() => return,
+                    () = guard.lost() => return,
+                }
+            }
+        };
+        let controller = match build_controller(&run).await {
+            Ok(controller) => controller,
+            Err(message) => {
+                failures += 1;
+                let delay = backoff(failures);
+                warn!(%message, retry_in = ?delay, "cannot watch what the plugin registered");
+                report.set_phase(Phase::Failed {
+                    reason: "KindNotServed",
+                    message,
+                });
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => continue,
+                    () = stop.cancelled() => return,
+                    () = guard.lost() => return,
+                }
+            }
+        };
+        report.set_phase(Phase::Running {
+            primary: run.primary.kind.clone(),
+        });
+        let stream = controller
+            .with_config(
+                controller::Config::default().concurrency(plugin.definition.limits.concurrency),
+            )
+            // A stop lets running reconciles finish, then ends the stream.
+            .graceful_shutdown_on(stop.clone().cancelled_owned())
+            .run(reconcile, error_policy, run)
+            .for_each(|result| async move {
+                if let Err(error) = result {
+                    debug!(%error, "reconcile did not complete");
+                }
+            });
+        tokio::select! {
+            () = stream => debug!("controller stopped"),
+            () = guard.lost() => debug!("term over; controller stopped"),
+        }
+        return;
+    }
+}
+
+/// Checks the plugin's account, instantiates it once to read its
+/// registration, and resolves its primary kind.
+async fn start(
+    host: &Host,
+    plugin: &LoadedPlugin,
+    guard: &LeaderGuard,
+    report: &Arc<Report>,
+) -> Result<Arc<PluginRun>, Failure> {
+    let definition = &plugin.definition;
+    let account = &definition.service_account;
+    guard.check().map_err(|_| Failure::NotLeader)?;
+    let accounts: Api<ServiceAccount> = Api::namespaced(host.client.clone(), &account.namespace);
+    match accounts.get_opt(&account.name).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(Failure::NoServiceAccount(account.to_string())),
+        Err(error) => return Err(Failure::Kube(error)),
+    }
+    let bridge = KubeBridge::impersonating(
+        &host.kube_config,
+        &definition.name,
+        &account.namespace,
+        &account.name,
+        &host.identity,
+    )
+    .map(Arc::new)
+    .map_err(Failure::Kube)?;
+    let context = host_context(&bridge, guard, plugin, None);
+    let timeout = definition.limits.timeout.max(MIN_REGISTER_TIMEOUT);
+    host.metrics.instantiated(&definition.name);
+    let registration = match plugin
+        .compiled
+        .instantiate(context, &definition.limits)
+        .await
+    {
+        Ok(mut instance) => instance.register(timeout).await,
+        Err(error) => Err(error),
+    };
+    let registration = registration.map_err(|trap| {
+        host.metrics.reconciled(&definition.name, "trap");
+        Failure::Register(trap)
+    })?;
+    let primary = resource_of(&bridge, &registration.primary)
+        .await
+        .map_err(Failure::KindNotServed)?;
+    info!(primary = %primary.kind, owns = registration.owns.len(), watches = registration.watches.len(), "starting controller");
+    Ok(Arc::new(PluginRun {
+        plugin: plugin.clone(),
+        bridge,
+        guard: guard.clone(),
+        registration,
+        primary,
+        metrics: host.metrics.clone(),
+        report: report.clone(),
+        failures: Mutex::default(),
+    }))
+}
+
+/// What every reconcile of one plugin shares.
+struct PluginRun {
+    plugin: LoadedPlugin,
+    bridge: Arc<KubeBridge>,
+    guard: LeaderGuard,
+    registration: Registration,
+    primary: ApiResource,
+    metrics: PluginMetrics,
+    report: Arc<Report>,
+    failures: Mutex<HashMap<QueueRef<DynamicObject>, u32>>,
+}
+
+/// Why one reconcile failed.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// The plugin returned an error.
+    #[error("plugin error: {}", .0.message)]
+    Plugin(ReconcileError),
+    /// The plugin trapped, timed out or ran out of memory.
+    #[error(transparent)]
+    Trap(crate::runtime::Error),
+    /// Adding or removing the finalizer failed.
+    #[error("finalizer update failed")]
+    Finalizer(#[source] kube::Error),
+    /// The term ended.
+    #[error("no longer leading")]
+    NotLeader,
+    /// The plugin's ServiceAccount does not exist.
+    #[error("ServiceAccount {0} does not exist; create it (and its RBAC) for the plugin to act as")]
+    NoServiceAccount(String),
+    /// The plugin trapped while registering.
+    #[error("registration failed: {0}")]
+    Register(#[source] crate::runtime::Error),
+    /// The kind the plugin reconciles is not served by the API server.
+    #[error("{0}")]
+    KindNotServed(String),
+    /// The API server could not be asked.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[source] kube::Error),
+}
+
+impl Failure {
+    /// The condition reason a user sees on the Plugin.
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::Plugin(_) => "ReconcileError",
+            Self::Trap(_) => "Trap",
+            Self::Finalizer(_) | Self::Kube(_) => "KubernetesError",
+            Self::NotLeader => "NotLeader",
+            Self::NoServiceAccount(_) => "ServiceAccountNotFound",
+            Self::Register(_) => "RegistrationFailed",
+            Self::KindNotServed(_) => "KindNotServed",
+        }
+    }
+}
+
+fn host_context(
+    bridge: &Arc<KubeBridge>,
+    guard: &LeaderGuard,
+    plugin: &LoadedPlugin,
+    object: Option<String>,
+) -> HostContext {
+    HostContext {
+        bridge: bridge.clone(),
+        guard: guard.clone(),
+        config: plugin.definition.config.clone(),
+        object,
+    }
+}
+
+async fn resource_of(bridge: &KubeBridge, gvk: &GroupVersionKind) -> Result<ApiResource, String> {
+    let api_version = if gvk.group.is_empty() {
+        gvk.version.clone()
+    } else {
+        format!("{}/{}", gvk.group, gvk.version)
+    };
+    bridge
+        .resource(&api_version, &gvk.kind)
+        .await
+        .map(|(resource, _)| resource)
+        .map_err(|error| error.message)
+}
+
+fn api_for(run: &PluginRun, resource: &ApiResource) -> Api<DynamicObject> {
+    let client = run.bridge.client().clone();
+    match &run.registration.namespace {
+        Some(namespace) => Api::namespaced_with(client, namespace, resource),
+        None => Api::all_with(client, resource),
+    }
+}
+
+async fn build_controller(run: &Arc<PluginRun>) -> Result<Controller<DynamicObject>, String> {
+    let registration = &run.registration;
+    let mut primary_watch = watcher::Config::default();
+    if let Some(selector) = &registration.label_selector {
+        primary_watch = primary_watch.labels(selector);
+    }
+    let mut controller = Controller::new_with(
+        api_for(run, &run.primary),
+        primary_watch,
+        run.primary.clone(),
+    );
+    for owned in &registration.owns {
+        let resource = resource_of(&run.bridge, owned).await?;
+        controller = controller.owns_with(
+            api_for(run, &resource),
+            resource,
+            watcher::Config::default(),
+        );
+    }
+    for watch in &registration.watches {
+        let resource = resource_of(&run.bridge, &watch.kind).await?;
+        let mut config = watcher::Config::default();
+        if let Some(selector) = &watch.label_selector {
+            config = config.labels(selector);
+        }
+        let primary = run.primary.clone();
+        let api = api_for(run, &resource);
+        controller = match watch.mapping.clone() {
+            Mapping::Labels(labels) => {
+                controller.watches_with(api, resource, config, move |object: DynamicObject| {
+                    let name = object.labels().get(&labels.name)?.clone();
+                    let namespace = match &labels.namespace {
+                        Some(label) => object.labels().get(label).cloned(),
+                        None => object.namespace(),
+                    };
+                    let reference = QueueRef::new_with(&name, primary.clone());
+                    Some(match namespace {
+                        Some(namespace) => reference.within(&namespace),
+                        None => reference,
+                    })
+                })
+            }
+            Mapping::AllPrimaries => {
+                let store = controller.store();
+                controller.watches_with(api, resource, config, move |_: DynamicObject| {
+                    store
+                        .state()
+                        .iter()
+                        .map(|object| QueueRef::from_obj_with(object.as_ref(), primary.clone()))
+                        .collect::<Vec<_>>()
+                })
+            }
+        };
+    }
+    Ok(controller)
+}
+
+async fn reconcile(
+    object: Arc<DynamicObject>,
+    run: Arc<PluginRun>,
+) -> Result<QueueAction, Failure> {
+    run.guard.check().map_err(|_| Failure::NotLeader)?;
+    let name = run.plugin.definition.name.as_str();
+    let reference = ObjectRef {
+        namespace: object.namespace(),
+        name: object.name_any(),
+    };
+    let cleanup = match &run.registration.finalizer {
+        None => false,
+        Some(finalizer) => match finalizer::state(&object, finalizer) {
+            finalizer::State::Missing => {
+                finalizer::add(&api_for_object(&run, &object), &object, finalizer)
+                    .await
+                    .map_err(Failure::Finalizer)?;
+                // The update triggers the next reconcile.
+                return Ok(QueueAction::await_change());
+            }
+            finalizer::State::Present => false,
+            finalizer::State::Cleanup => true,
+            finalizer::State::Released => return Ok(QueueAction::await_change()),
+        },
+    };
+    let request = Request {
+        reference: reference.clone(),
+        object: Some(serde_json::to_string(object.as_ref()).unwrap_or_default()),
+    };
+    let display = match &reference.namespace {
+        Some(namespace) => format!("{namespace}/{}", reference.name),
+        None => reference.name.clone(),
+    };
+    let context = host_context(&run.bridge, &run.guard, &run.plugin, Some(display.clone()));
+    let limits = &run.plugin.definition.limits;
+    run.metrics.instantiated(name);
+    let outcome = match run.plugin.compiled.instantiate(context, limits).await {
+        Ok(mut instance) => instance.reconcile(&request, cleanup, limits.timeout).await,
+        Err(error) => Err(error),
+    };
+    let action = match outcome {
+        Err(trap) => {
+            run.metrics.reconciled(name, "trap");
+            run.report.trap.fetch_add(1, Ordering::Relaxed);
+            run.report.failed(format!("{display}: {trap}"));
+            return Err(Failure::Trap(trap));
+        }
+        Ok(Err(error)) => {
+            run.metrics.reconciled(name, "error");
+            run.report.error.fetch_add(1, Ordering::Relaxed);
+            run.report.failed(format!("{display}: {}", error.message));
+            return Err(Failure::Plugin(error));
+        }
+        Ok(Ok(action)) => action,
+    };
+    run.metrics.reconciled(name, "ok");
+    run.report.ok.fetch_add(1, Ordering::Relaxed);
+    if cleanup
+        && matches!(action, Action::Done)
+        && let Some(finalizer) = &run.registration.finalizer
+    {
+        finalizer::remove(&api_for_object(&run, &object), &object, finalizer)
+            .await
+            .map_err(Failure::Finalizer)?;
+    }
+    let queue_ref = QueueRef::from_obj_with(object.as_ref(), run.primary.clone());
+    run.failures
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&queue_ref);
+    Ok(match action {
+        Action::RequeueAfter(millis) => QueueAction::requeue(Duration::from_millis(millis)),
+        Action::Done => match run.registration.resync_period_ms {
+            Some(millis) => QueueAction::requeue(Duration::from_millis(millis)),
+            None => QueueAction::await_change(),
+        },
+    })
+}
+
+fn api_for_object(run: &PluginRun, object: &DynamicObject) -> Api<DynamicObject> {
+    let client = run.bridge.client().clone();
+    match object.namespace() {
+        Some(namespace) => Api::namespaced_with(client, &namespace, &run.primary),
+        None => Api::all_with(client, &run.primary),
+    }
+}
+
+fn error_policy(object: Arc<DynamicObject>, failure: &Failure, run: Arc<PluginRun>) -> QueueAction {
+    let queue_ref = QueueRef::from_obj_with(object.as_ref(), run.primary.clone());
+    let retryable = match failure {
+        Failure::Plugin(error) => error.retryable,
+        Failure::NotLeader => return QueueAction::await_change(),
+        _ => true,
+    };
+    let mut failures = run.failures.lock().unwrap_or_else(|e| e.into_inner());
+    let count = failures.entry(queue_ref).or_default();
+    *count = count.saturating_add(1);
+    let delay = backoff(*count);
+    warn!(object = %object.name_any(), error = %failure, retryable, attempt = *count, "reconcile failed");
+    if retryable {
+        QueueAction::requeue(delay)
+    } else {
+        QueueAction::await_change()
+    }
+}
+
+/// 0.5 s, 1 s, 2 s, ... capped at [`BACKOFF_MAX`].
+fn backoff(consecutive_failures: u32) -> Duration {
+    let exponent = consecutive_failures.saturating_sub(1).min(16);
+    BACKOFF_BASE.saturating_mul(1 << exponent).min(BACKOFF_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_per_failure_up_to_a_cap() {
+        assert_eq!(backoff(1), Duration::from_millis(500));
+        assert_eq!(backoff(2), Duration::from_secs(1));
+        assert_eq!(backoff(4), Duration::from_secs(4));
+        assert_eq!(backoff(30), BACKOFF_MAX);
+    }
+}

@@ -1,0 +1,398 @@
+//! What a Plugin's status says, and writing it (leader only).
+//!
+//! Four conditions, in the order a plugin passes them: `Fetched`,
+//! `Compiled`, `Running`, and `Ready` (all three true). A condition's
+//! `lastTransitionTime` changes only when its status does. Counters alone
+//! are written at most every [`COUNTS_PERIOD`], so a busy plugin does not
+//! turn into a stream of status writes.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::run::{Phase, Report};
+use crate::election::LeaderGuard;
+use crate::plugins::resource::{LastError, ReconcileCounts};
+use crate::plugins::{Entry, Plugin, PluginStatus, Stage, State};
+
+/// Whose status fields these are, for server-side apply.
+const FIELD_MANAGER: &str = "leasehold";
+
+/// Counter-only changes are written at most this often.
+pub const COUNTS_PERIOD: Duration = Duration::from_secs(10);
+
+/// What the leader knows of a plugin's controller.
+#[derive(Clone, Copy, Debug)]
+pub enum Running<'a> {
+    /// Not running: the spec suspends it.
+    Suspended,
+    /// Not running (not ready, or not started yet).
+    No,
+    Yes(&'a Report),
+}
+
+/// The status a Plugin should have. `previous` keeps transition times.
+pub fn desired(
+    entry: &Entry,
+    running: Running<'_>,
+    identity: &str,
+    previous: Option<&PluginStatus>,
+    now: Timestamp,
+) -> PluginStatus {
+    let generation = entry.object.as_ref().and_then(|object| object.generation);
+    let mut conditions = Conditions {
+        generation,
+        previous: previous.map_or(&[][..], |status| &status.conditions),
+        now,
+        list: Vec::new(),
+    };
+    let mut digest = None;
+    let mut last_error = previous.and_then(|status| status.last_error.clone());
+    let mut reconciles = None;
+    let mut running_on = None;
+    match &entry.state {
+        State::Preparing => {
+            conditions.set("Fetched", "Unknown", "Fetching", "fetching the component");
+            conditions.set(
+                "Compiled",
+                "Unknown",
+                "Fetching",
+                "waiting for the component",
+            );
+            conditions.set("Running", "False", "Fetching", "waiting for the component");
+        }
+        State::Failed(problem) => {
+            digest = problem.digest.clone();
+            let failed = |stage| {
+                if problem.stage == stage {
+                    "False"
+                } else {
+                    "Unknown"
+                }
+            };
+            match problem.stage {
+                Stage::Spec | Stage::Fetch => {
+                    conditions.set("Fetched", "False", problem.reason, &problem.message);
+                    conditions.set("Compiled", failed(Stage::Compile), "NotFetched", "");
+                }
+                Stage::Compile => {
+                    conditions.set("Fetched", "True", "Fetched", "");
+                    conditions.set("Compiled", "False", problem.reason, &problem.message);
+                }
+            }
+            conditions.set("Running", "False", problem.reason, &problem.message);
+            last_error = Some(remembered(last_error, &problem.message, now));
+        }
+        State::Ready(loaded) => {
+            digest = Some(loaded.compiled.digest.clone());
+            conditions.set("Fetched", "True", "Fetched", "");
+            let compiled = format!(
+                "compiled or loaded in {} ms",
+                loaded.compiled.compile_time.as_millis()
+            );
+            conditions.set("Compiled", "True", "Compiled", &compiled);
+            match running {
+                Running::Suspended => {
+                    conditions.set("Running", "False", "Suspended", "spec.suspend is true")
+                }
+                Running::No => conditions.set("Running", "False", "Starting", ""),
+                Running::Yes(report) => {
+                    match report.phase() {
+                        Phase::Starting => conditions.set("Running", "False", "Starting", ""),
+                        Phase::Running { primary } => {
+                            running_on = Some(identity.to_owned());
+                            let message = format!("reconciling {primary} on {identity}");
+                            conditions.set("Running", "True", "Running", &message);
+                        }
+                        Phase::Failed { reason, message } => {
+                            conditions.set("Running", "False", reason, &message)
+                        }
+                    }
+                    let (ok, error, trap) = report.counts();
+                    reconciles = Some(ReconcileCounts { ok, error, trap });
+                    if let Some((message, at)) = report.last_error() {
+                        last_error = Some(LastError {
+                            message,
+                            time: at.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let ready = conditions
+        .list
+        .iter()
+        .find(|condition| condition.status != "True");
+    let (status, reason, message) = match ready {
+        None => ("True", "Ready".to_owned(), String::new()),
+        Some(blocking) => (
+            "False",
+            blocking.reason.clone(),
+            format!("{}: {}", blocking.type_, blocking.message),
+        ),
+    };
+    conditions.set("Ready", status, &reason, &message);
+    PluginStatus {
+        observed_generation: generation,
+        conditions: conditions.list,
+        source: Some(entry.source.clone()),
+        digest,
+        running_on,
+        last_error,
+        reconciles,
+    }
+}
+
+/// Keeps the time of an error that is still the same error.
+fn remembered(previous: Option<LastError>, message: &str, now: Timestamp) -> LastError {
+    match previous {
+        Some(previous) if previous.message == message => previous,
+        _ => LastError {
+            message: message.to_owned(),
+            time: now.to_string(),
+        },
+    }
+}
+
+struct Conditions<'a> {
+    generation: Option<i64>,
+    previous: &'a [Condition],
+    now: Timestamp,
+    list: Vec<Condition>,
+}
+
+impl Conditions<'_> {
+    fn set(&mut self, type_: &str, status: &str, reason: &str, message: &str) {
+        let since = self
+            .previous
+            .iter()
+            .find(|old| old.type_ == type_ && old.status == status)
+            .map_or(Time(self.now), |old| old.last_transition_time.clone());
+        self.list.push(Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+            observed_generation: self.generation,
+            last_transition_time: since,
+        });
+    }
+}
+
+/// Writes statuses on the leader, skipping writes that change nothing.
+pub struct Writer {
+    client: kube::Client,
+    written: HashMap<String, (PluginStatus, Instant)>,
+}
+
+impl Writer {
+    pub fn new(client: kube::Client) -> Self {
+        Self {
+            client,
+            written: HashMap::new(),
+        }
+    }
+
+    /// The status last written for `key` this term, else the one read.
+    pub fn previous<'a>(&'a self, key: &str, entry: &'a Entry) -> Option<&'a PluginStatus> {
+        self.written
+            .get(key)
+            .map(|(status, _)| status)
+            .or_else(|| entry.object.as_ref()?.status.as_ref())
+    }
+
+    /// Writes `status` for the Plugin behind `entry` if it differs enough
+    /// from what was written before.
+    pub async fn write(
+        &mut self,
+        key: &str,
+        entry: &Entry,
+        status: PluginStatus,
+        guard: &LeaderGuard,
+    ) {
+        let Some(object) = &entry.object else { return };
+        let unchanged = match self.written.get(key) {
+            Some((written, at)) => {
+                same_except_counts(written, &status)
+                    && (written.reconciles == status.reconciles || at.elapsed() < COUNTS_PERIOD)
+            }
+            None => object.status.as_ref() == Some(&status),
+        };
+        if unchanged || guard.check().is_err() {
+            return;
+        }
+        let api: Api<Plugin> = Api::namespaced(self.client.clone(), &object.namespace);
+        // Server-side apply: a field this writer set before and omits now
+        // (`runningOn` after a stop) is removed, which a merge patch would keep.
+        let patch = Patch::Apply(json!({
+            "apiVersion": "leasehold.dev/v1alpha1",
+            "kind": "Plugin",
+            "status": status,
+        }));
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        match api.patch_status(&object.name, &params, &patch).await {
+            Ok(_) => {
+                debug!(plugin = key, "status written");
+                self.written
+                    .insert(key.to_owned(), (status, Instant::now()));
+            }
+            Err(kube::Error::Api(response)) if response.code == 404 => {}
+            Err(error) => warn!(plugin = key, %error, "cannot write the Plugin's status"),
+        }
+    }
+
+    /// Forgets plugins that are gone.
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.written.retain(|key, _| keep(key));
+    }
+}
+
+fn same_except_counts(a: &PluginStatus, b: &PluginStatus) -> bool {
+    PluginStatus {
+        reconciles: None,
+        ..a.clone()
+    } == PluginStatus {
+        reconciles: None,
+        ..b.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::{ObjectInfo, Problem};
+
+    fn entry(state: State) -> Entry {
+        Entry {
+            object: Some(ObjectInfo {
+                namespace: "team-a".into(),
+                name: "mirror".into(),
+                generation: Some(3),
+                status: None,
+            }),
+            source: "configMap:mirror/component.wasm".into(),
+            suspend: false,
+            state,
+        }
+    }
+
+    fn condition<'a>(status: &'a PluginStatus, type_: &str) -> (&'a str, &'a str) {
+        let found = status
+            .conditions
+            .iter()
+            .find(|condition| condition.type_ == type_)
+            .unwrap_or_else(|| panic!("no {type_} condition"));
+        (found.status.as_str(), found.reason.as_str())
+    }
+
+    fn digest_mismatch() -> State {
+        State::Failed(Problem {
+            stage: Stage::Fetch,
+            reason: "DigestMismatch",
+            message: "digest mismatch".into(),
+            retryable: true,
+            digest: None,
+        })
+    }
+
+    #[test]
+    fn a_fetch_failure_is_not_ready_for_the_fetch_reason() {
+        let status = desired(
+            &entry(digest_mismatch()),
+            Running::No,
+            "alpha",
+            None,
+            Timestamp::now(),
+        );
+        assert_eq!(condition(&status, "Fetched"), ("False", "DigestMismatch"));
+        assert_eq!(condition(&status, "Compiled"), ("Unknown", "NotFetched"));
+        assert_eq!(condition(&status, "Ready"), ("False", "DigestMismatch"));
+        assert_eq!(status.observed_generation, Some(3));
+        assert_eq!(status.last_error.unwrap().message, "digest mismatch");
+        assert_eq!(status.running_on, None);
+    }
+
+    #[test]
+    fn a_compile_failure_says_the_component_was_fetched() {
+        let state = State::Failed(Problem {
+            stage: Stage::Compile,
+            reason: "WrongWorld",
+            message: "exports no reconciler".into(),
+            retryable: false,
+            digest: Some("sha256:ab".into()),
+        });
+        let status = desired(&entry(state), Running::No, "alpha", None, Timestamp::now());
+        assert_eq!(condition(&status, "Fetched"), ("True", "Fetched"));
+        assert_eq!(condition(&status, "Compiled"), ("False", "WrongWorld"));
+        assert_eq!(status.digest.as_deref(), Some("sha256:ab"));
+    }
+
+    #[test]
+    fn a_condition_keeps_its_transition_time_while_its_status_holds() {
+        let first = desired(
+            &entry(digest_mismatch()),
+            Running::No,
+            "alpha",
+            None,
+            Timestamp::UNIX_EPOCH,
+        );
+        let later = desired(
+            &entry(digest_mismatch()),
+            Running::No,
+            "alpha",
+            Some(&first),
+            Timestamp::now(),
+        );
+        assert_eq!(first, later);
+        let preparing = desired(
+            &entry(State::Preparing),
+            Running::No,
+            "alpha",
+            Some(&first),
+            Timestamp::now(),
+        );
+        let fetched = |status: &PluginStatus| {
+            status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Fetched")
+                .unwrap()
+                .last_transition_time
+                .clone()
+        };
+        assert_ne!(fetched(&preparing), fetched(&first));
+    }
+
+    #[test]
+    fn only_counters_changing_is_not_worth_an_immediate_write() {
+        let status = desired(
+            &entry(digest_mismatch()),
+            Running::No,
+            "alpha",
+            None,
+            Timestamp::now(),
+        );
+        let counted = PluginStatus {
+            reconciles: Some(ReconcileCounts {
+                ok: 5,
+                error: 0,
+                trap: 0,
+            }),
+            ..status.clone()
+        };
+        assert!(same_except_counts(&status, &counted));
+        let moved = PluginStatus {
+            running_on: Some("bravo".into()),
+            ..status.clone()
+        };
+        assert!(!same_except_counts(&status, &moved));
+    }
+}

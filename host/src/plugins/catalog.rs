@@ -1,0 +1,477 @@
+//! Every replica's view of the plugins it could run: each Plugin object
+//! fetched and compiled (or the reason it could not be), plus the plugins
+//! given as manifests.
+//!
+//! Every replica builds the catalog, leader or not, so a new leader starts
+//! controllers from compiled code. Work happens only when a Plugin's spec
+//! changes (`metadata.generation`), never on status writes; fetches run
+//! concurrently so one slow source does not hold up the others, and a
+//! failure that may heal (a ConfigMap created later, a server back up) is
+//! retried with backoff. Compiled components are shared by digest, so a
+//! change of configuration reuses the compiled code.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, ResourceExt};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::LoadedPlugin;
+use super::definition::Definition;
+use super::resource::{Plugin, PluginStatus};
+use super::source::Fetcher;
+use crate::runtime::{self, Compiled, Runtime};
+
+/// The first retry of a fetch that may heal; doubled per failure.
+const RETRY_BASE: Duration = Duration::from_secs(1);
+/// Retries never wait longer than this.
+const RETRY_MAX: Duration = Duration::from_secs(120);
+
+/// Every plugin this replica knows, by [`Definition::name`].
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    pub entries: BTreeMap<String, Entry>,
+}
+
+/// One plugin as this replica sees it.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// The Plugin object behind it; `None` for a manifest.
+    pub object: Option<ObjectInfo>,
+    /// What the source names, for `kubectl get`.
+    pub source: String,
+    /// Whether the spec pauses it.
+    pub suspend: bool,
+    pub state: State,
+}
+
+/// Where a Plugin object is and which version of its spec was used.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObjectInfo {
+    pub namespace: String,
+    pub name: String,
+    pub generation: Option<i64>,
+    /// The status as last read from the API server.
+    pub status: Option<PluginStatus>,
+}
+
+/// How far a plugin got towards running.
+#[derive(Clone, Debug)]
+pub enum State {
+    /// Being fetched and compiled.
+    Preparing,
+    /// Compiled and ready to run.
+    Ready(LoadedPlugin),
+    /// Stopped at a stage, with the reason.
+    Failed(Problem),
+}
+
+/// The stage a plugin failed at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The spec itself is unusable (a limit, the configuration).
+    Spec,
+    Fetch,
+    Compile,
+}
+
+/// Why a plugin cannot run, for its status and the API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub stage: Stage,
+    /// A CamelCase reason for conditions: `DigestMismatch`, `WrongWorld`, ...
+    pub reason: &'static str,
+    pub message: String,
+    /// Trying again may succeed without a change of spec.
+    pub retryable: bool,
+    /// The digest of what was fetched, when the failure came after fetching.
+    pub digest: Option<String>,
+}
+
+impl Catalog {
+    /// The catalog of plugins given as manifests.
+    pub fn of_manifests(plugins: &[LoadedPlugin]) -> Self {
+        let entries = plugins
+            .iter()
+            .map(|plugin| {
+                let entry = Entry {
+                    object: None,
+                    source: "manifest".to_owned(),
+                    suspend: false,
+                    state: State::Ready(plugin.clone()),
+                };
+                (plugin.definition.name.clone(), entry)
+            })
+            .collect();
+        Self { entries }
+    }
+}
+
+/// Keeps a [`Catalog`] up to date with the Plugin objects in the cluster.
+pub struct PluginWatcher {
+    api: Api<Plugin>,
+    fetcher: Fetcher,
+    compiler: Compiler,
+    catalog: watch::Sender<Catalog>,
+}
+
+impl std::fmt::Debug for PluginWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginWatcher")
+            .field("fetcher", &self.fetcher)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Compiles off the async workers and remembers what it compiled by digest.
+#[derive(Clone)]
+struct Compiler {
+    runtime: Arc<Runtime>,
+    compiled: Arc<Mutex<HashMap<String, Compiled>>>,
+}
+
+/// What one prepare task reports: which plugin, which attempt, and how it went.
+type Prepared = (String, u64, State);
+
+/// What the watcher remembers of each Plugin between events.
+struct Known {
+    generation: Option<i64>,
+    uid: Option<String>,
+    /// Bumped per prepare; a result for an older attempt is dropped.
+    attempt: u64,
+    failures: u32,
+    object: Arc<Plugin>,
+}
+
+impl PluginWatcher {
+    /// Watches Plugin objects in `namespace` (or every namespace) through
+    /// `client`, publishing into `catalog` (which may already hold manifest
+    /// plugins).
+    pub fn new(
+        client: kube::Client,
+        namespace: Option<&str>,
+        runtime: Arc<Runtime>,
+        fetcher: Fetcher,
+        catalog: watch::Sender<Catalog>,
+    ) -> Self {
+        let api = match namespace {
+            Some(namespace) => Api::namespaced(client, namespace),
+            None => Api::all(client),
+        };
+        Self {
+            api,
+            fetcher,
+            compiler: Compiler {
+                runtime,
+                compiled: Arc::default(),
+            },
+            catalog,
+        }
+    }
+
+    /// Runs until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut events = watcher::watcher(self.api.clone(), watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        let mut known: HashMap<String, Known> = HashMap::new();
+        let mut preparing: JoinSet<Prepared> = JoinSet::new();
+        let mut retries: BTreeMap<String, Instant> = BTreeMap::new();
+        let mut listed: Option<HashSet<String>> = None;
+        loop {
+            let next_retry = retries.values().min().copied();
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                event = events.next() => match event {
+                    None => return,
+                    Some(Err(error)) => warn!(%error, "watching Plugin objects failed; retrying"),
+                    Some(Ok(Event::Init)) => listed = Some(HashSet::new()),
+                    Some(Ok(Event::InitApply(plugin))) => {
+                        if let Some(listed) = &mut listed {
+                            listed.insert(key_of(&plugin));
+                        }
+                        self.applied(plugin, &mut known, &mut preparing);
+                    }
+                    Some(Ok(Event::InitDone)) => {
+                        let listed = listed.take().unwrap_or_default();
+                        let gone: Vec<String> =
+                            known.keys().filter(|key| !listed.contains(*key)).cloned().collect();
+                        for key in gone {
+                            known.remove(&key);
+                            retries.remove(&key);
+                            self.remove(&key);
+                        }
+                    }
+                    Some(Ok(Event::Apply(plugin))) => self.applied(plugin, &mut known, &mut preparing),
+                    Some(Ok(Event::Delete(plugin))) => {
+                        let key = key_of(&plugin);
+                        known.remove(&key);
+                        retries.remove(&key);
+                        info!(plugin = %key, "Plugin deleted");
+                        self.remove(&key);
+                    }
+                },
+                Some(done) = preparing.join_next(), if !preparing.is_empty() => {
+                    let Ok((key, attempt, state)) = done else { continue };
+                    let Some(plugin) = known.get_mut(&key).filter(|known| known.attempt == attempt) else {
+                        continue;
+                    };
+                    match &state {
+                        State::Failed(problem) if problem.retryable => {
+                            plugin.failures = plugin.failures.saturating_add(1);
+                            let delay = retry_delay(plugin.failures);
+                            warn!(plugin = %key, reason = problem.reason, error = %problem.message, retry_in = ?delay, "plugin not ready");
+                            retries.insert(key.clone(), Instant::now() + delay);
+                        }
+                        State::Failed(problem) => {
+                            warn!(plugin = %key, reason = problem.reason, error = %problem.message, "plugin cannot run until its spec changes");
+                        }
+                        State::Ready(loaded) => {
+                            plugin.failures = 0;
+                            info!(plugin = %key, digest = %loaded.compiled.digest, compile_ms = loaded.compiled.compile_time.as_millis() as u64, "plugin ready");
+                        }
+                        State::Preparing => {}
+                    }
+                    self.set_state(&key, state);
+                }
+                () = sleep_until(next_retry), if next_retry.is_some() => {
+                    let now = Instant::now();
+                    let due: Vec<String> =
+                        retries.iter().filter(|(_, at)| **at <= now).map(|(key, _)| key.clone()).collect();
+                    for key in due {
+                        retries.remove(&key);
+                        if let Some(plugin) = known.get_mut(&key) {
+                            plugin.attempt += 1;
+                            self.prepare(key, plugin.attempt, plugin.object.clone(), &mut preparing);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A Plugin was created or changed: prepare it if its spec changed,
+    /// otherwise only remember its latest status.
+    fn applied(
+        &self,
+        plugin: Plugin,
+        known: &mut HashMap<String, Known>,
+        preparing: &mut JoinSet<Prepared>,
+    ) {
+        let key = key_of(&plugin);
+        let plugin = Arc::new(plugin);
+        let generation = plugin.metadata.generation;
+        let uid = plugin.metadata.uid.clone();
+        if let Some(seen) = known.get_mut(&key)
+            && seen.generation == generation
+            && seen.uid == uid
+        {
+            seen.object = plugin.clone();
+            let status = plugin.status.clone();
+            self.catalog.send_if_modified(|catalog| {
+                if let Some(info) = catalog
+                    .entries
+                    .get_mut(&key)
+                    .and_then(|e| e.object.as_mut())
+                {
+                    info.status = status;
+                }
+                // Status is for the status writer to read, not a change to act on.
+                false
+            });
+            return;
+        }
+        let attempt = known.get(&key).map_or(0, |seen| seen.attempt + 1);
+        known.insert(
+            key.clone(),
+            Known {
+                generation,
+                uid,
+                attempt,
+                failures: 0,
+                object: plugin.clone(),
+            },
+        );
+        debug!(plugin = %key, ?generation, "Plugin spec changed; preparing");
+        self.catalog.send_modify(|catalog| {
+            catalog.entries.insert(
+                key.clone(),
+                Entry {
+                    object: Some(ObjectInfo {
+                        namespace: plugin.namespace().unwrap_or_default(),
+                        name: plugin.name_any(),
+                        generation,
+                        status: plugin.status.clone(),
+                    }),
+                    source: plugin.spec.source.describe(),
+                    suspend: plugin.spec.suspend,
+                    state: State::Preparing,
+                },
+            );
+        });
+        self.prepare(key, attempt, plugin, preparing);
+    }
+
+    fn prepare(
+        &self,
+        key: String,
+        attempt: u64,
+        plugin: Arc<Plugin>,
+        preparing: &mut JoinSet<Prepared>,
+    ) {
+        let fetcher = self.fetcher.clone();
+        let compiler = self.compiler.clone();
+        preparing.spawn(async move {
+            let state = match prepare(&fetcher, &compiler, &plugin).await {
+                Ok(loaded) => State::Ready(loaded),
+                Err(problem) => State::Failed(problem),
+            };
+            (key, attempt, state)
+        });
+    }
+
+    fn set_state(&self, key: &str, state: State) {
+        self.catalog.send_modify(|catalog| {
+            if let Some(entry) = catalog.entries.get_mut(key) {
+                entry.state = state;
+            }
+        });
+        self.compiler.keep_only_used(&self.catalog.borrow());
+    }
+
+    fn remove(&self, key: &str) {
+        self.catalog.send_modify(|catalog| {
+            catalog.entries.remove(key);
+        });
+        self.compiler.keep_only_used(&self.catalog.borrow());
+    }
+}
+
+/// `namespace/name`, the same as the plugin's [`Definition::name`].
+fn key_of(plugin: &Plugin) -> String {
+    format!(
+        "{}/{}",
+        plugin.namespace().unwrap_or_default(),
+        plugin.name_any()
+    )
+}
+
+async fn prepare(
+    fetcher: &Fetcher,
+    compiler: &Compiler,
+    plugin: &Plugin,
+) -> Result<LoadedPlugin, Problem> {
+    let definition = Definition::of(plugin).map_err(|invalid| Problem {
+        stage: Stage::Spec,
+        reason: "InvalidSpec",
+        message: invalid.to_string(),
+        retryable: false,
+        digest: None,
+    })?;
+    let namespace = plugin.namespace().unwrap_or_default();
+    let fetched = fetcher
+        .fetch(&namespace, &plugin.spec.source)
+        .await
+        .map_err(|error| Problem {
+            stage: Stage::Fetch,
+            reason: error.reason(),
+            message: error.to_string(),
+            retryable: error.retryable(),
+            digest: None,
+        })?;
+    let compiled = compiler
+        .compile(fetched.bytes, &fetched.digest)
+        .await
+        .map_err(|error| Problem {
+            stage: Stage::Compile,
+            reason: compile_reason(&error),
+            message: error.to_string(),
+            retryable: false,
+            digest: Some(fetched.digest.clone()),
+        })?;
+    Ok(LoadedPlugin {
+        definition,
+        compiled,
+    })
+}
+
+/// The condition reason for a component the runtime refused.
+pub fn compile_reason(error: &runtime::Error) -> &'static str {
+    match error {
+        runtime::Error::Compile(_) => "NotAComponent",
+        runtime::Error::WrongWorld(_) => "WrongWorld",
+        runtime::Error::IncompatibleContract { .. } => "IncompatibleContract",
+        runtime::Error::Engine(_)
+        | runtime::Error::Trap(_)
+        | runtime::Error::MemoryLimit { .. } => "CompileFailed",
+    }
+}
+
+impl Compiler {
+    async fn compile(&self, bytes: Vec<u8>, digest: &str) -> Result<Compiled, runtime::Error> {
+        if let Some(compiled) = self.lock().get(digest) {
+            return Ok(compiled.clone());
+        }
+        let runtime = self.runtime.clone();
+        // Compiling is seconds of CPU: off the async workers, so the election
+        // keeps renewing while a replica compiles.
+        let compiled = tokio::task::spawn_blocking(move || runtime.compile(&bytes))
+            .await
+            .map_err(|error| {
+                runtime::Error::Engine(wasmtime::format_err!("compile task: {error}"))
+            })??;
+        self.lock().insert(digest.to_owned(), compiled.clone());
+        Ok(compiled)
+    }
+
+    /// Forgets compiled code no plugin uses any more.
+    fn keep_only_used(&self, catalog: &Catalog) {
+        let used: HashSet<&str> = catalog
+            .entries
+            .values()
+            .filter_map(|entry| match &entry.state {
+                State::Ready(loaded) => Some(loaded.compiled.digest.as_str()),
+                _ => None,
+            })
+            .collect();
+        self.lock()
+            .retain(|digest, _| used.contains(digest.as_str()));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Compiled>> {
+        self.compiled.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// 1 s, 2 s, 4 s, ... capped at [`RETRY_MAX`].
+fn retry_delay(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    RETRY_BASE.saturating_mul(1 << exponent).min(RETRY_MAX)
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_to_a_cap() {
+        assert_eq!(retry_delay(1), Duration::from_secs(1));
+        assert_eq!(retry_delay(3), Duration::from_secs(4));
+        assert_eq!(retry_delay(40), RETRY_MAX);
+    }
+}

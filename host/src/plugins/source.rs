@@ -1,0 +1,331 @@
+//! Fetching a Plugin's component from where its spec says it is, checked
+//! against its digest and bounded in size.
+
+use std::path::{Component as PathPart, Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+use sha2::{Digest, Sha256};
+
+use super::resource::{ConfigMapSource, HttpSource, ImageSource, Source};
+use crate::oci;
+
+/// How long one HTTP fetch may take, start to finish.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Components larger than this are refused unless configured otherwise.
+pub const DEFAULT_MAX_COMPONENT_BYTES: u64 = 64 << 20;
+
+/// A fetched component.
+#[derive(Clone, Debug)]
+pub struct Fetched {
+    pub bytes: Vec<u8>,
+    /// `sha256:<hex>` of `bytes`.
+    pub digest: String,
+}
+
+impl Fetched {
+    fn new(bytes: Vec<u8>) -> Self {
+        let digest = digest_of(&bytes);
+        Self { bytes, digest }
+    }
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(bytes))
+}
+
+/// Why a component could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("the source names nothing: set one of configMap, http, oci, image")]
+    NoSource,
+    #[error("ConfigMap {namespace}/{name} does not exist")]
+    ConfigMapNotFound { namespace: String, name: String },
+    #[error("ConfigMap {name} has no binaryData key {key:?} (keys: {keys})")]
+    KeyMissing {
+        name: String,
+        key: String,
+        keys: String,
+    },
+    #[error("cannot read ConfigMap {name}: {source}")]
+    ConfigMapUnreadable {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot fetch {url}: {message}")]
+    Unreachable { url: String, message: String },
+    #[error("{url} answered {status}")]
+    HttpStatus { url: String, status: u16 },
+    #[error("component is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("digest mismatch: the spec expects sha256:{expected}, the component is {actual}")]
+    DigestMismatch { expected: String, actual: String },
+    #[error("path {path:?} must be relative to the plugin root and stay inside it")]
+    PathOutsideRoot { path: String },
+    #[error("cannot read {path}: {source}")]
+    ImageFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Oci(#[from] oci::Error),
+}
+
+impl FetchError {
+    /// The condition reason a user sees on the Plugin.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NoSource | Self::PathOutsideRoot { .. } => "InvalidSource",
+            Self::ConfigMapNotFound { .. } | Self::KeyMissing { .. } => "SourceNotFound",
+            Self::ImageFile { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                "SourceNotFound"
+            }
+            Self::TooLarge { .. } => "TooLarge",
+            Self::DigestMismatch { .. } => "DigestMismatch",
+            Self::Oci(error) => match error {
+                oci::Error::InvalidReference { .. } => "InvalidSource",
+                oci::Error::NotFound { .. } => "SourceNotFound",
+                oci::Error::Unauthorized { .. } => "SourceUnauthorized",
+                oci::Error::NotWasm { .. } | oci::Error::InvalidManifest { .. } => "NotWasm",
+                oci::Error::DigestMismatch { .. } => "DigestMismatch",
+                oci::Error::TooLarge { .. } => "TooLarge",
+                oci::Error::Unreachable { .. } | oci::Error::Registry { .. } => "SourceUnreachable",
+            },
+            Self::ConfigMapUnreadable { .. }
+            | Self::Unreachable { .. }
+            | Self::HttpStatus { .. }
+            | Self::ImageFile { .. } => "SourceUnreachable",
+        }
+    }
+
+    /// Whether trying again later could succeed without a change of spec
+    /// (a ConfigMap created later, a server back up).
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::NoSource | Self::PathOutsideRoot { .. } | Self::TooLarge { .. } => false,
+            // A tag may be pushed later; a registry may come back.
+            Self::Oci(error) => {
+                error.is_retryable() || matches!(error, oci::Error::NotFound { .. })
+            }
+            _ => true,
+        }
+    }
+}
+
+/// Fetches components for every kind of source.
+#[derive(Clone)]
+pub struct Fetcher {
+    client: kube::Client,
+    http: reqwest::Client,
+    plugin_root: PathBuf,
+    max_bytes: u64,
+}
+
+impl std::fmt::Debug for Fetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetcher")
+            .field("plugin_root", &self.plugin_root)
+            .field("max_bytes", &self.max_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fetcher {
+    pub fn new(client: kube::Client, plugin_root: PathBuf, max_bytes: u64) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(HTTP_TIMEOUT)
+            .build()
+            .expect("a default reqwest client builds");
+        Self {
+            client,
+            http,
+            plugin_root,
+            max_bytes,
+        }
+    }
+
+    /// Fetches the component a Plugin in `namespace` names.
+    pub async fn fetch(&self, namespace: &str, source: &Source) -> Result<Fetched, FetchError> {
+        match source {
+            Source {
+                config_map: Some(source),
+                ..
+            } => self.config_map(namespace, source).await,
+            Source {
+                http: Some(source), ..
+            } => self.http(source).await,
+            Source {
+                oci: Some(source), ..
+            } => {
+                let reference = oci::Reference::parse(&source.reference)?;
+                let options = oci::PullOptions {
+                    insecure: source.insecure,
+                    max_bytes: self.max_bytes,
+                    ..oci::PullOptions::default()
+                };
+                let pulled = oci::pull(&reference, &options).await?;
+                Ok(Fetched {
+                    bytes: pulled.bytes,
+                    digest: pulled.digest,
+                })
+            }
+            Source {
+                image: Some(source),
+                ..
+            } => self.image(source).await,
+            _ => Err(FetchError::NoSource),
+        }
+    }
+
+    async fn config_map(
+        &self,
+        namespace: &str,
+        source: &ConfigMapSource,
+    ) -> Result<Fetched, FetchError> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        let config_map = api
+            .get_opt(&source.name)
+            .await
+            .map_err(|error| FetchError::ConfigMapUnreadable {
+                name: source.name.clone(),
+                source: error,
+            })?
+            .ok_or_else(|| FetchError::ConfigMapNotFound {
+                namespace: namespace.to_owned(),
+                name: source.name.clone(),
+            })?;
+        let mut binary = config_map.binary_data.unwrap_or_default();
+        let bytes = binary
+            .remove(&source.key)
+            .ok_or_else(|| FetchError::KeyMissing {
+                name: source.name.clone(),
+                key: source.key.clone(),
+                keys: binary.keys().cloned().collect::<Vec<_>>().join(", "),
+            })?
+            .0;
+        self.check_size(bytes.len() as u64)?;
+        verify(Fetched::new(bytes), source.sha256.as_deref())
+    }
+
+    async fn http(&self, source: &HttpSource) -> Result<Fetched, FetchError> {
+        let unreachable = |error: reqwest::Error| FetchError::Unreachable {
+            url: source.url.clone(),
+            message: error.without_url().to_string(),
+        };
+        let mut response = self
+            .http
+            .get(&source.url)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        if !response.status().is_success() {
+            return Err(FetchError::HttpStatus {
+                url: source.url.clone(),
+                status: response.status().as_u16(),
+            });
+        }
+        if let Some(length) = response.content_length() {
+            self.check_size(length)?;
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
+            bytes.extend_from_slice(&chunk);
+            self.check_size(bytes.len() as u64)?;
+        }
+        verify(Fetched::new(bytes), Some(&source.sha256))
+    }
+
+    async fn image(&self, source: &ImageSource) -> Result<Fetched, FetchError> {
+        let path = inside_root(&self.plugin_root, &source.path)?;
+        let read = async {
+            let size = tokio::fs::metadata(&path).await?.len();
+            Ok::<_, std::io::Error>((size, path.clone()))
+        };
+        let (size, path) = read.await.map_err(|error| FetchError::ImageFile {
+            path: path.clone(),
+            source: error,
+        })?;
+        self.check_size(size)?;
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|error| FetchError::ImageFile {
+                path,
+                source: error,
+            })?;
+        Ok(Fetched::new(bytes))
+    }
+
+    fn check_size(&self, size: u64) -> Result<(), FetchError> {
+        if size > self.max_bytes {
+            return Err(FetchError::TooLarge {
+                limit: self.max_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `relative` joined to `root`, refusing absolute paths and `..`.
+fn inside_root(root: &Path, relative: &str) -> Result<PathBuf, FetchError> {
+    let path = Path::new(relative);
+    let plain = !relative.is_empty()
+        && path
+            .components()
+            .all(|part| matches!(part, PathPart::Normal(_) | PathPart::CurDir));
+    if !plain {
+        return Err(FetchError::PathOutsideRoot {
+            path: relative.to_owned(),
+        });
+    }
+    Ok(root.join(path))
+}
+
+/// Checks `fetched` against an expected digest (hex, `sha256:` optional).
+fn verify(fetched: Fetched, expected: Option<&str>) -> Result<Fetched, FetchError> {
+    let Some(expected) = expected else {
+        return Ok(fetched);
+    };
+    let expected = expected.strip_prefix("sha256:").unwrap_or(expected);
+    if fetched.digest.strip_prefix("sha256:") != Some(expected) {
+        return Err(FetchError::DigestMismatch {
+            expected: expected.to_owned(),
+            actual: fetched.digest,
+        });
+    }
+    Ok(fetched)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_paths_stay_inside_the_plugin_root() {
+        let root = Path::new("/plugins");
+        assert_eq!(
+            inside_root(root, "examples/mirror.wasm").unwrap(),
+            Path::new("/plugins/examples/mirror.wasm")
+        );
+        for escaping in ["/etc/passwd", "../secret.wasm", "a/../../b.wasm", ""] {
+            let error = inside_root(root, escaping).unwrap_err();
+            assert_eq!(error.reason(), "InvalidSource", "{escaping}");
+        }
+    }
+
+    #[test]
+    fn a_digest_matches_with_or_without_its_prefix() {
+        let fetched = Fetched::new(b"component".to_vec());
+        let hex = fetched.digest.trim_start_matches("sha256:").to_owned();
+        assert!(verify(fetched.clone(), Some(&hex)).is_ok());
+        assert!(verify(fetched.clone(), Some(&fetched.digest.clone())).is_ok());
+        assert!(verify(fetched.clone(), None).is_ok());
+        let error = verify(fetched, Some(&"0".repeat(64))).unwrap_err();
+        assert_eq!(error.reason(), "DigestMismatch");
+        assert!(error.to_string().contains(&hex), "{error}");
+    }
+}

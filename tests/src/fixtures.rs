@@ -1,0 +1,244 @@
+//! Kubernetes objects the end-to-end tests set up again and again: plugin
+//! ServiceAccounts with exactly the rights a test grants, labelled
+//! namespaces and ConfigMaps, the Plugin CRD.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+
+use crate::{TestCluster, eventually, repo_root, unique_name};
+
+/// Object metadata with a name and labels.
+pub fn meta(name: &str, labels: &[(&str, &str)]) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        labels: Some(
+            labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        ),
+        ..ObjectMeta::default()
+    }
+}
+
+/// An RBAC rule.
+pub fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    PolicyRule {
+        api_groups: Some(groups.iter().map(|g| (*g).to_owned()).collect()),
+        resources: Some(resources.iter().map(|r| (*r).to_owned()).collect()),
+        verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
+        ..PolicyRule::default()
+    }
+}
+
+/// A new ServiceAccount in `namespace` granted exactly `rules`
+/// cluster-wide; returns its name.
+pub async fn service_account_with(
+    cluster: &TestCluster,
+    namespace: &str,
+    rules: Vec<PolicyRule>,
+) -> anyhow::Result<String> {
+    let admin = cluster.client()?;
+    let name = unique_name("plugin");
+    cluster.service_account_token(namespace, &name).await?;
+    grant(&admin, namespace, &name, rules).await?;
+    Ok(name)
+}
+
+/// Binds a new ClusterRole with `rules` to the ServiceAccount `namespace/name`.
+pub async fn grant(
+    admin: &Client,
+    namespace: &str,
+    name: &str,
+    rules: Vec<PolicyRule>,
+) -> anyhow::Result<()> {
+    let role = unique_name(name);
+    Api::<ClusterRole>::all(admin.clone())
+        .create(
+            &PostParams::default(),
+            &ClusterRole {
+                metadata: meta(&role, &[]),
+                rules: Some(rules),
+                ..ClusterRole::default()
+            },
+        )
+        .await?;
+    let binding = ClusterRoleBinding {
+        metadata: meta(&role, &[]),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: role.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: name.to_owned(),
+            namespace: Some(namespace.into()),
+            ..Subject::default()
+        }]),
+    };
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .create(&PostParams::default(), &binding)
+        .await?;
+    Ok(())
+}
+
+/// A new namespace carrying `label`.
+pub async fn labelled_namespace(client: &Client, label: (&str, &str)) -> anyhow::Result<String> {
+    let name = unique_name("target");
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: meta(&name, &[label]),
+                ..Namespace::default()
+            },
+        )
+        .await?;
+    Ok(name)
+}
+
+/// A ConfigMap with labels and text data.
+pub fn config_map(name: &str, labels: &[(&str, &str)], data: &[(&str, &str)]) -> ConfigMap {
+    ConfigMap {
+        metadata: meta(name, labels),
+        data: Some(
+            data.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+        ..ConfigMap::default()
+    }
+}
+
+/// The value of a counter sample in Prometheus text, 0 when absent.
+pub fn counter(metrics: &str, sample: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Applies the committed Plugin CRD (what users install) and waits until
+/// it is served. Safe to call from every test: server-side apply.
+pub async fn install_plugin_crd(client: &Client) -> anyhow::Result<()> {
+    let path = repo_root().join("charts/leasehold/crds/plugins.leasehold.dev.yaml");
+    let crd: CustomResourceDefinition = serde_saphyr::from_str(&std::fs::read_to_string(path)?)?;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    api.patch(
+        "plugins.leasehold.dev",
+        &PatchParams::apply("leasehold-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await?;
+    eventually(
+        Duration::from_secs(30),
+        "the Plugin CRD to be established",
+        || async {
+            let crd = api.get("plugins.leasehold.dev").await.ok()?;
+            let established =
+                crd.status?.conditions?.into_iter().any(|condition| {
+                    condition.type_ == "Established" && condition.status == "True"
+                });
+            established.then_some(())
+        },
+    )
+    .await
+}
+
+/// Serves fixed bodies over plain HTTP on loopback (for Plugin sources of
+/// kind `http`): `GET <path>` answers 200 with the body, anything else 404.
+pub async fn serve_files(
+    files: Vec<(&'static str, Vec<u8>)>,
+) -> anyhow::Result<std::net::SocketAddr> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let files = std::sync::Arc::new(files);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let files = files.clone();
+            tokio::spawn(async move {
+                let mut request = vec![0; 4096];
+                let Ok(read) = stream.read(&mut request).await else {
+                    return;
+                };
+                let head = String::from_utf8_lossy(&request[..read]);
+                let path = head.split_whitespace().nth(1).unwrap_or("/");
+                let found = files.iter().find(|(served, _)| *served == path);
+                let (status, body) = match found {
+                    Some((_, body)) => ("200 OK", body.as_slice()),
+                    None => ("404 Not Found", &b"not found"[..]),
+                };
+                let header = format!(
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\ncontent-type: application/wasm\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(header.as_bytes()).await;
+                let _ = stream.write_all(body).await;
+            });
+        }
+    });
+    Ok(address)
+}
+
+/// Stores a component in ConfigMap `name` (binaryData `component.wasm`),
+/// creating or replacing it.
+pub async fn store_component(
+    config_maps: &Api<ConfigMap>,
+    name: &str,
+    bytes: Vec<u8>,
+) -> anyhow::Result<()> {
+    let mut holder = ConfigMap {
+        metadata: meta(name, &[]),
+        ..ConfigMap::default()
+    };
+    holder.binary_data =
+        Some([("component.wasm".to_owned(), k8s_openapi::ByteString(bytes))].into());
+    config_maps
+        .patch(
+            name,
+            &PatchParams::apply("leasehold-tests").force(),
+            &Patch::Apply(&holder),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Creates or updates (server-side apply) the Plugin `name` with `spec`.
+pub async fn apply_plugin<K>(
+    plugins: &Api<K>,
+    name: &str,
+    spec: serde_json::Value,
+) -> Result<K, kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let plugin = serde_json::json!({
+        "apiVersion": "leasehold.dev/v1alpha1",
+        "kind": "Plugin",
+        "metadata": {"name": name},
+        "spec": spec,
+    });
+    plugins
+        .patch(
+            name,
+            &PatchParams::apply("leasehold-tests").force(),
+            &Patch::Apply(&plugin),
+        )
+        .await
+}
+
+/// The 25th, 50th, ... percentile of `samples` (nearest rank).
+pub fn percentile(samples: &[f64], quantile: f64) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((quantile * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}

@@ -1,0 +1,621 @@
+//! Plugin objects on the real API server: each kind of source runs, status
+//! tells the user what happened, a change reloads one plugin without a
+//! restart, suspend and delete stop it, and every bad input is reported on
+//! the Plugin while the other plugins keep working.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client};
+use leasehold::oci;
+use leasehold::plugins::{Plugin, PluginStatus};
+use leasehold_tests::fixtures::{
+    apply_plugin, config_map, install_plugin_crd, meta, rule, serve_files, service_account_with,
+    store_component,
+};
+use leasehold_tests::{
+    ReplicaProcess, ReplicaSettings, TestCluster, TestRegistry, eventually, plugin_component,
+    unique_name,
+};
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// One test's namespace, with a ServiceAccount that may handle ConfigMaps
+/// (what the misbehaving fixture plugin does in mode `ok`).
+struct Setup {
+    cluster: &'static TestCluster,
+    admin: Client,
+    namespace: String,
+    account: String,
+    plugins: Api<Plugin>,
+    config_maps: Api<ConfigMap>,
+    workdir: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn new() -> anyhow::Result<Self> {
+        let cluster = TestCluster::shared().await;
+        let admin = cluster.client()?;
+        install_plugin_crd(&admin).await?;
+        let namespace = cluster.namespace("plugin-objects").await?;
+        let account = service_account_with(
+            cluster,
+            &namespace,
+            vec![rule(
+                &[""],
+                &["configmaps"],
+                &["get", "list", "watch", "create"],
+            )],
+        )
+        .await?;
+        Ok(Self {
+            plugins: Api::namespaced(admin.clone(), &namespace),
+            config_maps: Api::namespaced(admin.clone(), &namespace),
+            cluster,
+            admin,
+            namespace,
+            account,
+            workdir: tempfile::tempdir()?,
+        })
+    }
+
+    /// Starts one replica watching this test's namespace.
+    async fn replica(&self, identity: &str, extra: &[&str]) -> anyhow::Result<ReplicaProcess> {
+        let mut settings = ReplicaSettings::fast(&self.namespace, "leasehold");
+        settings
+            .extra_args
+            .extend(extra.iter().map(|arg| (*arg).to_owned()));
+        ReplicaProcess::start(
+            identity,
+            &settings,
+            self.cluster.kubeconfig(),
+            self.workdir.path(),
+        )
+        .await
+    }
+
+    /// Stores `bytes` in a ConfigMap's binaryData under `component.wasm`.
+    async fn component(&self, name: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
+        store_component(&self.config_maps, name, bytes).await
+    }
+
+    /// Creates or updates a Plugin acting as this test's ServiceAccount
+    /// unless `spec` names another.
+    async fn apply(&self, name: &str, mut spec: Value) -> Result<Plugin, kube::Error> {
+        if spec.get("serviceAccountName").is_none() {
+            spec["serviceAccountName"] = json!(self.account);
+        }
+        apply_plugin(&self.plugins, name, spec).await
+    }
+
+    /// Waits until the Plugin's condition `type_` has `status` and `reason`.
+    async fn wait_for(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: &str,
+        replica: &ReplicaProcess,
+    ) -> anyhow::Result<PluginStatus> {
+        let what = format!("{name}: {type_}={status} ({reason})");
+        let last_seen = std::sync::Mutex::new(None);
+        eventually(PATIENCE, &what, || async {
+            let found = self.plugins.get(name).await.ok()?.status?;
+            *last_seen.lock().unwrap() = Some(found.clone());
+            let condition = found
+                .conditions
+                .iter()
+                .find(|condition| condition.type_ == type_)?;
+            (condition.status == status && condition.reason == reason).then_some(found.clone())
+        })
+        .await
+        .map_err(|error| {
+            let seen =
+                serde_json::to_string_pretty(&*last_seen.lock().unwrap()).unwrap_or_default();
+            error.context(format!("last status: {seen}\n{}", replica.log()))
+        })
+    }
+
+    /// A ConfigMap for the misbehaving plugin of `group`, in mode `ok`.
+    async fn work(&self, group: &str) -> anyhow::Result<String> {
+        let name = unique_name("work");
+        self.config_maps
+            .create(
+                &PostParams::default(),
+                &config_map(
+                    &name,
+                    &[("leasehold.dev/misbehave", group)],
+                    &[("mode", "ok")],
+                ),
+            )
+            .await?;
+        Ok(name)
+    }
+
+    /// Whether the plugin handled a work item (it creates `<name>-handled`).
+    async fn handled(&self, work: &str) -> bool {
+        matches!(
+            self.config_maps.get_opt(&format!("{work}-handled")).await,
+            Ok(Some(_))
+        )
+    }
+
+    async fn wait_handled(&self, work: &str, replica: &ReplicaProcess) -> anyhow::Result<()> {
+        eventually(PATIENCE, &format!("{work} to be handled"), || async {
+            self.handled(work).await.then_some(())
+        })
+        .await
+        .map_err(|error| error.context(replica.log()))
+    }
+}
+
+fn misbehaving() -> Vec<u8> {
+    std::fs::read(plugin_component("misbehaving")).expect("the misbehaving fixture is built")
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+/// A Plugin spec running the misbehaving fixture from ConfigMap `holder`
+/// for work labelled with `group`.
+fn from_config_map(holder: &str, group: &str) -> Value {
+    json!({
+        "source": {"configMap": {"name": holder}},
+        "config": {"selector": format!("leasehold.dev/misbehave={group}")},
+    })
+}
+
+#[tokio::test]
+async fn a_plugin_from_a_configmap_runs_on_the_leader_and_reports_ready() -> anyhow::Result<()> {
+    let setup = Setup::new().await?;
+    let bytes = misbehaving();
+    setup.component("handler-component", bytes.clone()).await?;
+    let group = unique_name("group");
+    setup
+        .apply("handler", from_config_map("handler-component", &group))
+        .await?;
+    let replica = setup.replica("solo", &[]).await?;
+
+    let status = setup
+        .wait_for("handler", "Ready", "True", "Ready", &replica)
+        .await?;
+    assert_eq!(status.running_on.as_deref(), Some("solo"));
+    assert_eq!(status.digest, Some(format!("sha256:{}", sha256(&bytes))));
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(
+        status.source.as_deref(),
+        Some("configMap:handler-component/component.wasm")
+    );
+    let work = setup.work(&group).await?;
+    setup.wait_handled(&work, &replica).await?;
+    eventually(PATIENCE, "the reconcile to be counted", || async {
+        let status = setup.plugins.get("handler").await.ok()?.status?;
+        (status.reconciles?.ok >= 1).then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn changing_a_plugin_reloads_it_alone_without_restarting_the_host() -> anyhow::Result<()> {
+    let setup = Setup::new().await?;
+    setup.component("shared-component", misbehaving()).await?;
+    let (first, second, moved) = (
+        unique_name("first"),
+        unique_name("second"),
+        unique_name("moved"),
+    );
+    setup
+        .apply("first", from_config_map("shared-component", &first))
+        .await?;
+    setup
+        .apply("second", from_config_map("shared-component", &second))
+        .await?;
+    let replica = setup.replica("solo", &[]).await?;
+    setup
+        .wait_for("first", "Ready", "True", "Ready", &replica)
+        .await?;
+    let second_before = setup
+        .wait_for("second", "Ready", "True", "Ready", &replica)
+        .await?;
+    let warm_up = setup.work(&second).await?;
+    setup.wait_handled(&warm_up, &replica).await?;
+
+    // A new configuration is a new version of `first`: it now handles `moved`.
+    setup
+        .apply("first", from_config_map("shared-component", &moved))
+        .await?;
+    let reloaded = setup.work(&moved).await?;
+    setup.wait_handled(&reloaded, &replica).await?;
+    let first_now = setup.plugins.get("first").await?.status.unwrap_or_default();
+    assert_eq!(first_now.observed_generation, Some(2));
+
+    // `second` kept running the whole time: same Running transition, and
+    // its reconcile count did not restart from zero.
+    let second_now = setup
+        .plugins
+        .get("second")
+        .await?
+        .status
+        .unwrap_or_default();
+    let running_since = |status: &PluginStatus| {
+        status
+            .conditions
+            .iter()
+            .find(|condition| condition.type_ == "Running")
+            .map(|condition| condition.last_transition_time.clone())
+    };
+    assert_eq!(running_since(&second_now), running_since(&second_before));
+    let after = setup.work(&second).await?;
+    setup.wait_handled(&after, &replica).await?;
+    assert_eq!(
+        replica.role().await?,
+        "leader",
+        "the same host process kept leading throughout"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn suspending_pauses_a_plugin_and_deleting_it_stops_it() -> anyhow::Result<()> {
+    let setup = Setup::new().await?;
+    setup.component("pausable-component", misbehaving()).await?;
+    let group = unique_name("group");
+    let spec = from_config_map("pausable-component", &group);
+    setup.apply("pausable", spec.clone()).await?;
+    let replica = setup.replica("solo", &[]).await?;
+    setup
+        .wait_for("pausable", "Ready", "True", "Ready", &replica)
+        .await?;
+
+    let mut suspended = spec.clone();
+    suspended["suspend"] = json!(true);
+    setup.apply("pausable", suspended).await?;
+    let status = setup
+        .wait_for("pausable", "Running", "False", "Suspended", &replica)
+        .await?;
+    assert_eq!(status.running_on, None);
+    let waiting = setup.work(&group).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !setup.handled(&waiting).await,
+        "a suspended plugin reconciled"
+    );
+
+    setup.apply("pausable", spec).await?;
+    setup.wait_handled(&waiting, &replica).await?;
+
+    setup
+        .plugins
+        .delete("pausable", &DeleteParams::default())
+        .await?;
+    eventually(PATIENCE, "the plugin to stop", || async {
+        replica.log().contains("plugin stopped").then_some(())
+    })
+    .await?;
+    let orphan = setup.work(&group).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!setup.handled(&orphan).await, "a deleted plugin reconciled");
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_plugins_say_why_on_their_status_and_a_good_one_keeps_working() -> anyhow::Result<()> {
+    let setup = Setup::new().await?;
+    let bytes = misbehaving();
+    setup.component("good-component", bytes.clone()).await?;
+    setup
+        .component("text-component", b"hello, not wasm".to_vec())
+        .await?;
+    // The smallest valid component: it exports nothing.
+    setup
+        .component("empty-component", wat::parse_str("(component)")?)
+        .await?;
+    let newer =
+        wat::parse_str(r#"(component (import "leasehold:controller/log@0.2.0" (instance)))"#)?;
+    setup.component("newer-component", newer).await?;
+    let group = unique_name("good");
+    setup
+        .apply("good", from_config_map("good-component", &group))
+        .await?;
+    let bad = [
+        (
+            "not-a-component",
+            json!({"source": {"configMap": {"name": "text-component"}}}),
+        ),
+        (
+            "other-world",
+            json!({"source": {"configMap": {"name": "empty-component"}}}),
+        ),
+        (
+            "newer-contract",
+            json!({"source": {"configMap": {"name": "newer-component"}}}),
+        ),
+        (
+            "wrong-digest",
+            json!({"source": {"configMap": {"name": "good-component", "sha256": "0".repeat(64)}}}),
+        ),
+        (
+            "unreachable",
+            json!({"source": {"http": {"url": "http://127.0.0.1:9/plugin.wasm", "sha256": sha256(&bytes)}}}),
+        ),
+        (
+            "too-much-memory",
+            json!({"source": {"configMap": {"name": "good-component"}}, "limits": {"memory": "lots"}}),
+        ),
+        (
+            "no-account",
+            json!({"source": {"configMap": {"name": "good-component"}}, "serviceAccountName": "missing"}),
+        ),
+        (
+            "late-source",
+            json!({"source": {"configMap": {"name": "late-component"}}}),
+        ),
+    ];
+    for (name, spec) in &bad {
+        setup.apply(name, spec.clone()).await?;
+    }
+    let replica = setup.replica("solo", &[]).await?;
+
+    let expect = [
+        ("not-a-component", "Compiled", "NotAComponent"),
+        ("other-world", "Compiled", "WrongWorld"),
+        ("newer-contract", "Compiled", "IncompatibleContract"),
+        ("wrong-digest", "Fetched", "DigestMismatch"),
+        ("unreachable", "Fetched", "SourceUnreachable"),
+        ("too-much-memory", "Fetched", "InvalidSpec"),
+        ("no-account", "Running", "ServiceAccountNotFound"),
+        ("late-source", "Fetched", "SourceNotFound"),
+    ];
+    for (name, type_, reason) in expect {
+        let status = setup
+            .wait_for(name, type_, "False", reason, &replica)
+            .await?;
+        let ready = status
+            .conditions
+            .iter()
+            .find(|condition| condition.type_ == "Ready")
+            .expect("a Ready condition");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", reason)
+        );
+        let error = status.last_error.expect("the error is kept on the status");
+        assert!(!error.message.is_empty(), "{name}: empty error message");
+    }
+    let newer = setup.plugins.get("newer-contract").await?.status.unwrap();
+    assert!(
+        newer.last_error.unwrap().message.contains("@0.2.0"),
+        "the message names the version the component was built for"
+    );
+
+    // The good plugin was never disturbed.
+    setup
+        .wait_for("good", "Ready", "True", "Ready", &replica)
+        .await?;
+    let work = setup.work(&group).await?;
+    setup.wait_handled(&work, &replica).await?;
+
+    // What heals by itself does: the missing account and ConfigMap appear.
+    Api::<ServiceAccount>::namespaced(setup.admin.clone(), &setup.namespace)
+        .create(
+            &PostParams::default(),
+            &ServiceAccount {
+                metadata: meta("missing", &[]),
+                ..ServiceAccount::default()
+            },
+        )
+        .await?;
+    setup.component("late-component", bytes).await?;
+    setup
+        .wait_for("no-account", "Ready", "True", "Ready", &replica)
+        .await?;
+    setup
+        .wait_for("late-source", "Ready", "True", "Ready", &replica)
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_api_server_refuses_plugins_the_schema_rules_out() -> anyhow::Result<()> {
+    let setup = Setup::new().await?;
+    let cases = [
+        (
+            json!({"source": {"configMap": {"name": "a"}, "image": {"path": "b.wasm"}}}),
+            "set exactly one of configMap, http, oci, image",
+        ),
+        (json!({"source": {}}), "set exactly one of"),
+        (
+            json!({"source": {"http": {"url": "ftp://example/p.wasm", "sha256": "0".repeat(64)}}}),
+            "must be an http:// or https:// URL",
+        ),
+        (
+            json!({"source": {"http": {"url": "https://example/p.wasm", "sha256": "abc"}}}),
+            "must be 64 lowercase hex digits",
+        ),
+        (
+            json!({"source": {"image": {"path": "p.wasm"}}, "config": [1, 2]}),
+            "spec.config",
+        ),
+        (
+            json!({"source": {"image": {"path": "p.wasm"}}, "limits": {"maxConcurrentReconciles": 0}}),
+            "maxConcurrentReconciles",
+        ),
+    ];
+    for (mut spec, expected) in cases {
+        spec["serviceAccountName"] = json!(setup.account);
+        let plugin: Plugin = serde_json::from_value(json!({
+            "apiVersion": "leasehold.dev/v1alpha1",
+            "kind": "Plugin",
+            "metadata": {"name": unique_name("refused")},
+            "spec": spec,
+        }))?;
+        let error = setup
+            .plugins
+            .create(&PostParams::default(), &plugin)
+            .await
+            .expect_err("the API server refuses it");
+        let message = match &error {
+            kube::Error::Api(response) => {
+                assert_eq!(response.code, 422, "{spec}: {error}");
+                response.message.clone()
+            }
+            other => panic!("{spec}: unexpected {other}"),
+        };
+        assert!(message.contains(expected), "{spec}: {message}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn plugins_come_from_http_with_a_digest_and_from_the_host_image() -> anyhow::Result<()> {
+    let setup = Setup::new().await?;
+    let bytes = misbehaving();
+    let server = serve_files(vec![
+        ("/handler.wasm", bytes.clone()),
+        ("/huge.wasm", vec![0; 3 << 20]),
+    ])
+    .await?;
+    let root = setup.workdir.path().join("plugin-root");
+    std::fs::create_dir_all(root.join("examples"))?;
+    std::fs::write(root.join("examples/handler.wasm"), &bytes)?;
+    let (over_http, from_image) = (unique_name("http"), unique_name("image"));
+    setup
+        .apply(
+            "over-http",
+            json!({
+                "source": {"http": {"url": format!("http://{server}/handler.wasm"), "sha256": sha256(&bytes)}},
+                "config": {"selector": format!("leasehold.dev/misbehave={over_http}")},
+            }),
+        )
+        .await?;
+    setup
+        .apply(
+            "from-image",
+            json!({
+                "source": {"image": {"path": "examples/handler.wasm"}},
+                "config": {"selector": format!("leasehold.dev/misbehave={from_image}")},
+            }),
+        )
+        .await?;
+    setup
+        .apply(
+            "too-large",
+            json!({"source": {"http": {"url": format!("http://{server}/huge.wasm"), "sha256": "0".repeat(64)}}}),
+        )
+        .await?;
+    setup
+        .apply(
+            "escaping",
+            json!({"source": {"image": {"path": "../handler.wasm"}}}),
+        )
+        .await?;
+    let root_arg = root.display().to_string();
+    let replica = setup
+        .replica(
+            "solo",
+            &["--plugin-root", &root_arg, "--max-component-size", "2Mi"],
+        )
+        .await?;
+
+    for (name, group) in [("over-http", &over_http), ("from-image", &from_image)] {
+        let status = setup
+            .wait_for(name, "Ready", "True", "Ready", &replica)
+            .await?;
+        assert_eq!(status.digest, Some(format!("sha256:{}", sha256(&bytes))));
+        let work = setup.work(group).await?;
+        setup.wait_handled(&work, &replica).await?;
+    }
+    setup
+        .wait_for("too-large", "Fetched", "False", "TooLarge", &replica)
+        .await?;
+    setup
+        .wait_for("escaping", "Fetched", "False", "InvalidSource", &replica)
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_new_leader_takes_over_running_plugins_and_their_status() -> anyhow::Result<()> {
+    let setup = Setup::new().await?;
+    setup.component("ha-component", misbehaving()).await?;
+    let group = unique_name("group");
+    setup
+        .apply("ha", from_config_map("ha-component", &group))
+        .await?;
+    let alpha = setup.replica("alpha", &[]).await?;
+    let bravo = setup.replica("bravo", &[]).await?;
+    let status = setup
+        .wait_for("ha", "Ready", "True", "Ready", &alpha)
+        .await?;
+    let leader = status.running_on.expect("running somewhere");
+    let (old, new) = if leader == "alpha" {
+        (alpha, bravo)
+    } else {
+        (bravo, alpha)
+    };
+    old.signal(Signal::SIGKILL)?;
+    eventually(PATIENCE, "the successor to run the plugin", || async {
+        let status = setup.plugins.get("ha").await.ok()?.status?;
+        (status.running_on.as_deref() == Some(new.identity.as_str())).then_some(())
+    })
+    .await
+    .map_err(|error| error.context(new.log()))?;
+    let work = setup.work(&group).await?;
+    setup.wait_handled(&work, &new).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_plugin_from_an_oci_registry_runs_and_a_missing_tag_is_reported() -> anyhow::Result<()> {
+    let setup = Setup::new().await?;
+    let registry = TestRegistry::shared().await?;
+    let bytes = misbehaving();
+    let reference = format!("{}:v1", registry.repository("plugins"));
+    oci::push(
+        &oci::Reference::parse(&reference)?,
+        &bytes,
+        &oci::PushOptions::default(),
+    )
+    .await?;
+    let group = unique_name("oci");
+    setup
+        .apply(
+            "from-registry",
+            json!({
+                "source": {"oci": {"reference": reference}},
+                "config": {"selector": format!("leasehold.dev/misbehave={group}")},
+            }),
+        )
+        .await?;
+    let missing = format!("{}:v1", registry.repository("never-pushed"));
+    setup
+        .apply(
+            "missing-tag",
+            json!({"source": {"oci": {"reference": missing}}}),
+        )
+        .await?;
+    let replica = setup.replica("solo", &[]).await?;
+
+    let status = setup
+        .wait_for("from-registry", "Ready", "True", "Ready", &replica)
+        .await?;
+    assert_eq!(status.digest, Some(format!("sha256:{}", sha256(&bytes))));
+    let work = setup.work(&group).await?;
+    setup.wait_handled(&work, &replica).await?;
+    setup
+        .wait_for(
+            "missing-tag",
+            "Fetched",
+            "False",
+            "SourceNotFound",
+            &replica,
+        )
+        .await?;
+    Ok(())
+}
