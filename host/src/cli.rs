@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::{replica, telemetry};
+use crate::{plugin_cli, replica, telemetry};
 
 /// A highly available Kubernetes control plane whose controllers are
 /// WebAssembly components.
@@ -19,7 +19,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a replica: serve the API, join the election, lead when elected.
-    Run(replica::Options),
+    // Boxed: the options are large and parsed once.
+    Run(Box<replica::Options>),
+    /// Write, build, check, push and deploy controller plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: plugin_cli::Command,
+    },
 }
 
 impl Cli {
@@ -30,6 +36,7 @@ impl Cli {
                 let config = options.into_config()?;
                 replica::Replica::new(config).await?.run().await?;
             }
+            Command::Plugin { command } => command.run().await?,
         }
         Ok(())
     }
@@ -46,6 +53,37 @@ mod tests {
         Cli::command().debug_assert();
         // Subcommands are only fully built when they are parsed.
         assert!(Cli::try_parse_from(["leasehold", "run"]).is_ok());
+        for plugin in [
+            &["new", "mirror"][..],
+            &["build"],
+            &["validate", "m.wasm"],
+            &["test"],
+            &["push", "m.wasm", "localhost:5000/m:1"],
+            &[
+                "deploy",
+                "m.wasm",
+                "--name",
+                "m",
+                "--namespace",
+                "n",
+                "--service-account",
+                "s",
+            ],
+            &[
+                "deploy",
+                "--oci",
+                "r/m:1",
+                "--name",
+                "m",
+                "--namespace",
+                "n",
+                "--service-account",
+                "s",
+            ],
+        ] {
+            let args = ["leasehold", "plugin"].iter().chain(plugin);
+            assert!(Cli::try_parse_from(args).is_ok(), "{plugin:?}");
+        }
     }
 
     #[test]
@@ -57,6 +95,21 @@ mod tests {
         assert!(error.to_string().contains("--listen"), "{error}");
         let error = Cli::try_parse_from(["leasehold", "run", "--log-format", "xml"]).unwrap_err();
         assert!(error.to_string().contains("json"), "{error}");
+        let deploy = [
+            "leasehold",
+            "plugin",
+            "deploy",
+            "--name",
+            "m",
+            "--namespace",
+            "n",
+        ];
+        let error =
+            Cli::try_parse_from(deploy.iter().chain(&["--service-account", "s"])).unwrap_err();
+        assert!(
+            error.to_string().contains("<FILE>"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -70,7 +123,10 @@ mod tests {
             "6s",
         ])
         .unwrap()
-        .command;
+        .command
+        else {
+            panic!("parsed as another command");
+        };
         let error = options.into_config().unwrap_err();
         assert!(
             format!("{:#}", anyhow::Error::from(error))

@@ -13,6 +13,7 @@ pub mod controllers;
 pub mod election;
 pub mod metrics;
 pub mod oci;
+pub mod plugin_cli;
 pub mod plugins;
 pub mod replica;
 pub mod replicas;

@@ -1,0 +1,373 @@
+//! `leasehold plugin new`: a plugin crate that builds to a component and
+//! passes its own test before the author changes a line.
+
+use std::path::{Path, PathBuf};
+
+use super::{Error, Result};
+
+/// Where the SDK is in the repository this binary was built from; a
+/// binary installed elsewhere is told with `--sdk-path`.
+const DEFAULT_SDK_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/sdk");
+
+/// Longest DNS label (RFC 1123), the limit of a Kubernetes name.
+const MAX_NAME_LEN: usize = 63;
+
+/// Names a crate cannot take: Rust's own crates and keywords.
+const RESERVED: &[&str] = &[
+    "alloc",
+    "core",
+    "proc-macro",
+    "std",
+    "test",
+    "as",
+    "async",
+    "await",
+    "box",
+    "break",
+    "const",
+    "continue",
+    "crate",
+    "dyn",
+    "else",
+    "enum",
+    "extern",
+    "false",
+    "fn",
+    "for",
+    "if",
+    "impl",
+    "in",
+    "let",
+    "loop",
+    "match",
+    "mod",
+    "move",
+    "mut",
+    "pub",
+    "ref",
+    "return",
+    "self",
+    "static",
+    "struct",
+    "super",
+    "trait",
+    "true",
+    "type",
+    "unsafe",
+    "use",
+    "where",
+    "while",
+    "yield",
+];
+
+#[derive(Debug, clap::Args)]
+pub struct Options {
+    /// The plugin's name: a DNS label (lowercase letters, digits and '-'),
+    /// also its crate name and the controller name it registers.
+    name: String,
+    /// Directory to create [default: ./NAME].
+    #[arg(long)]
+    path: Option<PathBuf>,
+    /// The leasehold-sdk crate to depend on.
+    #[arg(long, default_value = DEFAULT_SDK_PATH)]
+    sdk_path: PathBuf,
+}
+
+pub(super) fn run(options: Options) -> Result<()> {
+    check_name(&options.name)?;
+    let dir = options.path.unwrap_or_else(|| PathBuf::from(&options.name));
+    check_empty(&dir)?;
+    let sdk = std::fs::canonicalize(&options.sdk_path)
+        .ok()
+        .filter(|sdk| sdk.join("Cargo.toml").is_file())
+        .ok_or_else(|| Error::SdkNotFound {
+            path: options.sdk_path.clone(),
+        })?;
+
+    for (file, text) in scaffold(&options.name, &sdk) {
+        write(&dir.join(file), text.as_bytes())?;
+    }
+    // The lock file the SDK is tested with, so the new crate builds with
+    // the same versions (and reuses their builds) instead of the newest.
+    let lock = sdk.join("../../Cargo.lock");
+    if let Ok(text) = std::fs::read(&lock) {
+        write(&dir.join("Cargo.lock"), &text)?;
+    }
+
+    println!("created plugin {} in {}", options.name, dir.display());
+    println!("next:");
+    println!("  leasehold plugin test --path {}", dir.display());
+    println!("  leasehold plugin build --path {}", dir.display());
+    Ok(())
+}
+
+/// A plugin name is the Plugin's name in Kubernetes and the crate's name:
+/// a DNS label that does not start with a digit and is not reserved.
+pub(super) fn check_name(name: &str) -> Result<()> {
+    let invalid = |reason: &str| {
+        Err(Error::InvalidName {
+            name: name.to_owned(),
+            reason: reason.to_owned(),
+        })
+    };
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return invalid("must be 1 to 63 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return invalid("must be a DNS label: lowercase letters, digits and '-' only");
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return invalid("must start and end with a letter or digit");
+    }
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        return invalid("must start with a letter (it is also a crate name)");
+    }
+    if RESERVED.contains(&name) {
+        return invalid("is reserved by Rust");
+    }
+    Ok(())
+}
+
+fn check_empty(dir: &Path) -> Result<()> {
+    let mut entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(Error::Io {
+                action: "read",
+                path: dir.to_owned(),
+                source,
+            });
+        }
+    };
+    if entries.next().is_some() {
+        return Err(Error::NotEmpty {
+            path: dir.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |action, source| Error::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| io("create", source))?;
+    }
+    std::fs::write(path, bytes).map_err(|source| io("write", source))
+}
+
+/// `my-plugin` → `MyPlugin`, the reconciler's type name.
+fn type_name(name: &str) -> String {
+    name.split('-')
+        .flat_map(|word| {
+            let mut chars = word.chars();
+            chars
+                .next()
+                .map(|first| first.to_ascii_uppercase())
+                .into_iter()
+                .chain(chars)
+        })
+        .collect()
+}
+
+/// The files of a new plugin crate, relative to its directory.
+pub(super) fn scaffold(name: &str, sdk: &Path) -> Vec<(&'static str, String)> {
+    let fill = |template: &str| {
+        template
+            .replace("{{name}}", name)
+            .replace("{{Type}}", &type_name(name))
+            .replace("{{sdk}}", &sdk.display().to_string())
+    };
+    vec![
+        ("Cargo.toml", fill(CARGO_TOML)),
+        ("src/lib.rs", fill(LIB_RS)),
+        (".gitignore", "/target\n".to_owned()),
+    ]
+}
+
+const CARGO_TOML: &str = r#"[package]
+name = "{{name}}"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+# A component is a cdylib; `leasehold plugin build` (or
+# `cargo build --release --target wasm32-wasip2`) produces it.
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+leasehold-sdk = { path = "{{sdk}}" }
+serde = { version = "1", features = ["derive"] }
+
+# A workspace of its own, so the crate builds wherever it is copied.
+[workspace]
+"#;
+
+const LIB_RS: &str = r#"//! {{name}}: a Leasehold controller plugin.
+//!
+//! It reconciles ConfigMaps labelled `example.com/{{name}}=true` and writes a
+//! greeting into each. Change `registration` to choose what to watch and
+//! `reconcile` to decide what to do; `cargo test` runs the tests below
+//! natively against the SDK's in-memory cluster.
+//!
+//! Configuration (the Plugin's `spec.config`): `{"greeting": "hello"}`.
+
+use leasehold_sdk::k8s_openapi::api::core::v1::ConfigMap;
+use leasehold_sdk::prelude::*;
+use leasehold_sdk::serde_json::json;
+use serde::Deserialize;
+
+/// The controller's name, also its field manager.
+const NAME: &str = "{{name}}";
+/// Only ConfigMaps with this label are reconciled.
+const SELECTOR: &str = "example.com/{{name}}=true";
+
+/// The plugin's configuration.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct Config {
+    /// What to greet each ConfigMap with.
+    greeting: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            greeting: "hello".to_owned(),
+        }
+    }
+}
+
+/// The controller.
+#[derive(Debug, Default)]
+pub struct {{Type}};
+
+impl Reconciler for {{Type}} {
+    type Object = ConfigMap;
+
+    fn registration(&self) -> Registration<ConfigMap> {
+        Registration::new(NAME).labels(SELECTOR)
+    }
+
+    fn reconcile(&self, object: ConfigMap) -> Result<Action, reconciler::Error> {
+        let config: Config = leasehold_sdk::config()?;
+        let name = object.name_any();
+        let greeting = format!("{}, {name}", config.greeting);
+        if object.data.as_ref().and_then(|data| data.get("greeting")) == Some(&greeting) {
+            return Ok(Action::Done);
+        }
+        Api::<ConfigMap>::namespaced(&object.namespace().unwrap_or_default()).apply(
+            &name,
+            &json!({ "data": { "greeting": greeting } }),
+            &ApplyParams::new(NAME),
+        )?;
+        info!("greeted", name = name);
+        Ok(Action::Done)
+    }
+}
+
+leasehold_sdk::export_controller!({{Type}});
+
+#[cfg(test)]
+mod tests {
+    use leasehold_sdk::serde_json;
+    use leasehold_sdk::testing::FakeCluster;
+
+    use super::*;
+
+    fn labelled(name: &str) -> ConfigMap {
+        serde_json::from_value(json!({
+            "metadata": {
+                "namespace": "default",
+                "name": name,
+                "labels": { "example.com/{{name}}": "true" },
+            },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_labelled_configmap_is_greeted_as_configured() {
+        let cluster = FakeCluster::new().with_config(&json!({ "greeting": "hi" }));
+        let object = ObjectRef::from_object(&cluster.insert(labelled("settings")));
+
+        assert_eq!(cluster.reconcile(&{{Type}}, &object).unwrap(), Action::Done);
+
+        let greeted: ConfigMap = cluster.get(&object).unwrap();
+        assert_eq!(greeted.data.unwrap()["greeting"], "hi, settings");
+    }
+}
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_labels_that_can_be_crate_names_are_accepted() {
+        for name in ["mirror", "configmap-mirror", "a", "x9", &"a".repeat(63)] {
+            check_name(name).unwrap();
+        }
+    }
+
+    #[test]
+    fn names_that_are_not_dns_labels_are_refused_with_the_reason() {
+        for (name, reason) in [
+            ("", "1 to 63"),
+            (&"a".repeat(64), "1 to 63"),
+            ("Mirror", "DNS label"),
+            ("my_plugin", "DNS label"),
+            ("my.plugin", "DNS label"),
+            ("-mirror", "start and end"),
+            ("mirror-", "start and end"),
+            ("9lives", "start with a letter"),
+            ("test", "reserved"),
+        ] {
+            let error = check_name(name).unwrap_err().to_string();
+            assert!(error.contains(reason), "{name:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_directory_with_files_is_refused_and_an_empty_one_is_used() {
+        let dir = std::env::temp_dir().join(format!("leasehold-new-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        check_empty(&dir).unwrap();
+        check_empty(&dir.join("absent")).unwrap();
+        std::fs::write(dir.join("file"), "x").unwrap();
+        let error = check_empty(&dir).unwrap_err();
+        assert!(error.to_string().contains("is not empty"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_scaffold_is_a_standalone_cdylib_on_the_sdk_named_after_the_plugin() {
+        let files = scaffold("my-plugin", Path::new("/sdk"));
+        let file = |name| &files.iter().find(|(file, _)| *file == name).unwrap().1;
+        let manifest = file("Cargo.toml");
+        assert!(manifest.contains("name = \"my-plugin\""));
+        assert!(manifest.contains("crate-type = [\"cdylib\"]"));
+        assert!(manifest.contains("leasehold-sdk = { path = \"/sdk\" }"));
+        assert!(manifest.contains("\n[workspace]\n"));
+        let lib = file("src/lib.rs");
+        assert!(lib.contains("pub struct MyPlugin;"));
+        assert!(lib.contains("export_controller!(MyPlugin)"));
+        assert!(lib.contains("const NAME: &str = \"my-plugin\";"));
+        assert!(lib.contains("FakeCluster"));
+        assert!(!lib.contains("{{"), "every placeholder is filled");
+    }
+
+    #[test]
+    fn type_names_are_upper_camel_case() {
+        assert_eq!(type_name("configmap-mirror"), "ConfigmapMirror");
+        assert_eq!(type_name("a1-b"), "A1B");
+    }
+}
