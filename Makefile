@@ -11,7 +11,7 @@ include plugins/Makefile.inc
 help:
 	@echo "make demo            the HA story end to end on a local control plane"
 	@echo "make test            every test (unit + against a real kube-apiserver)"
-	@echo "make bench           every benchmark (bench-failover, ...)"
+	@echo "make bench           every benchmark (bench-failover, bench-runtime, bench-reload)"
 	@echo "make plugins         build the example plugins to wasm32-wasip2 components"
 	@echo "make test-chart      the Helm chart tests (real helm, kubectl, kube-apiserver)"
 	@echo "make cluster-up      start the local control plane (prints its kubeconfig)"
@@ -36,14 +36,29 @@ test: deps
 
 demo: deps
 	$(CARGO) build --release -p leasehold
+	$(CARGO) build --release --target wasm32-wasip2 -p configmap-mirror
 	tools/with-cluster.sh tools/demo.sh
 
-bench: bench-failover
+bench: bench-failover bench-runtime bench-reload
 
 bench-failover: deps
 	$(CARGO) build --release -p leasehold
 	LEASEHOLD_BASELINE_ELECTOR=$$(tools/cluster.sh baseline) \
 	  tools/with-cluster.sh $(CARGO) bench -p leasehold-tests --bench failover
+
+## bench-runtime: compile/load, instantiation, reconcile and host-call costs,
+## and the ConfigMap mirror as a plugin vs natively on kube-runtime.
+.PHONY: bench-runtime
+bench-runtime: deps
+	$(CARGO) build --release -p leasehold
+	tools/with-cluster.sh $(CARGO) bench -p leasehold-tests --bench runtime
+
+## bench-reload: applying a changed Plugin (≈1 MB component) to the new
+## version's first reconcile, without a restart; a restart as the baseline.
+.PHONY: bench-reload
+bench-reload: deps
+	$(CARGO) build --release -p leasehold
+	tools/with-cluster.sh $(CARGO) bench -p leasehold-tests --bench reload
 
 test-chart: deps
 	tools/with-cluster.sh $(CARGO) test -p leasehold-tests --test chart

@@ -106,10 +106,7 @@ mod tests {
         ];
         let error =
             Cli::try_parse_from(deploy.iter().chain(&["--service-account", "s"])).unwrap_err();
-        assert!(
-            error.to_string().contains("<FILE>"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("<FILE>"), "{error}");
     }
 
     #[test]

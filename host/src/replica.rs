@@ -19,7 +19,7 @@ use crate::api::{self, AppState};
 use crate::controllers::Controllers;
 use crate::election::{self, Elector, LeaseClient, Status};
 use crate::metrics::Metrics;
-use crate::plugins::{self, LoadedPlugin};
+use crate::plugins::{self, Catalog, Fetcher, LoadedPlugin, PluginWatcher};
 use crate::replicas::Directory;
 use crate::roles::LeaderRoles;
 use crate::runtime::{self, Runtime};
@@ -52,6 +52,8 @@ pub struct Options {
 pub struct Config {
     pub election: election::Config,
     pub listen: SocketAddr,
+    /// Serve the API over HTTPS with these files.
+    pub tls: Option<api::TlsFiles>,
     pub activity_log: Option<PathBuf>,
     pub plugins: plugins::Options,
 }
@@ -78,6 +80,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The API's certificate or key could not be loaded.
+    #[error("failed to load the API's TLS certificate")]
+    Tls(#[source] api::TlsError),
     /// The API server stopped on its own.
     #[error("the API server stopped unexpectedly")]
     ApiServerDied(#[source] Option<std::io::Error>),
@@ -98,6 +103,7 @@ impl Options {
         Ok(Config {
             election,
             listen: self.api.listen,
+            tls: self.api.tls(),
             activity_log: self.activity_log,
             plugins: self.plugins,
         })
@@ -118,9 +124,12 @@ pub struct Replica {
     kube_config: kube::Config,
     client: kube::Client,
     listener: TcpListener,
-    // Kept alive for the compiled plugins (its epoch ticker bounds them).
-    _runtime: Runtime,
-    plugins: Arc<Vec<LoadedPlugin>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    // Kept alive for the compiled plugins (its epoch ticker bounds them);
+    // the API compiles uploads with it too.
+    runtime: Arc<Runtime>,
+    /// Plugins given as manifests, compiled.
+    manifests: Vec<LoadedPlugin>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -137,11 +146,18 @@ impl Replica {
     /// replica does, so a takeover never waits for a compiler) and binds the
     /// API address.
     pub async fn new(config: Config) -> Result<Self, Error> {
-        let runtime = Runtime::new(config.plugins.compile_cache.clone()).map_err(Error::Runtime)?;
+        let runtime =
+            Arc::new(Runtime::new(config.plugins.compile_cache.clone()).map_err(Error::Runtime)?);
         let paths = config.plugins.manifest_paths().map_err(Error::Plugins)?;
-        let plugins = plugins::load_all(&runtime, &paths).map_err(Error::Plugins)?;
+        let manifests = plugins::load_all(&runtime, &paths).map_err(Error::Plugins)?;
         let kube_config = kube::Config::infer().await.map_err(Error::KubeConfig)?;
         let client = kube::Client::try_from(kube_config.clone()).map_err(Error::Client)?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(api::load_tls)
+            .transpose()
+            .map_err(Error::Tls)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Listen {
@@ -153,8 +169,9 @@ impl Replica {
             kube_config,
             client,
             listener,
-            _runtime: runtime,
-            plugins,
+            tls,
+            runtime,
+            manifests,
         })
     }
 
@@ -172,8 +189,9 @@ impl Replica {
             kube_config,
             client,
             listener,
-            _runtime,
-            plugins,
+            tls,
+            runtime,
+            manifests,
         } = self;
         let election_config = config.election;
         let leases = LeaseClient::dedicated(
@@ -185,31 +203,55 @@ impl Replica {
         .map_err(Error::Lease)?;
         let (status_tx, status) = watch::channel(Status::default());
         let metrics = Arc::new(Metrics::new());
-        let directory = Directory::new(client, &election_config);
+        let directory = Directory::new(client.clone(), &election_config);
 
+        let plugin_runtime = runtime.clone();
         let api_stop = CancellationToken::new();
         let state = AppState {
             election: Arc::new(election_config.clone()),
             status,
             metrics: metrics.clone(),
             directory: directory.clone(),
+            auth: api::Authenticator::new(client.clone()),
+            client: client.clone(),
+            validator: api::Validator::new(runtime),
         };
-        let mut api = tokio::spawn(
-            axum::serve(listener, api::router(state))
-                .with_graceful_shutdown(api_stop.clone().cancelled_owned())
-                .into_future(),
-        );
+        let mut api = tokio::spawn(api::serve(
+            listener,
+            tls,
+            api::router(state),
+            api_stop.clone(),
+        ));
         let announce = tokio::spawn(directory.announce(shutdown.clone()));
 
+        // Every replica keeps the catalog (fetched, compiled); the leader runs it.
+        let watch_plugins = config.plugins.watch_plugins;
+        let (catalog_tx, catalog) = watch::channel(Catalog::of_manifests(&manifests));
         let mut roles = LeaderRoles::new();
-        if !plugins.is_empty() {
+        if watch_plugins || !manifests.is_empty() {
             roles = roles.with(Controllers::new(
-                plugins,
+                catalog,
+                client.clone(),
                 kube_config,
                 election_config.identity.clone(),
                 metrics.plugins.clone(),
             ));
         }
+        let plugin_watcher = watch_plugins.then(|| {
+            let fetcher = Fetcher::new(
+                client.clone(),
+                config.plugins.plugin_root.clone(),
+                config.plugins.max_component_size,
+            );
+            let watcher = PluginWatcher::new(
+                client.clone(),
+                config.plugins.plugin_namespace.as_deref(),
+                plugin_runtime,
+                fetcher,
+                catalog_tx,
+            );
+            tokio::spawn(watcher.run(shutdown.clone()))
+        });
         if let Some(path) = config.activity_log {
             roles = roles.with(ActivityLog::new(path, activity::DEFAULT_PERIOD));
         }
@@ -240,6 +282,9 @@ impl Replica {
             }
         }
         let _ = announce.await;
+        if let Some(plugin_watcher) = plugin_watcher {
+            let _ = plugin_watcher.await;
+        }
         api_stop.cancel();
         let _ = api.await;
         info!("replica stopped");

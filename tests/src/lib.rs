@@ -15,7 +15,9 @@
 //! answers; `tools/cluster.sh down` stops it.
 
 mod cluster;
+pub mod fixtures;
 pub mod js_plugin;
+pub mod native_mirror;
 mod proxy;
 mod registry;
 mod replica;

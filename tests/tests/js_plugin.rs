@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
+use leasehold_tests::fixtures::{rule, service_account_with};
 use leasehold_tests::js_plugin::{js_plugin_component, js_plugins_dir};
 use leasehold_tests::{ReplicaProcess, ReplicaSettings, TestCluster, eventually, unique_name};
 use serde_json::json;
@@ -18,54 +18,18 @@ use serde_json::json;
 const FIRST_RECONCILE: Duration = Duration::from_secs(240);
 const PATIENCE: Duration = Duration::from_secs(60);
 
-fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
-    let strings = |items: &[&str]| items.iter().map(|item| (*item).to_owned()).collect();
-    PolicyRule {
-        api_groups: Some(strings(groups)),
-        resources: Some(strings(resources)),
-        verbs: strings(verbs),
-        ..PolicyRule::default()
-    }
-}
-
 /// A ServiceAccount that may label ConfigMaps and record Events, and nothing
 /// more; returns `namespace/name` for the manifest.
 async fn labeler_account(cluster: &TestCluster, namespace: &str) -> anyhow::Result<String> {
-    let admin = cluster.client()?;
-    let name = unique_name("labeler-js");
-    cluster.service_account_token(namespace, &name).await?;
-    let metadata = ObjectMeta {
-        name: Some(name.clone()),
-        ..ObjectMeta::default()
-    };
-    let role = ClusterRole {
-        metadata: metadata.clone(),
-        rules: Some(vec![
+    let name = service_account_with(
+        cluster,
+        namespace,
+        vec![
             rule(&[""], &["configmaps"], &["get", "list", "watch", "patch"]),
             rule(&["", "events.k8s.io"], &["events"], &["create", "patch"]),
-        ]),
-        ..ClusterRole::default()
-    };
-    Api::<ClusterRole>::all(admin.clone())
-        .create(&PostParams::default(), &role)
-        .await?;
-    let binding = ClusterRoleBinding {
-        metadata,
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "ClusterRole".into(),
-            name: name.clone(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: name.clone(),
-            namespace: Some(namespace.into()),
-            ..Subject::default()
-        }]),
-    };
-    Api::<ClusterRoleBinding>::all(admin)
-        .create(&PostParams::default(), &binding)
-        .await?;
+        ],
+    )
+    .await?;
     Ok(format!("{namespace}/{name}"))
 }
 

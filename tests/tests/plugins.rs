@@ -2,14 +2,16 @@
 //! server: the examples reconcile real objects, misbehaving plugins are
 //! contained, RBAC bounds each plugin, and only the leader instantiates.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
-use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::rbac::v1::PolicyRule;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use leasehold_tests::fixtures::{
+    config_map, counter, labelled_namespace, rule, service_account_with,
+};
 use leasehold_tests::{
     ReplicaProcess, ReplicaSettings, TestCluster, eventually, plugin_component, unique_name,
 };
@@ -18,64 +20,14 @@ use serde_json::json;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
-fn meta(name: &str, labels: &[(&str, &str)]) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.into()),
-        labels: Some(
-            labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        ),
-        ..ObjectMeta::default()
-    }
-}
-
-fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
-    PolicyRule {
-        api_groups: Some(groups.iter().map(|g| (*g).to_owned()).collect()),
-        resources: Some(resources.iter().map(|r| (*r).to_owned()).collect()),
-        verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
-        ..PolicyRule::default()
-    }
-}
-
-/// A ServiceAccount for a plugin, granted exactly `rules` cluster-wide.
+/// A ServiceAccount for a plugin, granted exactly `rules` cluster-wide;
+/// returns `namespace/name` for the manifest.
 async fn plugin_account(
     cluster: &TestCluster,
     namespace: &str,
     rules: Vec<PolicyRule>,
 ) -> anyhow::Result<String> {
-    let admin = cluster.client()?;
-    let name = unique_name("plugin");
-    cluster.service_account_token(namespace, &name).await?;
-    Api::<ClusterRole>::all(admin.clone())
-        .create(
-            &PostParams::default(),
-            &ClusterRole {
-                metadata: meta(&name, &[]),
-                rules: Some(rules),
-                ..ClusterRole::default()
-            },
-        )
-        .await?;
-    let binding = ClusterRoleBinding {
-        metadata: meta(&name, &[]),
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "ClusterRole".into(),
-            name: name.clone(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: name.clone(),
-            namespace: Some(namespace.into()),
-            ..Subject::default()
-        }]),
-    };
-    Api::<ClusterRoleBinding>::all(admin)
-        .create(&PostParams::default(), &binding)
-        .await?;
+    let name = service_account_with(cluster, namespace, rules).await?;
     Ok(format!("{namespace}/{name}"))
 }
 
@@ -110,40 +62,6 @@ fn settings(namespace: &str, manifests: &[PathBuf], cache: &Path) -> ReplicaSett
         .extra_args
         .extend(["--compile-cache".into(), cache.display().to_string()]);
     settings
-}
-
-async fn labelled_namespace(client: &Client, label: (&str, &str)) -> anyhow::Result<String> {
-    let name = unique_name("target");
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: meta(&name, &[label]),
-                ..Namespace::default()
-            },
-        )
-        .await?;
-    Ok(name)
-}
-
-fn config_map(name: &str, labels: &[(&str, &str)], data: &[(&str, &str)]) -> ConfigMap {
-    ConfigMap {
-        metadata: meta(name, labels),
-        data: Some(
-            data.iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect::<BTreeMap<_, _>>(),
-        ),
-        ..ConfigMap::default()
-    }
-}
-
-/// The value of a counter sample in Prometheus text, 0 when absent.
-fn counter(metrics: &str, sample: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test]

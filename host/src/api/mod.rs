@@ -1,29 +1,52 @@
 //! The HTTP API that every replica serves, leader or not: probes, metrics,
-//! and what the replica knows about the election.
+//! what the replica knows about the election, and the plugins.
 //!
-//! | route | answers |
-//! |---|---|
-//! | `GET /healthz` | 200 unless this replica is a wedged leader |
-//! | `GET /readyz` | 200 once the API server has answered |
-//! | `GET /metrics` | Prometheus metrics |
-//! | `GET /api/v1/leader` | the holder, this replica's role, timings |
-//! | `GET /api/v1/replicas` | every live replica with its role |
+//! | route | answers | needs |
+//! |---|---|---|
+//! | `GET /healthz` | 200 unless this replica is a wedged leader | nothing |
+//! | `GET /readyz` | 200 once the API server has answered | nothing |
+//! | `GET /metrics` | Prometheus metrics | nothing |
+//! | `GET /api/v1/leader` | the holder, this replica's role, timings | nothing |
+//! | `GET /api/v1/replicas` | every live replica with its role | nothing |
+//! | `GET /api/v1/plugins[?namespace=]` | the Plugin objects with their status (`{"items":[...]}`) | `list plugins` |
+//! | `GET /api/v1/namespaces/{ns}/plugins/{name}` | one Plugin with its status | `get plugins` |
+//! | `PUT /api/v1/namespaces/{ns}/plugins/{name}/component[?serviceAccountName=]` | stores the body (a component, at most 1 MiB) in the ConfigMap `{name}-component` and points the Plugin at it with the new sha256; 201 created, 200 updated | `create`/`update` on `plugins` and `configmaps` |
+//!
+//! Probes and metrics are open: kubelets and Prometheus call them. The
+//! plugin routes need `Authorization: Bearer <token>`, checked with a
+//! TokenReview and authorized with SubjectAccessReviews against the
+//! Kubernetes API server ([`auth`]); 401 without a valid token, 403 when
+//! not allowed. Errors are JSON: `{"error":{"code","reason","message"}}`.
+//! With `--tls-cert-file` and `--tls-private-key-file` the API is served
+//! over HTTPS only ([`tls`]).
 
+mod auth;
+mod cache;
 mod error;
+mod plugins;
+mod tls;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::header;
+use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
+pub use self::auth::{Action, Authenticator, CACHE_TTL, Caller};
 pub use self::error::ApiError;
+pub use self::plugins::{COMPONENT_KEY, MAX_COMPONENT_BYTES, PLUGIN_LABEL, PluginList, Validator};
+pub use self::tls::{TlsError, TlsFiles, load as load_tls};
 use crate::election::{self, Role, Status};
 use crate::metrics::Metrics;
 use crate::replicas::{Directory, Replica};
@@ -39,28 +62,108 @@ pub struct Options {
     /// Address to serve the API, probes and metrics on.
     #[arg(long, env = "LEASEHOLD_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+
+    /// Serve HTTPS with this PEM certificate chain (needs
+    /// --tls-private-key-file). Plain HTTP when unset.
+    #[arg(
+        long,
+        env = "LEASEHOLD_TLS_CERT_FILE",
+        requires = "tls_private_key_file",
+        value_name = "FILE"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert-file.
+    #[arg(
+        long,
+        env = "LEASEHOLD_TLS_PRIVATE_KEY_FILE",
+        requires = "tls_cert_file",
+        value_name = "FILE"
+    )]
+    pub tls_private_key_file: Option<PathBuf>,
+}
+
+impl Options {
+    /// The certificate and key files, when HTTPS was asked for. Clap has
+    /// already checked that both or neither are given.
+    pub fn tls(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert: self.tls_cert_file.clone()?,
+            key: self.tls_private_key_file.clone()?,
+        })
+    }
 }
 
 /// What the handlers share.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AppState {
     pub election: Arc<election::Config>,
     pub status: watch::Receiver<Status>,
     pub metrics: Arc<Metrics>,
     pub directory: Directory,
+    /// The replica's own client: reads and writes plugin objects, creates
+    /// the reviews.
+    pub client: kube::Client,
+    pub auth: Authenticator,
+    pub validator: Validator,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("election", &self.election)
+            .field("directory", &self.directory)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The API's routes; tests call it without a socket.
 pub fn router(state: AppState) -> Router {
+    let plugins = plugins::routes().route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_caller,
+    ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/leader", get(leader))
         .route("/api/v1/replicas", get(replicas))
+        .merge(plugins)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// How long open HTTPS connections may take to finish at shutdown.
+const TLS_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `app` on `listener` until `stop` is cancelled, then drains: plain
+/// HTTP with `tls` unset, HTTPS with it.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    app: Router,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let Some(tls) = tls else {
+        return axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+    };
+    let handle = axum_server::Handle::new();
+    let server = axum_server::from_tcp_rustls(
+        listener.into_std()?,
+        axum_server::tls_rustls::RustlsConfig::from_config(tls),
+    )?
+    .handle(handle.clone());
+    let drain = tokio::spawn(async move {
+        stop.cancelled().await;
+        handle.graceful_shutdown(Some(TLS_DRAIN_TIMEOUT));
+    });
+    let served = server.serve(app.into_make_service()).await;
+    drain.abort();
+    served
 }
 
 async fn healthz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
@@ -166,4 +269,56 @@ async fn replicas(State(state): State<AppState>) -> Result<Json<ReplicasView>, A
         .await
         .map_err(|error| ApiError::Internal(Box::new(error)))?;
     Ok(Json(ReplicasView { replicas }))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Command {
+        #[command(flatten)]
+        api: Options,
+    }
+
+    fn parse(args: &[&str]) -> Result<Options, clap::Error> {
+        Command::try_parse_from(std::iter::once("leasehold").chain(args.iter().copied()))
+            .map(|command| command.api)
+    }
+
+    #[test]
+    fn the_api_is_plain_http_unless_a_certificate_is_given() {
+        assert_eq!(parse(&[]).unwrap().tls(), None);
+        let options = parse(&[
+            "--tls-cert-file",
+            "/tls/tls.crt",
+            "--tls-private-key-file",
+            "/tls/tls.key",
+        ])
+        .unwrap();
+        assert_eq!(
+            options.tls(),
+            Some(TlsFiles {
+                cert: "/tls/tls.crt".into(),
+                key: "/tls/tls.key".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn a_certificate_without_its_key_or_a_key_alone_is_refused() {
+        let error = parse(&["--tls-cert-file", "/tls/tls.crt"]).unwrap_err();
+        assert_eq!(
+            error.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        assert!(
+            error.to_string().contains("--tls-private-key-file"),
+            "{error}"
+        );
+        let error = parse(&["--tls-private-key-file", "/tls/tls.key"]).unwrap_err();
+        assert!(error.to_string().contains("--tls-cert-file"), "{error}");
+    }
 }

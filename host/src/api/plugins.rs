@@ -1,0 +1,705 @@
+//! The plugin routes: read Plugin objects with their status, and upload a
+//! component, which stores it in a ConfigMap and points a Plugin at it.
+//!
+//! Every route needs a caller (see [`auth`](super::auth)) and asks the API
+//! server whether that caller may do what the route does: `list`/`get` on
+//! `plugins`, and for an upload `create` or `update` on both the Plugin and
+//! its ConfigMap, since the replica writes them on the caller's behalf.
+//! Objects are read from and written to the Kubernetes API server directly;
+//! the replica keeps no copy, so every replica answers the same.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::{get, put};
+use axum::{Extension, Json, Router};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Resource, ResourceExt};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use super::AppState;
+use super::auth::{Action, Caller};
+use super::error::{ApiError, ErrorChain};
+use crate::plugins::resource::{ConfigMapSource, Source};
+use crate::plugins::{Plugin, PluginSpec};
+use crate::runtime::{self, Runtime};
+
+/// A ConfigMap holds at most 1 MiB (the API server's limit on `data` plus
+/// `binaryData`), so a larger component could never be stored.
+pub const MAX_COMPONENT_BYTES: usize = 1 << 20;
+
+/// The `binaryData` key an uploaded component is stored under (the
+/// Plugin's default key).
+pub const COMPONENT_KEY: &str = "component.wasm";
+
+/// Marks the ConfigMaps the API writes, with the Plugin's name: an upload
+/// never overwrites a ConfigMap that lacks it.
+pub const PLUGIN_LABEL: &str = "leasehold.dev/plugin";
+
+/// A request answered before its body was read (refused, or too large by
+/// a little) still has the rest of its body read and dropped, up to this
+/// much: closing a socket with unread data resets the connection, and the
+/// client would see that instead of the answer.
+const DRAIN_LIMIT: usize = 2 * MAX_COMPONENT_BYTES;
+
+/// How long a client may take to send the rest of a refused body.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Who wrote the objects, in their managed fields.
+const FIELD_MANAGER: &str = "leasehold-api";
+
+/// Compiling takes a core for up to a second: one upload compiles at a
+/// time, so probes and reads stay quick on a small replica.
+const CONCURRENT_COMPILES: usize = 1;
+
+/// The routes; `auth::require_caller` is layered on by the caller.
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/plugins", get(list))
+        .route("/api/v1/namespaces/{namespace}/plugins/{name}", get(read))
+        .route(
+            "/api/v1/namespaces/{namespace}/plugins/{name}/component",
+            put(upload),
+        )
+}
+
+// === impl Validator ===
+
+/// Checks that uploaded bytes are a controller component by compiling them
+/// with the replica's runtime, bounded to [`CONCURRENT_COMPILES`] at once.
+#[derive(Clone, Debug)]
+pub struct Validator {
+    runtime: Arc<Runtime>,
+    permits: Arc<Semaphore>,
+}
+
+impl Validator {
+    pub fn new(runtime: Arc<Runtime>) -> Self {
+        Self {
+            runtime,
+            permits: Arc::new(Semaphore::new(CONCURRENT_COMPILES)),
+        }
+    }
+
+    /// The component's `sha256:<hex>` digest when it compiles as a
+    /// controller; 422 with the runtime's reason when it does not.
+    async fn controller_digest(&self, bytes: Bytes) -> Result<String, ApiError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| ApiError::Unavailable("the replica is shutting down".into()))?;
+        let runtime = self.runtime.clone();
+        let compiled = tokio::task::spawn_blocking(move || runtime.compile(&bytes))
+            .await
+            .map_err(|error| ApiError::Internal(Box::new(error)))?;
+        compiled
+            .map(|compiled| compiled.digest)
+            .map_err(component_rejected)
+    }
+}
+
+/// Everything but a broken engine is the component's fault.
+fn component_rejected(error: runtime::Error) -> ApiError {
+    match error {
+        runtime::Error::Engine(_) => ApiError::Internal(Box::new(error)),
+        other => ApiError::Invalid(other.to_string()),
+    }
+}
+
+// === reads ===
+
+/// The body of `GET /api/v1/plugins`, shaped like a Kubernetes list.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginList {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub items: Vec<Plugin>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    namespace: Option<String>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<PluginList>, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    let namespace = query.namespace.filter(|namespace| !namespace.is_empty());
+    let action = plugins_action("list", namespace.as_deref(), None);
+    state.auth.authorize(&caller, &action).await?;
+    let api: Api<Plugin> = match &namespace {
+        Some(namespace) => Api::namespaced(state.client.clone(), namespace),
+        None => Api::all(state.client.clone()),
+    };
+    let listed = api.list(&ListParams::default()).await.map_err(|error| {
+        match &error {
+            // A list answers 404 only when the resource type is unknown.
+            kube::Error::Api(status) if status.code == 404 => ApiError::Unavailable(
+                "the Plugin custom resource (plugins.leasehold.dev) is not installed in the cluster"
+                    .into(),
+            ),
+            _ => kube_failed(error, "plugins"),
+        }
+    })?;
+    Ok(Json(PluginList {
+        api_version: "leasehold.dev/v1alpha1",
+        kind: "PluginList",
+        items: listed.items.into_iter().map(presentable).collect(),
+    }))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Json<Plugin>, ApiError> {
+    let action = plugins_action("get", Some(&namespace), Some(&name));
+    state.auth.authorize(&caller, &action).await?;
+    let plugin = Api::<Plugin>::namespaced(state.client.clone(), &namespace)
+        .get(&name)
+        .await
+        .map_err(|error| kube_failed(error, &format!("plugin {namespace}/{name}")))?;
+    Ok(Json(presentable(plugin)))
+}
+
+// === upload ===
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UploadQuery {
+    /// Required to create a Plugin; changes an existing one's when given.
+    service_account_name: Option<String>,
+}
+
+/// `PUT .../plugins/{name}/component`: stores the component in the
+/// ConfigMap `<name>-component` and points the Plugin at it with the new
+/// digest, which makes the leader reload it. 201 when the Plugin was
+/// created, 200 when it was updated; either way, the Plugin.
+async fn upload(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((namespace, name)): Path<(String, String)>,
+    query: Result<Query<UploadQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Plugin>), ApiError> {
+    let mut body = Some(body);
+    let answer = store_component(
+        &state, &caller, &namespace, &name, query, &headers, &mut body,
+    )
+    .await;
+    if let Some(unread) = body {
+        drain(unread).await;
+    }
+    answer
+}
+
+/// The upload itself; takes `body` only once the caller may upload.
+async fn store_component(
+    state: &AppState,
+    caller: &Caller,
+    namespace: &str,
+    name: &str,
+    query: Result<Query<UploadQuery>, QueryRejection>,
+    headers: &HeaderMap,
+    body: &mut Option<Body>,
+) -> Result<(StatusCode, Json<Plugin>), ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    check_content_type(headers)?;
+    check_declared_length(headers)?;
+
+    let plugins: Api<Plugin> = Api::namespaced(state.client.clone(), namespace);
+    let config_maps: Api<ConfigMap> = Api::namespaced(state.client.clone(), namespace);
+    let plugin_ref = format!("plugin {namespace}/{name}");
+    let config_map_name = config_map_name(name);
+    let config_map_ref = format!("configmap {namespace}/{config_map_name}");
+    let existing = plugins
+        .get_opt(name)
+        .await
+        .map_err(|error| kube_failed(error, &plugin_ref))?;
+    let existing_config_map = config_maps
+        .get_metadata_opt(&config_map_name)
+        .await
+        .map_err(|error| kube_failed(error, &config_map_ref))?;
+    let verb = |exists: bool| if exists { "update" } else { "create" };
+    let actions = [
+        plugins_action(verb(existing.is_some()), Some(namespace), Some(name)),
+        Action {
+            verb: verb(existing_config_map.is_some()),
+            group: "",
+            resource: "configmaps",
+            namespace: Some(namespace.to_owned()),
+            name: Some(config_map_name.clone()),
+        },
+    ];
+    state.auth.authorize_all(caller, &actions).await?;
+
+    if let Some(found) = &existing_config_map
+        && found.labels().get(PLUGIN_LABEL).map(String::as_str) != Some(name)
+    {
+        return Err(ApiError::Conflict(format!(
+            "{config_map_ref} exists and is not labelled {PLUGIN_LABEL}={name}; \
+             the API does not overwrite it"
+        )));
+    }
+    if existing.is_none() && query.service_account_name.is_none() {
+        return Err(ApiError::BadRequest(format!(
+            "{plugin_ref} does not exist: give ?serviceAccountName= to create it"
+        )));
+    }
+
+    let bytes = read_component(body.take().unwrap_or_default()).await?;
+    let digest = state.validator.controller_digest(bytes.clone()).await?;
+    let source = Source {
+        config_map: Some(ConfigMapSource {
+            name: config_map_name.clone(),
+            key: COMPONENT_KEY.to_owned(),
+            sha256: Some(digest.clone()),
+        }),
+        ..Source::default()
+    };
+    let write = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PostParams::default()
+    };
+    let dry_run = PostParams {
+        dry_run: true,
+        ..write.clone()
+    };
+    let patch_params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
+    let writer = ConfigMapWriter {
+        api: &config_maps,
+        name: &config_map_name,
+        plugin: name,
+        reference: &config_map_ref,
+        params: &patch_params,
+    };
+
+    // The Plugin is checked by a dry run first, so that a Plugin the API
+    // server would reject leaves no ConfigMap behind. The ConfigMap is
+    // written before the Plugin: when the new digest reaches the leader,
+    // the bytes it names are already there.
+    let (status, plugin) = match existing {
+        None => {
+            let plugin = Plugin::new(
+                name,
+                PluginSpec {
+                    source,
+                    service_account_name: query.service_account_name.unwrap_or_default(),
+                    ..PluginSpec::default()
+                },
+            );
+            plugins
+                .create(&dry_run, &plugin)
+                .await
+                .map_err(|error| kube_failed(error, &plugin_ref))?;
+            let created_config_map = existing_config_map.is_none();
+            writer.write(created_config_map, bytes, None).await?;
+            let created = match plugins.create(&write, &plugin).await {
+                Ok(created) => created,
+                Err(error) => {
+                    if created_config_map {
+                        writer.remove().await;
+                    }
+                    return Err(kube_failed(error, &plugin_ref));
+                }
+            };
+            writer.own(&created).await?;
+            (StatusCode::CREATED, created)
+        }
+        Some(current) => {
+            let patch = Patch::Merge(source_patch(&source, query.service_account_name.as_deref()));
+            let check = PatchParams {
+                dry_run: true,
+                ..patch_params.clone()
+            };
+            plugins
+                .patch(name, &check, &patch)
+                .await
+                .map_err(|error| kube_failed(error, &plugin_ref))?;
+            writer
+                .write(
+                    existing_config_map.is_none(),
+                    bytes,
+                    Some(owner_reference(&current)),
+                )
+                .await?;
+            let updated = plugins
+                .patch(name, &patch_params, &patch)
+                .await
+                .map_err(|error| kube_failed(error, &plugin_ref))?;
+            (StatusCode::OK, updated)
+        }
+    };
+    tracing::info!(
+        plugin = %format!("{namespace}/{name}"),
+        user = %caller.username,
+        %digest,
+        "component uploaded"
+    );
+    Ok((status, Json(presentable(plugin))))
+}
+
+/// Writes the ConfigMap of one upload.
+struct ConfigMapWriter<'a> {
+    api: &'a Api<ConfigMap>,
+    name: &'a str,
+    plugin: &'a str,
+    reference: &'a str,
+    params: &'a PatchParams,
+}
+
+impl ConfigMapWriter<'_> {
+    /// Creates the ConfigMap, or replaces the component in it.
+    async fn write(
+        &self,
+        create: bool,
+        bytes: Bytes,
+        owner: Option<OwnerReference>,
+    ) -> Result<(), ApiError> {
+        let config_map = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(self.name.to_owned()),
+                labels: Some(BTreeMap::from([(
+                    PLUGIN_LABEL.to_owned(),
+                    self.plugin.to_owned(),
+                )])),
+                owner_references: owner.map(|owner| vec![owner]),
+                ..ObjectMeta::default()
+            },
+            binary_data: Some(BTreeMap::from([(
+                COMPONENT_KEY.to_owned(),
+                ByteString(bytes.to_vec()),
+            )])),
+            ..ConfigMap::default()
+        };
+        let written = if create {
+            let params = PostParams {
+                field_manager: self.params.field_manager.clone(),
+                ..PostParams::default()
+            };
+            self.api.create(&params, &config_map).await.map(drop)
+        } else {
+            // A merge patch replaces this one key and keeps any others.
+            self.api
+                .patch(self.name, self.params, &Patch::Merge(&config_map))
+                .await
+                .map(drop)
+        };
+        written.map_err(|error| kube_failed(error, self.reference))
+    }
+
+    /// Makes the Plugin own the ConfigMap, so deleting it deletes both.
+    async fn own(&self, plugin: &Plugin) -> Result<(), ApiError> {
+        let patch = json!({"metadata": {"ownerReferences": [owner_reference(plugin)]}});
+        self.api
+            .patch(self.name, self.params, &Patch::Merge(&patch))
+            .await
+            .map(drop)
+            .map_err(|error| kube_failed(error, self.reference))
+    }
+
+    /// Best effort: undoes a ConfigMap created for a Plugin that was not.
+    async fn remove(&self) {
+        if let Err(error) = self.api.delete(self.name, &Default::default()).await {
+            tracing::warn!(configmap = %self.reference, error = %ErrorChain(&error), "cannot remove the configmap of a failed upload");
+        }
+    }
+}
+
+// === pure helpers, unit-tested ===
+
+fn config_map_name(plugin: &str) -> String {
+    format!("{plugin}-component")
+}
+
+fn plugins_action(verb: &'static str, namespace: Option<&str>, name: Option<&str>) -> Action {
+    Action {
+        verb,
+        group: "leasehold.dev",
+        resource: "plugins",
+        namespace: namespace.map(str::to_owned),
+        name: name.map(str::to_owned),
+    }
+}
+
+/// The merge patch that points an existing Plugin at the uploaded
+/// component; the other kinds of source are cleared (exactly one is set).
+fn source_patch(source: &Source, service_account_name: Option<&str>) -> serde_json::Value {
+    let mut patch = json!({"spec": {"source": {
+        "configMap": source.config_map,
+        "http": null,
+        "oci": null,
+        "image": null,
+    }}});
+    if let Some(account) = service_account_name {
+        patch["spec"]["serviceAccountName"] = json!(account);
+    }
+    patch
+}
+
+/// A controller reference without `blockOwnerDeletion`, which would need
+/// the right to update `plugins/finalizers` where that is enforced.
+fn owner_reference(plugin: &Plugin) -> OwnerReference {
+    OwnerReference {
+        api_version: Plugin::api_version(&()).into_owned(),
+        kind: Plugin::kind(&()).into_owned(),
+        name: plugin.name_any(),
+        uid: plugin.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: None,
+    }
+}
+
+/// The object as the API server has it, less `managedFields` (noise for a
+/// reader; `kubectl get` hides them too).
+fn presentable(mut plugin: Plugin) -> Plugin {
+    plugin.metadata.managed_fields = None;
+    plugin
+}
+
+/// `application/wasm`, `application/octet-stream`, or none at all.
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let essence = value
+        .to_str()
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/wasm" | "application/octet-stream" => Ok(()),
+        _ => Err(ApiError::UnsupportedMediaType(format!(
+            "the body must be the component's bytes as application/wasm or \
+             application/octet-stream, not {essence:?}"
+        ))),
+    }
+}
+
+fn too_large(size: Option<u64>) -> ApiError {
+    let size = size.map_or_else(|| "larger".to_owned(), |size| format!("{size} bytes"));
+    ApiError::PayloadTooLarge(format!(
+        "the component is {size}; a ConfigMap holds at most {MAX_COMPONENT_BYTES} bytes (1 MiB)"
+    ))
+}
+
+/// Refuses a body whose declared length is too large before reading any.
+fn check_declared_length(headers: &HeaderMap) -> Result<(), ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    match declared {
+        Some(size) if size > MAX_COMPONENT_BYTES as u64 => Err(too_large(Some(size))),
+        _ => Ok(()),
+    }
+}
+
+/// Reads and drops what is left of a body the answer did not need, up to
+/// [`DRAIN_LIMIT`] bytes and for at most [`DRAIN_TIMEOUT`].
+pub(super) async fn drain(body: Body) {
+    let discard = async {
+        let mut body = Limited::new(body, DRAIN_LIMIT);
+        while let Some(Ok(_)) = body.frame().await {}
+    };
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, discard).await;
+}
+
+/// Reads the body, stopping at the limit (a chunked body declares no
+/// length).
+async fn read_component(body: Body) -> Result<Bytes, ApiError> {
+    let bytes = Limited::new(body, MAX_COMPONENT_BYTES)
+        .collect()
+        .await
+        .map_err(|error| {
+            if error.is::<LengthLimitError>() {
+                too_large(None)
+            } else {
+                ApiError::BadRequest(format!("cannot read the body: {error}"))
+            }
+        })?
+        .to_bytes();
+    if bytes.is_empty() {
+        return Err(ApiError::BadRequest(
+            "the body must be the component's bytes; it is empty".into(),
+        ));
+    }
+    Ok(bytes)
+}
+
+fn bad_query(rejection: QueryRejection) -> ApiError {
+    ApiError::BadRequest(rejection.body_text())
+}
+
+/// Maps a failed call to the API server about `what`. The API server's
+/// words about the caller's input (invalid, conflicting) are passed on;
+/// its own failures become 503 and go to the log.
+fn kube_failed(error: kube::Error, what: &str) -> ApiError {
+    if let kube::Error::Api(status) = &error {
+        match status.code {
+            404 => return ApiError::NotFound(format!("{what} not found")),
+            409 => {
+                return ApiError::Conflict(format!(
+                    "{what} changed at the same time; retry: {}",
+                    status.message
+                ));
+            }
+            400 | 422 => {
+                return ApiError::Invalid(format!(
+                    "the Kubernetes API server rejected {what}: {}",
+                    status.message
+                ));
+            }
+            403 => {
+                tracing::warn!(object = what, error = %ErrorChain(&error), "this replica lacks a permission; grant it in its ClusterRole");
+                return ApiError::Unavailable(format!(
+                    "this replica is not allowed to access {what}; its ClusterRole needs the permission"
+                ));
+            }
+            _ => {}
+        }
+    }
+    tracing::warn!(object = what, error = %ErrorChain(&error), "kubernetes api call failed");
+    ApiError::Unavailable(format!(
+        "the Kubernetes API server did not complete the request for {what}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn with(name: header::HeaderName, value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(name, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn components_are_accepted_as_wasm_octets_or_untyped() {
+        assert!(check_content_type(&HeaderMap::new()).is_ok());
+        assert!(check_content_type(&with(header::CONTENT_TYPE, "application/wasm")).is_ok());
+        assert!(
+            check_content_type(&with(
+                header::CONTENT_TYPE,
+                "Application/Octet-Stream; charset=binary"
+            ))
+            .is_ok()
+        );
+        let error =
+            check_content_type(&with(header::CONTENT_TYPE, "application/json")).unwrap_err();
+        assert_eq!(error.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+
+    #[test]
+    fn a_declared_length_over_one_mebibyte_is_refused() {
+        let limit = MAX_COMPONENT_BYTES.to_string();
+        assert!(check_declared_length(&with(header::CONTENT_LENGTH, &limit)).is_ok());
+        let over = (MAX_COMPONENT_BYTES + 1).to_string();
+        let error = check_declared_length(&with(header::CONTENT_LENGTH, &over)).unwrap_err();
+        assert_eq!(error.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(error.to_string().contains("1048577 bytes"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_refused_while_it_is_read() {
+        let body = Body::from(vec![0u8; MAX_COMPONENT_BYTES + 1]);
+        let error = read_component(body).await.unwrap_err();
+        assert_eq!(error.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let error = read_component(Body::empty()).await.unwrap_err();
+        assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn an_update_points_the_plugin_at_the_configmap_alone() {
+        let source = Source {
+            config_map: Some(ConfigMapSource {
+                name: "mirror-component".into(),
+                key: COMPONENT_KEY.into(),
+                sha256: Some("sha256:00".into()),
+            }),
+            ..Source::default()
+        };
+        let patch = source_patch(&source, None);
+        assert_eq!(
+            patch,
+            json!({"spec": {"source": {
+                "configMap": {"name": "mirror-component", "key": "component.wasm", "sha256": "sha256:00"},
+                "http": null, "oci": null, "image": null,
+            }}})
+        );
+        let patch = source_patch(&source, Some("deployer"));
+        assert_eq!(patch["spec"]["serviceAccountName"], "deployer");
+    }
+
+    #[test]
+    fn the_owner_reference_names_the_plugin_without_blocking_deletion() {
+        let mut plugin = Plugin::new("mirror", PluginSpec::default());
+        plugin.metadata.uid = Some("uid-1".into());
+        let owner = owner_reference(&plugin);
+        assert_eq!(owner.api_version, "leasehold.dev/v1alpha1");
+        assert_eq!(owner.kind, "Plugin");
+        assert_eq!(owner.name, "mirror");
+        assert_eq!(owner.uid, "uid-1");
+        assert_eq!(owner.block_owner_deletion, None);
+    }
+
+    #[test]
+    fn a_component_the_runtime_rejects_is_unprocessable_with_its_reason() {
+        let error = component_rejected(runtime::Error::Compile(wasmtime::Error::msg(
+            "unexpected end-of-file",
+        )));
+        assert_eq!(error.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            error.to_string().contains("not a valid wasm component"),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("unexpected end-of-file"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn object_errors_of_the_api_server_map_to_what_the_caller_can_do() {
+        let api = |code: u16| {
+            kube::Error::Api(Box::new(
+                kube::core::Status::failure("spec.serviceAccountName: must name one", "Invalid")
+                    .with_code(code),
+            ))
+        };
+        let status = |code| kube_failed(api(code), "plugin ns/p").status();
+        assert_eq!(status(404), StatusCode::NOT_FOUND);
+        assert_eq!(status(409), StatusCode::CONFLICT);
+        assert_eq!(status(422), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(status(403), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status(500), StatusCode::SERVICE_UNAVAILABLE);
+        let invalid = kube_failed(api(422), "plugin ns/p");
+        assert!(invalid.to_string().contains("must name one"), "{invalid}");
+    }
+}

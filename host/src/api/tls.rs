@@ -1,0 +1,196 @@
+//! HTTPS for the API: a certificate chain and a private key from PEM files,
+//! served with rustls (ring, the provider kube already uses; no OpenSSL).
+//!
+//! The files are read once at start-up; a missing, unreadable or invalid
+//! file stops the replica with an error naming it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// The PEM files named by `--tls-cert-file` and `--tls-private-key-file`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Why the API's certificate could not be loaded. None is retryable: an
+/// operator must fix the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file is missing or unreadable.
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The certificate file holds no PEM certificate, or a malformed one.
+    #[error("{} holds no valid PEM certificate", path.display())]
+    Certificate {
+        path: PathBuf,
+        #[source]
+        source: pem::Error,
+    },
+    /// The key file holds no PEM private key (PKCS#8, PKCS#1 or SEC1).
+    #[error("{} holds no valid PEM private key", path.display())]
+    Key {
+        path: PathBuf,
+        #[source]
+        source: pem::Error,
+    },
+    /// rustls refused the pair (the key does not match the certificate, or
+    /// its algorithm is unsupported).
+    #[error("the key in {} cannot serve the certificate in {}", key.display(), cert.display())]
+    Unusable {
+        cert: PathBuf,
+        key: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+}
+
+/// Reads both files and builds the server's TLS configuration.
+pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    let cert_pem = read(&files.cert)?;
+    let key_pem = read(&files.key)?;
+    let certificate = |source| TlsError::Certificate {
+        path: files.cert.clone(),
+        source,
+    };
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(certificate)?;
+    if chain.is_empty() {
+        return Err(certificate(pem::Error::NoItemsFound));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|source| TlsError::Key {
+        path: files.key.clone(),
+        source,
+    })?;
+    let unusable = |source| TlsError::Unusable {
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+        source,
+    };
+    // An explicit provider: the process may link more than one, and then
+    // rustls has no default to pick.
+    let mut config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(unusable)?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(unusable)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Pair {
+        dir: PathBuf,
+        files: TlsFiles,
+    }
+
+    impl Drop for Pair {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// A fresh self-signed certificate and its key, written to a directory
+    /// of this test's own.
+    fn pair(test: &str) -> Pair {
+        let dir = std::env::temp_dir().join(format!("leasehold-tls-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let issued = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let files = TlsFiles {
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+        };
+        std::fs::write(&files.cert, issued.cert.pem()).unwrap();
+        std::fs::write(&files.key, issued.signing_key.serialize_pem()).unwrap();
+        Pair { dir, files }
+    }
+
+    fn message(error: &TlsError) -> String {
+        let mut text = error.to_string();
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            text.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        text
+    }
+
+    #[test]
+    fn a_certificate_and_its_key_load() {
+        let pair = pair("valid");
+        let config = load(&pair.files).unwrap();
+        assert_eq!(
+            config.alpn_protocols,
+            [b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let pair = pair("missing");
+        let files = TlsFiles {
+            key: pair.dir.join("absent.key"),
+            ..pair.files.clone()
+        };
+        let error = load(&files).unwrap_err();
+        assert!(matches!(error, TlsError::Read { .. }));
+        assert!(
+            message(&error).contains("absent.key"),
+            "{}",
+            message(&error)
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_pem_is_named() {
+        let pair = pair("garbage");
+        std::fs::write(&pair.files.cert, "not a certificate").unwrap();
+        let error = load(&pair.files).unwrap_err();
+        assert!(matches!(error, TlsError::Certificate { .. }));
+        assert!(error.to_string().contains("tls.crt"), "{error}");
+
+        let pair = self::pair("garbage-key");
+        std::fs::write(&pair.files.key, "not a key").unwrap();
+        let error = load(&pair.files).unwrap_err();
+        assert!(matches!(error, TlsError::Key { .. }));
+        assert!(error.to_string().contains("tls.key"), "{error}");
+    }
+
+    #[test]
+    fn a_key_of_another_certificate_is_refused() {
+        let pair = pair("mismatch");
+        let other = self::pair("mismatch-other");
+        let files = TlsFiles {
+            cert: pair.files.cert.clone(),
+            key: other.files.key.clone(),
+        };
+        let error = load(&files).unwrap_err();
+        assert!(
+            matches!(error, TlsError::Unusable { .. }),
+            "{}",
+            message(&error)
+        );
+    }
+}

@@ -1,0 +1,292 @@
+//! `leasehold plugin`, run as the real binary: a scaffolded crate builds
+//! into a component the host accepts, bad components are refused with the
+//! reason, and push and deploy land in a real registry and API server.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+use leasehold::plugins::Plugin;
+use leasehold_tests::fixtures::install_plugin_crd;
+use leasehold_tests::{
+    TestCluster, TestRegistry, leasehold_binary, plugin_component, repo_root, unique_name,
+};
+
+/// Runs `leasehold plugin <args>` with the test cluster's kubeconfig.
+async fn plugin(args: &[&str]) -> Output {
+    plugin_in(Path::new("."), args).await
+}
+
+async fn plugin_in(dir: &Path, args: &[&str]) -> Output {
+    let mut command = tokio::process::Command::new(leasehold_binary());
+    command.current_dir(dir).arg("plugin").args(args);
+    // No backtraces in the messages the tests read.
+    command.env("RUST_BACKTRACE", "0").env("NO_COLOR", "1");
+    command.output().await.expect("running leasehold")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Asserts the command failed and said `expected` on stderr.
+fn assert_fails_with(output: &Output, expected: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "succeeded: {}", stdout(output));
+    assert!(stderr.contains(expected), "{expected:?} not in:\n{stderr}");
+}
+
+fn assert_succeeds(output: &Output) {
+    assert!(
+        output.status.success(),
+        "failed ({}):\n{}\n{}",
+        output.status,
+        stdout(output),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn mirror() -> String {
+    plugin_component("configmap-mirror")
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[tokio::test]
+async fn a_new_plugin_builds_passes_its_test_and_validates() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let crate_dir = dir.path().join("hello");
+    let crate_path = crate_dir.to_str().unwrap();
+    // Builds share a target directory across runs, so only the first run
+    // compiles the SDK's dependencies.
+    let target = repo_root().join("target/plugin-cli");
+    let started = Instant::now();
+
+    assert_succeeds(&plugin(&["new", "hello", "--path", crate_path]).await);
+    let mut build = tokio::process::Command::new(leasehold_binary());
+    build
+        .args(["plugin", "build", "--path", crate_path])
+        .env("CARGO_TARGET_DIR", &target);
+    let built = build.output().await?;
+    assert_succeeds(&built);
+    eprintln!("plugin new to built component: {:?}", started.elapsed());
+    let component = target.join("wasm32-wasip2/release/hello.wasm");
+    assert!(stdout(&built).contains(&format!("component: {}", component.display())));
+    assert!(stdout(&built).contains("digest:    sha256:"));
+
+    let validated = plugin(&["validate", component.to_str().unwrap()]).await;
+    assert_succeeds(&validated);
+    let report = stdout(&validated);
+    for expected in [
+        "contract:  leasehold:controller@0.1.0",
+        "name:      hello",
+        "primary:   v1/ConfigMap",
+        "selector:  example.com/hello=true",
+    ] {
+        assert!(report.contains(expected), "{expected:?} not in:\n{report}");
+    }
+
+    let mut test = tokio::process::Command::new(leasehold_binary());
+    test.args(["plugin", "test", "--path", crate_path])
+        .env("CARGO_TARGET_DIR", &target);
+    assert_succeeds(&test.output().await?);
+
+    // A second `new` into the same directory would overwrite the crate.
+    let again = plugin(&["new", "hello", "--path", crate_path]).await;
+    assert_fails_with(&again, "exists and is not empty");
+    Ok(())
+}
+
+#[tokio::test]
+async fn names_that_are_not_dns_labels_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = plugin_in(dir.path(), &["new", "My_Plugin"]).await;
+    assert_fails_with(
+        &output,
+        "invalid plugin name \"My_Plugin\": must be a DNS label",
+    );
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "nothing was written"
+    );
+}
+
+#[tokio::test]
+async fn validate_refuses_what_is_not_a_controller_component_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let garbage = file("garbage.wasm", b"definitely not wasm");
+    let empty = file("empty.wasm", &wat::parse_str("(component)").unwrap());
+    let newer = file(
+        "newer.wasm",
+        &wat::parse_str(r#"(component (import "leasehold:controller/log@0.2.0" (instance)))"#)
+            .unwrap(),
+    );
+
+    let output = plugin(&["validate", &garbage]).await;
+    assert_fails_with(&output, "garbage.wasm is not a usable plugin");
+    assert_fails_with(&output, "not a valid wasm component");
+
+    let output = plugin(&["validate", &empty]).await;
+    assert_fails_with(
+        &output,
+        "does not implement the leasehold:controller@0.1.0 world",
+    );
+    assert_fails_with(&output, "exports no leasehold:controller/reconciler");
+
+    let output = plugin(&["validate", &newer]).await;
+    assert_fails_with(&output, "built for leasehold:controller@0.2.0");
+
+    let output = plugin(&["validate", "/absent.wasm"]).await;
+    assert_fails_with(&output, "cannot read /absent.wasm");
+}
+
+#[tokio::test]
+async fn push_refuses_a_bad_component_and_names_an_unreachable_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"nope").unwrap();
+    let output = plugin(&["push", garbage.to_str().unwrap(), "127.0.0.1:1/x/y:1"]).await;
+    assert_fails_with(&output, "not a valid wasm component");
+
+    // Port 1 on loopback: nothing listens, the connection is refused.
+    let output = plugin(&["push", &mirror(), "127.0.0.1:1/leasehold/mirror:1"]).await;
+    assert_fails_with(&output, "cannot push to 127.0.0.1:1/leasehold/mirror:1");
+    assert_fails_with(&output, "registry 127.0.0.1:1 unreachable");
+}
+
+#[tokio::test]
+async fn a_pushed_component_deploys_as_a_plugin_pointing_at_the_artifact() -> anyhow::Result<()> {
+    let registry = TestRegistry::shared().await?;
+    let cluster = TestCluster::shared().await;
+    let client = cluster.client()?;
+    install_plugin_crd(&client).await?;
+    let namespace = cluster.namespace("plugin-cli").await?;
+    let reference = format!("{}:1.0", registry.repository("mirror"));
+
+    let pushed = plugin(&["push", &mirror(), &reference]).await;
+    assert_succeeds(&pushed);
+    assert!(stdout(&pushed).contains("manifest:  sha256:"));
+
+    let name = unique_name("pushed");
+    let deployed = deploy(
+        cluster,
+        &[
+            "--oci",
+            &reference,
+            "--insecure",
+            "--name",
+            &name,
+            "--namespace",
+            &namespace,
+            "--service-account",
+            "mirror",
+            "--config",
+            r#"{"namespaceSelector":"mirror=yes"}"#,
+        ],
+    )
+    .await;
+    assert_succeeds(&deployed);
+
+    let plugin = Api::<Plugin>::namespaced(client, &namespace)
+        .get(&name)
+        .await?;
+    let oci = plugin.spec.source.oci.expect("an oci source");
+    assert_eq!(oci.reference, reference);
+    assert!(oci.insecure);
+    assert_eq!(plugin.spec.service_account_name, "mirror");
+    assert_eq!(
+        plugin.spec.config,
+        Some(serde_json::json!({"namespaceSelector": "mirror=yes"}))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn deploying_a_file_stores_it_and_points_the_plugin_at_its_digest() -> anyhow::Result<()> {
+    let cluster = TestCluster::shared().await;
+    let client = cluster.client()?;
+    install_plugin_crd(&client).await?;
+    let namespace = cluster.namespace("plugin-cli").await?;
+    let name = unique_name("filed");
+    let component = std::fs::read(mirror())?;
+    let args = |account: &'static str| {
+        let (name, namespace) = (name.clone(), namespace.clone());
+        move |file: String| {
+            vec![
+                file,
+                "--name".into(),
+                name,
+                "--namespace".into(),
+                namespace,
+                "--service-account".into(),
+                account.into(),
+            ]
+        }
+    };
+
+    let first = deploy_owned(cluster, args("mirror")(mirror())).await;
+    assert_succeeds(&first);
+
+    let config_map = Api::<ConfigMap>::namespaced(client.clone(), &namespace)
+        .get(&format!("{name}-component"))
+        .await?;
+    assert_eq!(
+        config_map.metadata.labels.unwrap()["leasehold.dev/plugin"],
+        name
+    );
+    let stored = &config_map.binary_data.unwrap()["component.wasm"].0;
+    assert!(*stored == component, "stored bytes differ from the file");
+    let owner = &config_map.metadata.owner_references.unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("Plugin", name.as_str())
+    );
+
+    let plugins = Api::<Plugin>::namespaced(client, &namespace);
+    let plugin = plugins.get(&name).await?;
+    let source = plugin.spec.source.config_map.expect("a configMap source");
+    assert_eq!(source.name, format!("{name}-component"));
+    assert_eq!(source.key, "component.wasm");
+    assert_eq!(source.sha256, Some(leasehold::oci::digest_of(&component)));
+
+    // Deploying again updates the same objects.
+    let again = deploy_owned(cluster, args("another")(mirror())).await;
+    assert_succeeds(&again);
+    assert_eq!(
+        plugins.get(&name).await?.spec.service_account_name,
+        "another"
+    );
+
+    // A file that is not a component never reaches the cluster.
+    let garbage = tempfile::NamedTempFile::new()?;
+    std::fs::write(garbage.path(), b"nope")?;
+    let output = deploy_owned(
+        cluster,
+        args("mirror")(garbage.path().to_string_lossy().into_owned()),
+    )
+    .await;
+    assert_fails_with(&output, "not a valid wasm component");
+    Ok(())
+}
+
+async fn deploy(cluster: &TestCluster, args: &[&str]) -> Output {
+    let mut command = tokio::process::Command::new(leasehold_binary());
+    command
+        .args(["plugin", "deploy"])
+        .args(args)
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .env("RUST_BACKTRACE", "0");
+    command.output().await.expect("running leasehold")
+}
+
+async fn deploy_owned(cluster: &TestCluster, args: Vec<String>) -> Output {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    deploy(cluster, &args).await
+}
