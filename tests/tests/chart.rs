@@ -970,7 +970,7 @@ async fn installed_rbac_grants_the_service_account_what_it_needs_and_no_more() -
     }
     for denied in [
         ("", "secrets", "get"),
-        ("", "configmaps", "delete"),
+        ("", "pods", "create"),
         ("leasehold.dev", "plugins", "delete"),
         ("", "users", "impersonate"),
     ] {
