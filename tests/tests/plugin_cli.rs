@@ -290,3 +290,23 @@ async fn deploy_owned(cluster: &TestCluster, args: Vec<String>) -> Output {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     deploy(cluster, &args).await
 }
+
+#[tokio::test]
+async fn build_without_the_wasm_target_says_how_to_install_it() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    // A toolchain whose sysroot holds no wasm32-wasip2 standard library.
+    let rustc = dir.path().join("rustc");
+    std::fs::write(&rustc, "#!/bin/sh\necho /nonexistent-sysroot\n")?;
+    std::fs::set_permissions(&rustc, std::fs::Permissions::from_mode(0o755))?;
+
+    let mut build = tokio::process::Command::new(leasehold_binary());
+    build
+        .args(["plugin", "build", "--path"])
+        .arg(dir.path())
+        .env("RUSTC", &rustc)
+        .env("RUST_BACKTRACE", "0");
+    let output = build.output().await?;
+    assert_fails_with(&output, "run: rustup target add wasm32-wasip2");
+    Ok(())
+}
