@@ -30,9 +30,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
-use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use leasehold::election::{self, Elector, LeaderGuard, LeaseClient, Status};
 use leasehold::metrics::Metrics;
@@ -40,6 +39,7 @@ use leasehold::roles::{LeaderRole, LeaderRoles};
 use leasehold::runtime::{
     EPOCH_TICK, HostContext, KubeBridge, Limits, ObjectRef, Request, Runtime,
 };
+use leasehold_tests::fixtures::{config_map, grant, labelled_namespace, percentile, rule};
 use leasehold_tests::{
     ReplicaProcess, ReplicaSettings, TestCluster, eventually, native_mirror, plugin_component,
     unique_name,
@@ -84,6 +84,8 @@ async fn main() -> anyhow::Result<()> {
         .context("LEASEHOLD_BENCH_SOURCES must be a number")?
         .unwrap_or(DEFAULT_SOURCES);
     let cluster = TestCluster::shared().await;
+    // Per-call figures move with other load on the machine; say what it was.
+    eprintln!("load average at start: {}", load_average());
 
     for crate_name in ["configmap-mirror", "greeter"] {
         compile_and_load(crate_name)?;
@@ -99,6 +101,10 @@ async fn main() -> anyhow::Result<()> {
     calls.host_calls().await?;
     calls.timeout_precision().await?;
     stop_leading.cancel();
+    eprintln!(
+        "load average after the per-call figures: {}",
+        load_average()
+    );
 
     race(cluster, sources).await
 }
@@ -402,11 +408,19 @@ async fn race(cluster: &TestCluster, sources: usize) -> anyhow::Result<()> {
     let home = cluster.namespace("bench-mirror").await?;
     let account = unique_name("mirror");
     let native_client = cluster.service_account_client(&home, &account).await?;
-    grant(&admin, &home, &account).await?;
+    let all = [
+        "get", "list", "watch", "create", "update", "patch", "delete",
+    ];
+    let rules = vec![
+        rule(&[""], &["configmaps"], &all),
+        rule(&[""], &["namespaces"], &["get", "list", "watch"]),
+        rule(&["", "events.k8s.io"], &["events"], &["create", "patch"]),
+    ];
+    grant(&admin, &home, &account, rules).await?;
     let token = unique_name("bench-target");
     let selector = format!("leasehold.dev/mirror-target={token}");
     for _ in 0..TARGETS {
-        labelled_namespace(&admin, &token).await?;
+        labelled_namespace(&admin, ("leasehold.dev/mirror-target", &token)).await?;
     }
     let foreign = Api::<ConfigMap>::all(admin.clone())
         .list(&ListParams::default().labels("leasehold.dev/mirror=true"))
@@ -560,92 +574,26 @@ async fn mirror_round(cluster: &TestCluster, admin: &Client, count: usize) -> an
     Ok(count as f64 / elapsed.as_secs_f64())
 }
 
+/// A source for the mirror.
 fn source(name: &str) -> ConfigMap {
-    ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            labels: Some([("leasehold.dev/mirror".to_owned(), "true".to_owned())].into()),
-            ..ObjectMeta::default()
-        },
-        data: Some([("value".to_owned(), name.to_owned())].into()),
-        ..ConfigMap::default()
-    }
-}
-
-async fn labelled_namespace(admin: &Client, token: &str) -> anyhow::Result<String> {
-    let name = unique_name("bench-target");
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            labels: Some([("leasehold.dev/mirror-target".to_owned(), token.to_owned())].into()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    Api::<Namespace>::all(admin.clone())
-        .create(&PostParams::default(), &namespace)
-        .await?;
-    Ok(name)
-}
-
-/// Grants the mirror's ServiceAccount what the mirror needs, cluster-wide.
-async fn grant(admin: &Client, namespace: &str, account: &str) -> anyhow::Result<()> {
-    let rule = |groups: &[&str], resources: &[&str], verbs: &[&str]| PolicyRule {
-        api_groups: Some(groups.iter().map(|g| (*g).to_owned()).collect()),
-        resources: Some(resources.iter().map(|r| (*r).to_owned()).collect()),
-        verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
-        ..PolicyRule::default()
-    };
-    let metadata = ObjectMeta {
-        name: Some(account.to_owned()),
-        ..ObjectMeta::default()
-    };
-    let all = [
-        "get", "list", "watch", "create", "update", "patch", "delete",
-    ];
-    Api::<ClusterRole>::all(admin.clone())
-        .create(
-            &PostParams::default(),
-            &ClusterRole {
-                metadata: metadata.clone(),
-                rules: Some(vec![
-                    rule(&[""], &["configmaps"], &all),
-                    rule(&[""], &["namespaces"], &["get", "list", "watch"]),
-                    rule(&["", "events.k8s.io"], &["events"], &["create", "patch"]),
-                ]),
-                ..ClusterRole::default()
-            },
-        )
-        .await?;
-    Api::<ClusterRoleBinding>::all(admin.clone())
-        .create(
-            &PostParams::default(),
-            &ClusterRoleBinding {
-                metadata,
-                role_ref: RoleRef {
-                    api_group: "rbac.authorization.k8s.io".into(),
-                    kind: "ClusterRole".into(),
-                    name: account.to_owned(),
-                },
-                subjects: Some(vec![Subject {
-                    kind: "ServiceAccount".into(),
-                    name: account.to_owned(),
-                    namespace: Some(namespace.to_owned()),
-                    ..Subject::default()
-                }]),
-            },
-        )
-        .await?;
-    Ok(())
+    config_map(
+        name,
+        &[("leasehold.dev/mirror", "true")],
+        &[("value", name)],
+    )
 }
 
 // === statistics ===
 
-fn percentile(samples: &[f64], quantile: f64) -> f64 {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let rank = ((quantile * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn ms(duration: Duration) -> f64 {

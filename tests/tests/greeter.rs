@@ -6,16 +6,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ObjectMeta, Patch, PatchParams,
-    PostParams,
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
 };
 use kube::{Api, Client, ResourceExt};
+use leasehold_tests::fixtures::{rule, service_account_with};
 use leasehold_tests::{
     ReplicaProcess, ReplicaSettings, TestCluster, eventually, plugin_component, repo_root,
-    unique_name,
 };
 use serde_json::{Value, json};
 
@@ -64,67 +62,25 @@ async fn install_greeting_crd(cluster: &TestCluster) -> anyhow::Result<()> {
     .await
 }
 
-fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
-    PolicyRule {
-        api_groups: Some(groups.iter().map(|g| (*g).to_owned()).collect()),
-        resources: Some(resources.iter().map(|r| (*r).to_owned()).collect()),
-        verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
-        ..PolicyRule::default()
-    }
-}
-
 /// A ServiceAccount that may do what the greeter does and nothing more:
 /// read Greetings, write their status, and manage ConfigMaps.
 async fn greeter_account(cluster: &TestCluster, namespace: &str) -> anyhow::Result<String> {
-    let admin = cluster.client()?;
-    let name = unique_name("greeter");
-    cluster.service_account_token(namespace, &name).await?;
-    let metadata = ObjectMeta {
-        name: Some(name.clone()),
-        ..ObjectMeta::default()
-    };
-    let role = ClusterRole {
-        metadata: metadata.clone(),
-        rules: Some(vec![
-            rule(
-                &["examples.leasehold.dev"],
-                &["greetings"],
-                &["get", "list", "watch"],
-            ),
-            rule(
-                &["examples.leasehold.dev"],
-                &["greetings/status"],
-                &["get", "update", "patch"],
-            ),
+    let group = ["examples.leasehold.dev"];
+    let name = service_account_with(
+        cluster,
+        namespace,
+        vec![
+            rule(&group, &["greetings"], &["get", "list", "watch"]),
+            rule(&group, &["greetings/status"], &["get", "update", "patch"]),
             rule(
                 &[""],
                 &["configmaps"],
                 &["get", "list", "watch", "create", "update", "patch"],
             ),
             rule(&["", "events.k8s.io"], &["events"], &["create", "patch"]),
-        ]),
-        ..ClusterRole::default()
-    };
-    Api::<ClusterRole>::all(admin.clone())
-        .create(&PostParams::default(), &role)
-        .await?;
-    let binding = ClusterRoleBinding {
-        metadata,
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "ClusterRole".into(),
-            name: name.clone(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: name.clone(),
-            namespace: Some(namespace.into()),
-            ..Subject::default()
-        }]),
-    };
-    Api::<ClusterRoleBinding>::all(admin)
-        .create(&PostParams::default(), &binding)
-        .await?;
+        ],
+    )
+    .await?;
     Ok(format!("{namespace}/{name}"))
 }
 
