@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
+use leasehold_tests::fixtures::{bench_trials, percentile};
 use leasehold_tests::{
     ReplicaProcess, ReplicaSettings, TestCluster, eventually, leasehold_binary, now_micros,
 };
@@ -27,12 +27,7 @@ const REPLICAS: usize = 3;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; this harness takes no arguments.
-    let trials = std::env::var("LEASEHOLD_BENCH_TRIALS")
-        .ok()
-        .map(|n| n.parse())
-        .transpose()
-        .context("LEASEHOLD_BENCH_TRIALS must be a number")?
-        .unwrap_or(DEFAULT_TRIALS);
+    let trials = bench_trials(DEFAULT_TRIALS)?;
     let mut contenders = vec![("leasehold", leasehold_binary())];
     match std::env::var_os("LEASEHOLD_BASELINE_ELECTOR") {
         Some(path) => contenders.push(("client_go", PathBuf::from(path))),
@@ -150,13 +145,6 @@ async fn current_leader(group: &[ReplicaProcess]) -> anyhow::Result<usize> {
         })
     })
     .await
-}
-
-fn percentile(samples: &[f64], quantile: f64) -> f64 {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let rank = ((quantile * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
 }
 
 fn rand_fraction() -> f64 {

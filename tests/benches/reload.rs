@@ -18,7 +18,6 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
@@ -26,8 +25,8 @@ use kube::api::PostParams;
 use kube::runtime::watcher;
 use leasehold::plugins::Plugin;
 use leasehold_tests::fixtures::{
-    apply_plugin, config_map, install_plugin_crd, percentile, rule, service_account_with,
-    store_component,
+    apply_plugin, bench_trials, config_map, install_plugin_crd, percentile, rule,
+    service_account_with, store_component,
 };
 use leasehold_tests::{
     ReplicaProcess, ReplicaSettings, TestCluster, eventually, plugin_component, unique_name,
@@ -54,12 +53,7 @@ struct Bench {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let trials = std::env::var("LEASEHOLD_BENCH_TRIALS")
-        .ok()
-        .map(|n| n.parse())
-        .transpose()
-        .context("LEASEHOLD_BENCH_TRIALS must be a number")?
-        .unwrap_or(DEFAULT_TRIALS);
+    let trials = bench_trials(DEFAULT_TRIALS)?;
     let cluster = TestCluster::shared().await;
     let admin = cluster.client()?;
     install_plugin_crd(&admin).await?;

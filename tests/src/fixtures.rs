@@ -242,3 +242,14 @@ pub fn percentile(samples: &[f64], quantile: f64) -> f64 {
     let rank = ((quantile * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
 }
+
+/// A benchmark's trial count: `LEASEHOLD_BENCH_TRIALS`, else `default`.
+pub fn bench_trials(default: usize) -> anyhow::Result<usize> {
+    use anyhow::Context;
+    std::env::var("LEASEHOLD_BENCH_TRIALS")
+        .ok()
+        .map(|n| n.parse())
+        .transpose()
+        .context("LEASEHOLD_BENCH_TRIALS must be a number")
+        .map(|trials| trials.unwrap_or(default))
+}

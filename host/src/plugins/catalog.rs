@@ -404,7 +404,7 @@ async fn prepare(
 }
 
 /// The condition reason for a component the runtime refused.
-pub fn compile_reason(error: &runtime::Error) -> &'static str {
+fn compile_reason(error: &runtime::Error) -> &'static str {
     match error {
         runtime::Error::Compile(_) => "NotAComponent",
         runtime::Error::WrongWorld(_) => "WrongWorld",

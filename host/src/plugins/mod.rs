@@ -29,14 +29,12 @@ mod source;
 
 use std::path::{Path, PathBuf};
 
-pub use self::catalog::{
-    Catalog, Entry, ObjectInfo, PluginWatcher, Problem, Stage, State, compile_reason,
-};
+pub use self::catalog::{Catalog, Entry, ObjectInfo, PluginWatcher, Problem, Stage, State};
 pub use self::definition::{Definition, ServiceAccount};
 pub use self::limits::{InvalidField, parse_quantity};
 pub use self::manifest::{Manifest, ManifestError};
 pub use self::resource::{Plugin, PluginSpec, PluginStatus};
-pub use self::source::{DEFAULT_MAX_COMPONENT_BYTES, FetchError, Fetched, Fetcher, digest_of};
+pub use self::source::{FetchError, Fetched, Fetcher};
 use crate::runtime::{self, Compiled, Runtime};
 
 /// Plugin sources, flattened into `leasehold run`.

@@ -6,16 +6,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
-use sha2::{Digest, Sha256};
 
 use super::resource::{ConfigMapSource, HttpSource, ImageSource, Source};
 use crate::oci;
 
 /// How long one HTTP fetch may take, start to finish.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Components larger than this are refused unless configured otherwise.
-pub const DEFAULT_MAX_COMPONENT_BYTES: u64 = 64 << 20;
 
 /// A fetched component.
 #[derive(Clone, Debug)]
@@ -27,14 +23,9 @@ pub struct Fetched {
 
 impl Fetched {
     fn new(bytes: Vec<u8>) -> Self {
-        let digest = digest_of(&bytes);
+        let digest = oci::digest_of(&bytes);
         Self { bytes, digest }
     }
-}
-
-/// `sha256:<hex>` of `bytes`.
-pub fn digest_of(bytes: &[u8]) -> String {
-    format!("sha256:{:x}", Sha256::digest(bytes))
 }
 
 /// Why a component could not be fetched.

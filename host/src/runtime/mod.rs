@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{
     Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
@@ -189,7 +188,7 @@ impl Runtime {
     /// Compiles (or loads from the cache) a component and links it against
     /// the host's imports, so instantiating it later is cheap.
     pub fn compile(&self, bytes: &[u8]) -> Result<Compiled> {
-        let digest = format!("sha256:{:x}", Sha256::digest(bytes));
+        let digest = crate::oci::digest_of(bytes);
         let started = Instant::now();
         let component = Component::new(&self.engine, bytes).map_err(Error::Compile)?;
         check_contract(&self.engine, &component)?;
