@@ -39,7 +39,9 @@ use leasehold::roles::{LeaderRole, LeaderRoles};
 use leasehold::runtime::{
     EPOCH_TICK, HostContext, KubeBridge, Limits, ObjectRef, Request, Runtime,
 };
-use leasehold_tests::fixtures::{config_map, grant, labelled_namespace, percentile, rule};
+use leasehold_tests::fixtures::{
+    config_map, grant, labelled_namespace, load_average, percentile, rule,
+};
 use leasehold_tests::{
     ReplicaProcess, ReplicaSettings, TestCluster, eventually, native_mirror, plugin_component,
     unique_name,
@@ -207,8 +209,7 @@ impl PerCall {
         Ok(Self {
             runtime: Runtime::new(None)?,
             context: HostContext {
-                bridge: Arc::new(bridge),
-                guard,
+                backend: Arc::new(bridge).while_leading(guard),
                 config: Arc::from("{}"),
                 object: Some("bench/object".into()),
             },
@@ -584,17 +585,6 @@ fn source(name: &str) -> ConfigMap {
 }
 
 // === statistics ===
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|_| "unknown".into())
-}
 
 fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e3

@@ -243,6 +243,19 @@ pub fn percentile(samples: &[f64], quantile: f64) -> f64 {
     sorted[rank - 1]
 }
 
+/// The machine's 1, 5 and 15 minute load averages: figures measured on a
+/// shared machine move with them, so benchmarks report them.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 /// A benchmark's trial count: `LEASEHOLD_BENCH_TRIALS`, else `default`.
 pub fn bench_trials(default: usize) -> anyhow::Result<usize> {
     use anyhow::Context;

@@ -25,7 +25,7 @@ use super::metrics::PluginMetrics;
 use crate::election::LeaderGuard;
 use crate::plugins::LoadedPlugin;
 use crate::runtime::{
-    Action, GroupVersionKind, HostContext, KubeBridge, Mapping, ObjectRef, ReconcileError,
+    Action, Backend, GroupVersionKind, HostContext, KubeBridge, Mapping, ObjectRef, ReconcileError,
     Registration, Request,
 };
 
@@ -204,7 +204,8 @@ async fn start(
     )
     .map(Arc::new)
     .map_err(Failure::Kube)?;
-    let context = host_context(&bridge, guard, plugin, None);
+    let backend = bridge.while_leading(guard.clone());
+    let context = host_context(&backend, plugin, None);
     let timeout = definition.limits.timeout.max(MIN_REGISTER_TIMEOUT);
     host.metrics.instantiated(&definition.name);
     let registration = match plugin
@@ -226,6 +227,7 @@ async fn start(
     Ok(Arc::new(PluginRun {
         plugin: plugin.clone(),
         bridge,
+        backend,
         guard: guard.clone(),
         registration,
         primary,
@@ -239,6 +241,8 @@ async fn start(
 struct PluginRun {
     plugin: LoadedPlugin,
     bridge: Arc<KubeBridge>,
+    /// The bridge, answering only during this term.
+    backend: Arc<dyn Backend>,
     guard: LeaderGuard,
     registration: Registration,
     primary: ApiResource,
@@ -292,14 +296,12 @@ impl Failure {
 }
 
 fn host_context(
-    bridge: &Arc<KubeBridge>,
-    guard: &LeaderGuard,
+    backend: &Arc<dyn Backend>,
     plugin: &LoadedPlugin,
     object: Option<String>,
 ) -> HostContext {
     HostContext {
-        bridge: bridge.clone(),
-        guard: guard.clone(),
+        backend: backend.clone(),
         config: plugin.definition.config.clone(),
         object,
     }
@@ -416,7 +418,7 @@ async fn reconcile(
         Some(namespace) => format!("{namespace}/{}", reference.name),
         None => reference.name.clone(),
     };
-    let context = host_context(&run.bridge, &run.guard, &run.plugin, Some(display.clone()));
+    let context = host_context(&run.backend, &run.plugin, Some(display.clone()));
     let limits = &run.plugin.definition.limits;
     run.metrics.instantiated(name);
     let outcome = match run.plugin.compiled.instantiate(context, limits).await {

@@ -73,9 +73,9 @@ fn offline_context() -> Result<HostContext> {
             action: "build an offline client".into(),
             source,
         })?;
+    let ended = LeaderGuard::new(tokio::time::Instant::now());
     Ok(HostContext {
-        bridge: Arc::new(bridge),
-        guard: LeaderGuard::new(tokio::time::Instant::now()),
+        backend: Arc::new(bridge).while_leading(ended),
         config: Arc::from("{}"),
         object: None,
     })

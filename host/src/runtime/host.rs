@@ -1,5 +1,12 @@
 //! The host's side of the contract: the `kubernetes`, `log` and `config`
-//! imports, answered as the plugin's own ServiceAccount.
+//! imports.
+//!
+//! A [`Backend`] answers a plugin's Kubernetes calls and logs. On a leader
+//! that is a [`KubeBridge`], the API server as the plugin's own
+//! ServiceAccount, which stops answering the moment the term ends; in a
+//! plugin author's unit test it is an in-memory cluster (the
+//! `leasehold-harness` crate). Either way the component runs on this same
+//! runtime, with the same limits.
 //!
 //! Every failure a plugin can cause or meet comes back as an `api-error`
 //! value (403 from RBAC, 404, malformed JSON, a kind the cluster does not
@@ -8,6 +15,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
@@ -29,6 +37,55 @@ use super::bindings::leasehold::controller::kubernetes::{
 use super::bindings::leasehold::controller::log::{self, Field, Level};
 use super::bindings::leasehold::controller::types::{self, ApiError, ObjectRef, TypeMeta};
 use crate::election::LeaderGuard;
+
+/// What a backend call resolves to: the import's result.
+pub type BackendFuture<'a, T> = BoxFuture<'a, Result<T, ApiError>>;
+
+/// Answers a plugin's `kubernetes` and `log` imports.
+///
+/// Objects cross as JSON text, exactly as the WIT contract carries them;
+/// every failure is an [`ApiError`] value for the plugin to handle.
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    /// Reads one object; `None` when it does not exist.
+    fn get(&self, type_meta: TypeMeta, object: ObjectRef) -> BackendFuture<'_, Option<String>>;
+    /// Lists objects; the List's JSON.
+    fn list(&self, type_meta: TypeMeta, params: WitListParams) -> BackendFuture<'_, String>;
+    /// Creates an object; returns it as stored.
+    fn create(
+        &self,
+        type_meta: TypeMeta,
+        namespace: Option<String>,
+        object: String,
+    ) -> BackendFuture<'_, String>;
+    /// Replaces an object; returns it as stored.
+    fn replace(
+        &self,
+        type_meta: TypeMeta,
+        target: ObjectRef,
+        object: String,
+    ) -> BackendFuture<'_, String>;
+    /// Server-side apply; returns the object as stored.
+    fn apply(
+        &self,
+        type_meta: TypeMeta,
+        target: ObjectRef,
+        object: String,
+        params: ApplyParams,
+    ) -> BackendFuture<'_, String>;
+    /// Deletes an object.
+    fn delete(&self, type_meta: TypeMeta, target: ObjectRef) -> BackendFuture<'_, ()>;
+    /// Changes the status subresource; returns the object as stored.
+    fn update_status(
+        &self,
+        type_meta: TypeMeta,
+        target: ObjectRef,
+        update: StatusUpdate,
+    ) -> BackendFuture<'_, String>;
+    /// Records an Event about an object.
+    fn emit_event(&self, regarding: InvolvedObject, event: WitEvent) -> BackendFuture<'_, ()>;
+    /// Writes one log record of the plugin, made while reconciling `object`.
+    fn log(&self, level: Level, message: &str, fields: &[Field], object: Option<&str>);
+}
 
 /// Answers one plugin's Kubernetes calls with a client that impersonates
 /// the plugin's ServiceAccount, so the API server's RBAC bounds the plugin.
@@ -120,7 +177,7 @@ impl KubeBridge {
         Ok(found)
     }
 
-    async fn api(
+    async fn api_for(
         &self,
         type_meta: &TypeMeta,
         namespace: Option<&str>,
@@ -140,9 +197,8 @@ impl KubeBridge {
 /// What a plugin's store needs to answer its imports during one call.
 #[derive(Clone, Debug)]
 pub struct HostContext {
-    pub bridge: Arc<KubeBridge>,
-    /// Every call checks it: a replica that stopped leading makes no calls.
-    pub guard: LeaderGuard,
+    /// Answers the plugin's Kubernetes calls and logs.
+    pub backend: Arc<dyn Backend>,
     /// The plugin's configuration as JSON text.
     pub config: Arc<str>,
     /// The object being reconciled, for log lines.
@@ -180,54 +236,30 @@ fn to_json(object: &DynamicObject) -> Result<String, ApiError> {
     serde_json::to_string(object).map_err(|error| bad_request("cannot encode object", error))
 }
 
-/// What a host call needs, taken out of the store so that the call's future
-/// does not borrow it (a store is not `Sync`).
-struct Calls {
-    bridge: Arc<KubeBridge>,
-    guard: LeaderGuard,
-}
-
-impl HostState {
-    fn calls(&self) -> Calls {
-        Calls {
-            bridge: self.context.bridge.clone(),
-            guard: self.context.guard.clone(),
-        }
-    }
-}
-
-impl Calls {
-    fn check_leading(&self) -> Result<(), ApiError> {
-        self.guard.check().map_err(|not_leader| ApiError {
-            code: 0,
-            reason: "NotLeader".into(),
-            message: not_leader.to_string(),
-        })
-    }
-
-    async fn api(
-        &self,
-        type_meta: &TypeMeta,
-        namespace: Option<&str>,
-    ) -> Result<Api<DynamicObject>, ApiError> {
-        self.check_leading()?;
-        self.bridge.api(type_meta, namespace).await
-    }
-
-    async fn get(
+/// The calls, made as the plugin's ServiceAccount.
+impl KubeBridge {
+    pub async fn get(
         &self,
         type_meta: TypeMeta,
         object: ObjectRef,
     ) -> Result<Option<String>, ApiError> {
-        let api = self.api(&type_meta, object.namespace.as_deref()).await?;
+        let api = self
+            .api_for(&type_meta, object.namespace.as_deref())
+            .await?;
         match api.get_opt(&object.name).await.map_err(api_error)? {
             Some(found) => Ok(Some(to_json(&found)?)),
             None => Ok(None),
         }
     }
 
-    async fn list(&self, type_meta: TypeMeta, params: WitListParams) -> Result<String, ApiError> {
-        let api = self.api(&type_meta, params.namespace.as_deref()).await?;
+    pub async fn list(
+        &self,
+        type_meta: TypeMeta,
+        params: WitListParams,
+    ) -> Result<String, ApiError> {
+        let api = self
+            .api_for(&type_meta, params.namespace.as_deref())
+            .await?;
         let mut list_params = ListParams::default();
         if let Some(labels) = &params.label_selector {
             list_params = list_params.labels(labels);
@@ -251,14 +283,14 @@ impl Calls {
         .to_string())
     }
 
-    async fn create(
+    pub async fn create(
         &self,
         type_meta: TypeMeta,
         namespace: Option<String>,
         object: String,
     ) -> Result<String, ApiError> {
         let parsed = parse(&object)?;
-        let api = self.api(&type_meta, namespace.as_deref()).await?;
+        let api = self.api_for(&type_meta, namespace.as_deref()).await?;
         let created = api
             .create(&PostParams::default(), &parsed)
             .await
@@ -266,14 +298,16 @@ impl Calls {
         to_json(&created)
     }
 
-    async fn replace(
+    pub async fn replace(
         &self,
         type_meta: TypeMeta,
         target: ObjectRef,
         object: String,
     ) -> Result<String, ApiError> {
         let parsed = parse(&object)?;
-        let api = self.api(&type_meta, target.namespace.as_deref()).await?;
+        let api = self
+            .api_for(&type_meta, target.namespace.as_deref())
+            .await?;
         let replaced = api
             .replace(&target.name, &PostParams::default(), &parsed)
             .await
@@ -281,7 +315,7 @@ impl Calls {
         to_json(&replaced)
     }
 
-    async fn apply(
+    pub async fn apply(
         &self,
         type_meta: TypeMeta,
         target: ObjectRef,
@@ -290,7 +324,9 @@ impl Calls {
     ) -> Result<String, ApiError> {
         let parsed: Value = serde_json::from_str(&object)
             .map_err(|error| bad_request("object is not JSON", error))?;
-        let api = self.api(&type_meta, target.namespace.as_deref()).await?;
+        let api = self
+            .api_for(&type_meta, target.namespace.as_deref())
+            .await?;
         let mut patch_params = PatchParams::apply(&params.field_manager);
         if params.force {
             patch_params = patch_params.force();
@@ -302,21 +338,25 @@ impl Calls {
         to_json(&applied)
     }
 
-    async fn delete(&self, type_meta: TypeMeta, target: ObjectRef) -> Result<(), ApiError> {
-        let api = self.api(&type_meta, target.namespace.as_deref()).await?;
+    pub async fn delete(&self, type_meta: TypeMeta, target: ObjectRef) -> Result<(), ApiError> {
+        let api = self
+            .api_for(&type_meta, target.namespace.as_deref())
+            .await?;
         api.delete(&target.name, &DeleteParams::default())
             .await
             .map_err(api_error)?;
         Ok(())
     }
 
-    async fn update_status(
+    pub async fn update_status(
         &self,
         type_meta: TypeMeta,
         target: ObjectRef,
         update: StatusUpdate,
     ) -> Result<String, ApiError> {
-        let api = self.api(&type_meta, target.namespace.as_deref()).await?;
+        let api = self
+            .api_for(&type_meta, target.namespace.as_deref())
+            .await?;
         let updated = match update {
             StatusUpdate::Replace(object) => {
                 let parsed = parse(&object)?;
@@ -333,8 +373,11 @@ impl Calls {
         to_json(&updated.map_err(api_error)?)
     }
 
-    async fn emit_event(&self, regarding: InvolvedObject, event: WitEvent) -> Result<(), ApiError> {
-        self.check_leading()?;
+    pub async fn emit_event(
+        &self,
+        regarding: InvolvedObject,
+        event: WitEvent,
+    ) -> Result<(), ApiError> {
         let reference = ObjectReference {
             api_version: Some(regarding.type_meta.api_version),
             kind: Some(regarding.type_meta.kind),
@@ -353,11 +396,111 @@ impl Calls {
             action: "Reconcile".into(),
             secondary: None,
         };
-        self.bridge
-            .recorder
+        self.recorder
             .publish(&event, &reference)
             .await
             .map_err(api_error)
+    }
+}
+
+/// A [`KubeBridge`] that answers only while this replica leads: every call
+/// checks the term first, so a replica that stopped leading makes none.
+#[derive(Debug)]
+struct WhileLeading {
+    bridge: Arc<KubeBridge>,
+    guard: LeaderGuard,
+}
+
+impl KubeBridge {
+    /// This bridge as a plugin's [`Backend`] for the term `guard` stands for.
+    pub fn while_leading(self: &Arc<Self>, guard: LeaderGuard) -> Arc<dyn Backend> {
+        Arc::new(WhileLeading {
+            bridge: self.clone(),
+            guard,
+        })
+    }
+}
+
+impl WhileLeading {
+    fn check(&self) -> Result<&KubeBridge, ApiError> {
+        self.guard.check().map_err(|not_leader| ApiError {
+            code: 0,
+            reason: "NotLeader".into(),
+            message: not_leader.to_string(),
+        })?;
+        Ok(&self.bridge)
+    }
+}
+
+impl Backend for WhileLeading {
+    fn get(&self, type_meta: TypeMeta, object: ObjectRef) -> BackendFuture<'_, Option<String>> {
+        Box::pin(async move { self.check()?.get(type_meta, object).await })
+    }
+
+    fn list(&self, type_meta: TypeMeta, params: WitListParams) -> BackendFuture<'_, String> {
+        Box::pin(async move { self.check()?.list(type_meta, params).await })
+    }
+
+    fn create(
+        &self,
+        type_meta: TypeMeta,
+        namespace: Option<String>,
+        object: String,
+    ) -> BackendFuture<'_, String> {
+        Box::pin(async move { self.check()?.create(type_meta, namespace, object).await })
+    }
+
+    fn replace(
+        &self,
+        type_meta: TypeMeta,
+        target: ObjectRef,
+        object: String,
+    ) -> BackendFuture<'_, String> {
+        Box::pin(async move { self.check()?.replace(type_meta, target, object).await })
+    }
+
+    fn apply(
+        &self,
+        type_meta: TypeMeta,
+        target: ObjectRef,
+        object: String,
+        params: ApplyParams,
+    ) -> BackendFuture<'_, String> {
+        Box::pin(async move { self.check()?.apply(type_meta, target, object, params).await })
+    }
+
+    fn delete(&self, type_meta: TypeMeta, target: ObjectRef) -> BackendFuture<'_, ()> {
+        Box::pin(async move { self.check()?.delete(type_meta, target).await })
+    }
+
+    fn update_status(
+        &self,
+        type_meta: TypeMeta,
+        target: ObjectRef,
+        update: StatusUpdate,
+    ) -> BackendFuture<'_, String> {
+        Box::pin(async move { self.check()?.update_status(type_meta, target, update).await })
+    }
+
+    fn emit_event(&self, regarding: InvolvedObject, event: WitEvent) -> BackendFuture<'_, ()> {
+        Box::pin(async move { self.check()?.emit_event(regarding, event).await })
+    }
+
+    fn log(&self, level: Level, message: &str, fields: &[Field], object: Option<&str>) {
+        let plugin = self.bridge.plugin.as_str();
+        let object = object.unwrap_or_default();
+        let fields: String = fields
+            .iter()
+            .map(|field| format!("{}={}", field.key, field.value))
+            .collect::<Vec<_>>()
+            .join(" ");
+        match level {
+            Level::Trace => tracing::trace!(plugin, object, fields, "{message}"),
+            Level::Debug => tracing::debug!(plugin, object, fields, "{message}"),
+            Level::Info => tracing::info!(plugin, object, fields, "{message}"),
+            Level::Warn => tracing::warn!(plugin, object, fields, "{message}"),
+            Level::Error => tracing::error!(plugin, object, fields, "{message}"),
+        }
     }
 }
 
@@ -374,7 +517,7 @@ impl kubernetes::Host for HostState {
         type_meta: TypeMeta,
         object: ObjectRef,
     ) -> wasmtime::Result<Result<Option<String>, ApiError>> {
-        Ok(self.calls().get(type_meta, object).await)
+        Ok(self.context.backend.get(type_meta, object).await)
     }
 
     async fn list(
@@ -382,7 +525,7 @@ impl kubernetes::Host for HostState {
         type_meta: TypeMeta,
         params: WitListParams,
     ) -> wasmtime::Result<Result<String, ApiError>> {
-        Ok(self.calls().list(type_meta, params).await)
+        Ok(self.context.backend.list(type_meta, params).await)
     }
 
     async fn create(
@@ -391,7 +534,11 @@ impl kubernetes::Host for HostState {
         namespace: Option<String>,
         object: String,
     ) -> wasmtime::Result<Result<String, ApiError>> {
-        Ok(self.calls().create(type_meta, namespace, object).await)
+        Ok(self
+            .context
+            .backend
+            .create(type_meta, namespace, object)
+            .await)
     }
 
     async fn replace(
@@ -400,7 +547,11 @@ impl kubernetes::Host for HostState {
         target: ObjectRef,
         object: String,
     ) -> wasmtime::Result<Result<String, ApiError>> {
-        Ok(self.calls().replace(type_meta, target, object).await)
+        Ok(self
+            .context
+            .backend
+            .replace(type_meta, target, object)
+            .await)
     }
 
     async fn apply(
@@ -410,7 +561,11 @@ impl kubernetes::Host for HostState {
         object: String,
         params: ApplyParams,
     ) -> wasmtime::Result<Result<String, ApiError>> {
-        Ok(self.calls().apply(type_meta, target, object, params).await)
+        Ok(self
+            .context
+            .backend
+            .apply(type_meta, target, object, params)
+            .await)
     }
 
     async fn delete(
@@ -418,7 +573,7 @@ impl kubernetes::Host for HostState {
         type_meta: TypeMeta,
         target: ObjectRef,
     ) -> wasmtime::Result<Result<(), ApiError>> {
-        Ok(self.calls().delete(type_meta, target).await)
+        Ok(self.context.backend.delete(type_meta, target).await)
     }
 
     async fn update_status(
@@ -427,7 +582,11 @@ impl kubernetes::Host for HostState {
         target: ObjectRef,
         update: StatusUpdate,
     ) -> wasmtime::Result<Result<String, ApiError>> {
-        Ok(self.calls().update_status(type_meta, target, update).await)
+        Ok(self
+            .context
+            .backend
+            .update_status(type_meta, target, update)
+            .await)
     }
 
     async fn emit_event(
@@ -435,7 +594,7 @@ impl kubernetes::Host for HostState {
         regarding: InvolvedObject,
         event: WitEvent,
     ) -> wasmtime::Result<Result<(), ApiError>> {
-        Ok(self.calls().emit_event(regarding, event).await)
+        Ok(self.context.backend.emit_event(regarding, event).await)
     }
 }
 
@@ -446,20 +605,10 @@ impl log::Host for HostState {
         message: String,
         fields: Vec<Field>,
     ) -> wasmtime::Result<()> {
-        let plugin = self.context.bridge.plugin.as_str();
-        let object = self.context.object.as_deref().unwrap_or_default();
-        let fields: String = fields
-            .iter()
-            .map(|field| format!("{}={}", field.key, field.value))
-            .collect::<Vec<_>>()
-            .join(" ");
-        match level {
-            Level::Trace => tracing::trace!(plugin, object, fields, "{message}"),
-            Level::Debug => tracing::debug!(plugin, object, fields, "{message}"),
-            Level::Info => tracing::info!(plugin, object, fields, "{message}"),
-            Level::Warn => tracing::warn!(plugin, object, fields, "{message}"),
-            Level::Error => tracing::error!(plugin, object, fields, "{message}"),
-        }
+        let context = &self.context;
+        context
+            .backend
+            .log(level, &message, &fields, context.object.as_deref());
         Ok(())
     }
 }

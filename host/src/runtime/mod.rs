@@ -36,7 +36,17 @@ pub use self::bindings::exports::leasehold::controller::reconciler::{
 };
 pub use self::bindings::leasehold::controller::types::ObjectRef;
 use self::bindings::{Controller, ControllerPre};
-pub use self::host::{HostContext, KubeBridge};
+pub use self::host::{Backend, BackendFuture, HostContext, KubeBridge};
+
+/// The contract's types a [`Backend`] receives and returns, as the host's
+/// bindings generate them from `wit/`.
+pub mod contract {
+    pub use super::bindings::leasehold::controller::kubernetes::{
+        ApplyParams, Event, EventType, InvolvedObject, ListParams, StatusUpdate,
+    };
+    pub use super::bindings::leasehold::controller::log::{Field, Level};
+    pub use super::bindings::leasehold::controller::types::{ApiError, ObjectRef, TypeMeta};
+}
 
 /// The version of `wit/controller.wit` this host implements. Components
 /// built for another minor version (0.x semantics) are refused by name.
