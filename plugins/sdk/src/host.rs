@@ -15,9 +15,9 @@ use crate::event::EventType;
 use crate::log::Level;
 use crate::object::{ObjectRef, TypeMeta};
 
-/// A change to a status subresource.
+/// A change to a status subresource, as the `update-status` import takes it.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum StatusUpdate<'a> {
+pub enum StatusUpdate<'a> {
     /// Replace the whole status (the object's JSON).
     Replace(&'a str),
     /// A JSON merge patch.

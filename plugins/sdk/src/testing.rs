@@ -42,11 +42,11 @@
 //!
 //! [`Api`]: crate::api::Api
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use kube_core::Resource;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
@@ -54,7 +54,8 @@ use crate::__private::bindings::exports::leasehold::controller::reconciler as wi
 use crate::api::ApiError;
 use crate::event::EventType;
 use crate::export;
-use crate::host::{self, Host, StatusUpdate};
+pub use crate::host::StatusUpdate;
+use crate::host::{self, Host};
 use crate::log::Level;
 use crate::object::{Object, ObjectRef, TypeMeta};
 use crate::reconciler::{self, Action, Reconciler};
@@ -90,6 +91,129 @@ pub struct LogRecord {
     pub fields: Vec<(String, String)>,
 }
 
+/// What a host reconciles, from a plugin's registration: see
+/// [`FakeCluster::deliver`].
+#[derive(Debug, Clone)]
+pub struct Primary<'a> {
+    /// The primary kind.
+    pub type_meta: TypeMeta,
+    /// Only primaries whose labels match are delivered.
+    pub label_selector: Option<&'a str>,
+    /// Only primaries in this namespace are delivered.
+    pub namespace: Option<&'a str>,
+    /// The finalizer the host holds primaries with, so `cleanup` runs
+    /// before they go.
+    pub finalizer: Option<&'a str>,
+}
+
+/// What a host hands the plugin for one primary: a reconcile request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The primary.
+    pub reference: ObjectRef,
+    /// The primary's JSON as stored; `None` when it is absent.
+    pub object: Option<String>,
+    /// Call `cleanup` (the primary is being deleted) instead of `reconcile`.
+    pub cleanup: bool,
+}
+
+/// What a plugin asked of the cluster: one of the `kubernetes` imports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verb {
+    /// `get`: read one object.
+    Get,
+    /// `list`: read many objects.
+    List,
+    /// `create`: store a new object.
+    Create,
+    /// `replace`: overwrite an object (PUT).
+    Replace,
+    /// `apply`: server-side apply.
+    Apply,
+    /// `delete`: delete an object.
+    Delete,
+    /// `update-status`: write the status subresource.
+    UpdateStatus,
+    /// `emit-event`: record an Event.
+    EmitEvent,
+}
+
+impl fmt::Display for Verb {
+    /// The import's name in the WIT contract, for example `update-status`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Get => "get",
+            Self::List => "list",
+            Self::Create => "create",
+            Self::Replace => "replace",
+            Self::Apply => "apply",
+            Self::Delete => "delete",
+            Self::UpdateStatus => "update-status",
+            Self::EmitEvent => "emit-event",
+        })
+    }
+}
+
+/// One call a plugin made, in the order it made them, with its outcome.
+///
+/// Its text form reads like an audit line, which makes whole sequences
+/// easy to assert on:
+///
+/// ```
+/// use k8s_openapi::api::core::v1::ConfigMap;
+/// use leasehold_sdk::{api::Api, testing::FakeCluster};
+///
+/// let cluster = FakeCluster::new();
+/// let _installed = cluster.install();
+/// let _ = Api::<ConfigMap>::namespaced("default").get("settings");
+/// let calls: Vec<String> = cluster.calls().iter().map(ToString::to_string).collect();
+/// assert_eq!(calls, ["get v1/ConfigMap default/settings -> ok"]);
+/// ```
+///
+/// A call that fails says how:
+///
+/// ```
+/// use k8s_openapi::api::core::v1::Secret;
+/// use leasehold_sdk::{api::Api, testing::FakeCluster};
+///
+/// let cluster = FakeCluster::new();
+/// cluster.forbid::<Secret>();
+/// let _installed = cluster.install();
+/// let _ = Api::<Secret>::namespaced("default").get("token");
+/// assert_eq!(cluster.calls()[0].to_string(), "get v1/Secret default/token -> 403 Forbidden");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// Which import.
+    pub verb: Verb,
+    /// The resource type it addressed (for an Event, the involved object's).
+    pub type_meta: TypeMeta,
+    /// The namespace it addressed; `None` for cluster-scoped objects and
+    /// for lists across every namespace.
+    pub namespace: Option<String>,
+    /// The object's name; `None` for lists (and for a create whose object
+    /// had no name).
+    pub name: Option<String>,
+    /// The error it returned, if it failed.
+    pub error: Option<ApiError>,
+}
+
+impl fmt::Display for Call {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.verb, self.type_meta)?;
+        match (&self.namespace, &self.name) {
+            (Some(namespace), Some(name)) => write!(f, " {namespace}/{name}")?,
+            (None, Some(name)) => write!(f, " {name}")?,
+            (Some(namespace), None) => write!(f, " {namespace}/*")?,
+            (None, None) => f.write_str(" *")?,
+        }
+        match &self.error {
+            Some(error) => write!(f, " -> {} {}", error.code, error.reason),
+            None => f.write_str(" -> ok"),
+        }
+    }
+}
+
 /// Identifies a stored object: apiVersion, kind, namespace ("" when
 /// cluster-scoped) and name.
 type Key = (String, String, String, String);
@@ -106,6 +230,7 @@ struct State {
     forbidden: BTreeSet<(String, String)>,
     events: Vec<RecordedEvent>,
     logs: Vec<LogRecord>,
+    calls: Vec<Call>,
 }
 
 /// An in-memory cluster that answers the SDK's calls on the current thread
@@ -124,13 +249,13 @@ struct State {
 /// ```
 #[derive(Clone, Default)]
 pub struct FakeCluster {
-    state: Rc<RefCell<State>>,
+    state: Arc<Mutex<State>>,
 }
 
 impl std::fmt::Debug for FakeCluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FakeCluster")
-            .field("objects", &self.state.borrow().objects.len())
+            .field("objects", &lock(&self.state).objects.len())
             .finish()
     }
 }
@@ -159,7 +284,7 @@ impl FakeCluster {
     /// assert_eq!(config["verbose"], true);
     /// ```
     pub fn with_config<T: Serialize>(self, config: &T) -> Self {
-        self.state.borrow_mut().config =
+        lock(&self.state).config =
             serde_json::to_string(config).expect("configuration serializes to json");
         self
     }
@@ -178,8 +303,7 @@ impl FakeCluster {
     /// ```
     pub fn forbid<K: Object>(&self) {
         let type_meta = TypeMeta::of::<K>();
-        self.state
-            .borrow_mut()
+        lock(&self.state)
             .forbidden
             .insert((type_meta.api_version, type_meta.kind));
     }
@@ -194,7 +318,7 @@ impl FakeCluster {
     /// assert_eq!(cluster.logs()[0].fields, [("answer".to_string(), "42".to_string())]);
     /// ```
     pub fn install(&self) -> Installed {
-        Installed(host::install(Rc::new(Shared(self.state.clone()))))
+        Installed(host::install(Rc::new(self.host_calls())))
     }
 
     /// Stores `object` as a user would create it, and returns it as stored
@@ -220,6 +344,33 @@ impl FakeCluster {
         serde_json::from_str(&stored).expect("stored object decodes")
     }
 
+    /// Replaces a stored object as a user's edit would (its
+    /// `resourceVersion`, when set, must be current), and returns it as
+    /// stored. Like [`FakeCluster::insert`], it is setup, not a plugin call.
+    ///
+    /// # Panics
+    ///
+    /// When the object does not exist or its resourceVersion is stale: a
+    /// test's setup is wrong.
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::Namespace;
+    /// let cluster = leasehold_sdk::testing::FakeCluster::new();
+    /// let mut namespace = Namespace::default();
+    /// namespace.metadata.name = Some("team-a".into());
+    /// let mut stored = cluster.insert(namespace);
+    /// stored.metadata.labels = Some([("tier".to_string(), "gold".to_string())].into());
+    /// assert_eq!(cluster.update(stored).metadata.labels.unwrap()["tier"], "gold");
+    /// ```
+    pub fn update<K: Object>(&self, object: K) -> K {
+        let reference = ObjectRef::from_object(&object);
+        let json = serde_json::to_string(&object).expect("object serializes to json");
+        let stored = Shared(self.state.clone())
+            .replace(&TypeMeta::of::<K>(), &reference, &json)
+            .unwrap_or_else(|error| panic!("cannot update {reference}: {error}"));
+        serde_json::from_str(&stored).expect("stored object decodes")
+    }
+
     /// Reads one object, as stored.
     ///
     /// ```
@@ -229,7 +380,7 @@ impl FakeCluster {
     /// ```
     pub fn get<K: Object>(&self, reference: &ObjectRef) -> Option<K> {
         let key = key(&TypeMeta::of::<K>(), reference);
-        let state = self.state.borrow();
+        let state = lock(&self.state);
         state
             .objects
             .get(&key)
@@ -244,7 +395,7 @@ impl FakeCluster {
     /// ```
     pub fn list<K: Object>(&self) -> Vec<K> {
         let type_meta = TypeMeta::of::<K>();
-        let state = self.state.borrow();
+        let state = lock(&self.state);
         state
             .objects
             .iter()
@@ -252,6 +403,28 @@ impl FakeCluster {
                 *api_version == type_meta.api_version && *kind == type_meta.kind
             })
             .map(|(_, value)| serde_json::from_value(value.clone()).expect("stored object decodes"))
+            .collect()
+    }
+
+    /// Where every stored object of a type is, ordered by namespace and
+    /// name: for hosts that know a type only by name.
+    ///
+    /// ```
+    /// use leasehold_sdk::TypeMeta;
+    /// let pods = TypeMeta { api_version: "v1".into(), kind: "Pod".into() };
+    /// assert!(leasehold_sdk::testing::FakeCluster::new().references(&pods).is_empty());
+    /// ```
+    pub fn references(&self, type_meta: &TypeMeta) -> Vec<ObjectRef> {
+        lock(&self.state)
+            .objects
+            .keys()
+            .filter(|(api_version, kind, _, _)| {
+                *api_version == type_meta.api_version && *kind == type_meta.kind
+            })
+            .map(|(_, _, namespace, name)| ObjectRef {
+                namespace: (!namespace.is_empty()).then(|| namespace.clone()),
+                name: name.clone(),
+            })
             .collect()
     }
 
@@ -275,7 +448,7 @@ impl FakeCluster {
     /// assert!(leasehold_sdk::testing::FakeCluster::new().events().is_empty());
     /// ```
     pub fn events(&self) -> Vec<RecordedEvent> {
-        self.state.borrow().events.clone()
+        lock(&self.state).events.clone()
     }
 
     /// The log records written so far.
@@ -284,7 +457,33 @@ impl FakeCluster {
     /// assert!(leasehold_sdk::testing::FakeCluster::new().logs().is_empty());
     /// ```
     pub fn logs(&self) -> Vec<LogRecord> {
-        self.state.borrow().logs.clone()
+        lock(&self.state).logs.clone()
+    }
+
+    /// The calls the plugin made so far, in order (the test's own setup,
+    /// such as [`FakeCluster::insert`], is not among them).
+    ///
+    /// ```
+    /// assert!(leasehold_sdk::testing::FakeCluster::new().calls().is_empty());
+    /// ```
+    pub fn calls(&self) -> Vec<Call> {
+        lock(&self.state).calls.clone()
+    }
+
+    /// This cluster as a host answers a plugin: raw JSON calls, recorded in
+    /// [`FakeCluster::calls`]. For hosts that run a compiled plugin against
+    /// the cluster, such as Leasehold's test harness.
+    ///
+    /// ```
+    /// use leasehold_sdk::{ObjectRef, TypeMeta};
+    /// let cluster = leasehold_sdk::testing::FakeCluster::new();
+    /// let config_map = TypeMeta { api_version: "v1".into(), kind: "ConfigMap".into() };
+    /// let found = cluster.host_calls().get(&config_map, &ObjectRef::namespaced("a", "b")).unwrap();
+    /// assert_eq!(found, None);
+    /// assert_eq!(cluster.calls().len(), 1);
+    /// ```
+    pub fn host_calls(&self) -> HostCalls {
+        HostCalls(Shared(self.state.clone()))
     }
 
     /// Does what the host does for one queued primary: reads it, adds the
@@ -312,64 +511,132 @@ impl FakeCluster {
     ) -> Result<Action, reconciler::Error> {
         let _installed = self.install();
         let registration = reconciler.registration();
-        let type_meta = TypeMeta::of::<R::Object>();
+        let primary = Primary {
+            type_meta: TypeMeta::of::<R::Object>(),
+            label_selector: registration.label_selector.as_deref(),
+            namespace: registration.namespace.as_deref(),
+            finalizer: registration.finalizer.as_deref(),
+        };
+        self.deliver(&primary, reference, |delivery| {
+            let request = wit::Request {
+                reference: crate::__private::bindings::leasehold::controller::types::ObjectRef {
+                    namespace: delivery.reference.namespace,
+                    name: delivery.reference.name,
+                },
+                object: delivery.object,
+            };
+            let answer = if delivery.cleanup {
+                export::cleanup(reconciler, request)
+            } else {
+                export::reconcile(reconciler, request)
+            };
+            match answer {
+                Ok(wit::Action::Done) => Ok(Action::Done),
+                Ok(wit::Action::RequeueAfter(ms)) => {
+                    Ok(Action::RequeueAfter(std::time::Duration::from_millis(ms)))
+                }
+                Err(error) => Err(reconciler::Error {
+                    message: error.message,
+                    retryable: error.retryable,
+                }),
+            }
+        })
+    }
+
+    /// The host's part for one queued primary, whatever runs the plugin:
+    /// reads the primary (it is absent when missing, outside the
+    /// registration's namespace or not selected by its label selector), adds the registration's finalizer
+    /// before the first reconcile, hands a primary being deleted to
+    /// `cleanup` and removes the finalizer once cleanup is done. `plugin`
+    /// is called at most once, with what the request carries.
+    ///
+    /// This is how a host that runs a compiled component (Leasehold's test
+    /// harness) shares the flow of [`FakeCluster::reconcile`].
+    ///
+    /// ```
+    /// use leasehold_sdk::testing::{FakeCluster, Primary};
+    /// use leasehold_sdk::{Action, ObjectRef, TypeMeta, api::ApiError};
+    ///
+    /// let cluster = FakeCluster::new();
+    /// let primary = Primary {
+    ///     type_meta: TypeMeta { api_version: "v1".into(), kind: "ConfigMap".into() },
+    ///     label_selector: None,
+    ///     namespace: None,
+    ///     finalizer: None,
+    /// };
+    /// let missing = ObjectRef::namespaced("default", "missing");
+    /// let action = cluster.deliver(&primary, &missing, |delivery| {
+    ///     assert!(delivery.object.is_none() && !delivery.cleanup);
+    ///     Ok::<_, ApiError>(Action::Done)
+    /// });
+    /// assert_eq!(action.unwrap(), Action::Done);
+    /// ```
+    pub fn deliver<E: From<ApiError>>(
+        &self,
+        primary: &Primary<'_>,
+        reference: &ObjectRef,
+        plugin: impl FnOnce(Delivery) -> Result<Action, E>,
+    ) -> Result<Action, E> {
         let host = Shared(self.state.clone());
-        let mut object = self.get::<R::Object>(reference);
-        if let (Some(selector), Some(primary)) = (&registration.label_selector, &object) {
-            let selector: Selector = selector
-                .parse()
-                .expect("registration label selector parses");
-            if !selector.matches(primary.meta().labels.as_ref().unwrap_or(&BTreeMap::new())) {
-                object = None;
+        let key = key(&primary.type_meta, reference);
+        let deliver = |object: Option<&Value>, cleanup| {
+            plugin(Delivery {
+                reference: reference.clone(),
+                object: object.map(Value::to_string),
+                cleanup,
+            })
+        };
+        let mut stored = lock(&self.state).objects.get(&key).cloned();
+        if primary
+            .namespace
+            .is_some_and(|namespace| reference.namespace.as_deref() != Some(namespace))
+        {
+            stored = None;
+        }
+        if let (Some(selector), Some(object)) = (primary.label_selector, &stored) {
+            let selector: Selector = selector.parse().map_err(|error| {
+                ApiError::new(
+                    400,
+                    "BadRequest",
+                    format!("registration label selector: {error}"),
+                )
+            })?;
+            if !selector.matches(&labels_of(object)) {
+                stored = None;
             }
         }
-        let Some(mut primary) = object else {
-            return run(
-                |request| export::reconcile(reconciler, request),
-                reference,
-                None::<&R::Object>,
-            );
+        let (Some(mut object), Some(finalizer)) = (stored.clone(), primary.finalizer) else {
+            return deliver(stored.as_ref(), false);
         };
-        let Some(finalizer) = registration.finalizer else {
-            return run(
-                |request| export::reconcile(reconciler, request),
-                reference,
-                Some(&primary),
-            );
-        };
-        if crate::finalizer::is_deleting(&primary) {
-            if !crate::finalizer::has(&primary, &finalizer) {
+        let holds = finalizers_of(&object).iter().any(|held| held == finalizer);
+        if meta_str(&object, "deletionTimestamp").is_some() {
+            if !holds {
                 return Ok(Action::Done);
             }
-            let action = run(
-                |request| export::cleanup(reconciler, request),
-                reference,
-                Some(&primary),
-            )?;
+            let action = deliver(Some(&object), true)?;
             if action == Action::Done {
                 // Re-read: cleanup may have written the primary.
-                let mut current = self
-                    .get::<R::Object>(reference)
+                let mut current = lock(&self.state)
+                    .objects
+                    .get(&key)
+                    .cloned()
                     .expect("a primary being deleted is still stored");
-                crate::finalizer::remove(&mut current, &finalizer);
-                let json = serde_json::to_string(&current).expect("object serializes to json");
-                host.replace(&type_meta, reference, &json)
-                    .map_err(reconciler::Error::from)?;
+                let kept: Vec<String> = finalizers_of(&current)
+                    .into_iter()
+                    .filter(|held| held != finalizer)
+                    .collect();
+                metadata(&mut current).insert("finalizers".into(), json!(kept));
+                host.replace(&primary.type_meta, reference, &current.to_string())?;
             }
             return Ok(action);
         }
-        if crate::finalizer::add(&mut primary, &finalizer) {
-            let json = serde_json::to_string(&primary).expect("object serializes to json");
-            let stored = host
-                .replace(&type_meta, reference, &json)
-                .map_err(reconciler::Error::from)?;
-            primary = serde_json::from_str(&stored).expect("stored object decodes");
+        if !holds {
+            let mut held = finalizers_of(&object);
+            held.push(finalizer.to_owned());
+            metadata(&mut object).insert("finalizers".into(), json!(held));
+            object = parse(&host.replace(&primary.type_meta, reference, &object.to_string())?)?;
         }
-        run(
-            |request| export::reconcile(reconciler, request),
-            reference,
-            Some(&primary),
-        )
+        deliver(Some(&object), false)
     }
 
     /// Reconciles every stored primary of the reconciler's kind, as a
@@ -403,32 +670,6 @@ impl FakeCluster {
                 (reference, outcome)
             })
             .collect()
-    }
-}
-
-/// Calls an export the way the host does: through the contract's types.
-fn run<K: Object>(
-    export: impl FnOnce(wit::Request) -> Result<wit::Action, wit::ReconcileError>,
-    reference: &ObjectRef,
-    object: Option<&K>,
-) -> Result<Action, reconciler::Error> {
-    let request = wit::Request {
-        reference: crate::__private::bindings::leasehold::controller::types::ObjectRef {
-            namespace: reference.namespace.clone(),
-            name: reference.name.clone(),
-        },
-        object: object
-            .map(|object| serde_json::to_string(object).expect("object serializes to json")),
-    };
-    match export(request) {
-        Ok(wit::Action::Done) => Ok(Action::Done),
-        Ok(wit::Action::RequeueAfter(ms)) => {
-            Ok(Action::RequeueAfter(std::time::Duration::from_millis(ms)))
-        }
-        Err(error) => Err(reconciler::Error {
-            message: error.message,
-            retryable: error.retryable,
-        }),
     }
 }
 
@@ -476,6 +717,14 @@ fn labels_of(object: &Value) -> BTreeMap<String, String> {
         .get("metadata")
         .and_then(|metadata| metadata.get("labels"))
         .and_then(|labels| serde_json::from_value(labels.clone()).ok())
+        .unwrap_or_default()
+}
+
+fn finalizers_of(object: &Value) -> Vec<String> {
+    object
+        .get("metadata")
+        .and_then(|metadata| metadata.get("finalizers"))
+        .and_then(|finalizers| serde_json::from_value(finalizers.clone()).ok())
         .unwrap_or_default()
 }
 
@@ -531,13 +780,22 @@ fn prune(target: &mut Value, previous: &Value, next: &Value) {
     }
 }
 
+/// The cluster's state; a test that panicked while holding it leaves it
+/// usable for the report.
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The `State` shared by a [`FakeCluster`] and the host it installs.
-struct Shared(Rc<RefCell<State>>);
+#[derive(Clone)]
+struct Shared(Arc<Mutex<State>>);
 
 impl Shared {
     fn check(&self, type_meta: &TypeMeta) -> Result<(), ApiError> {
         let forbidden = (type_meta.api_version.clone(), type_meta.kind.clone());
-        if self.0.borrow().forbidden.contains(&forbidden) {
+        if lock(&self.0).forbidden.contains(&forbidden) {
             return Err(ApiError::new(
                 403,
                 "Forbidden",
@@ -642,9 +900,7 @@ impl Shared {
 impl Host for Shared {
     fn get(&self, type_meta: &TypeMeta, object: &ObjectRef) -> Result<Option<String>, ApiError> {
         self.check(type_meta)?;
-        Ok(self
-            .0
-            .borrow()
+        Ok(lock(&self.0)
             .objects
             .get(&key(type_meta, object))
             .map(Value::to_string))
@@ -693,7 +949,7 @@ impl Host for Shared {
             };
             fields.push((field, negated, value.trim().to_owned()));
         }
-        let state = self.0.borrow();
+        let state = lock(&self.0);
         let items: Vec<Value> = state
             .objects
             .iter()
@@ -726,7 +982,7 @@ impl Host for Shared {
     ) -> Result<String, ApiError> {
         self.check(type_meta)?;
         let mut object = parse(object)?;
-        let mut state = self.0.borrow_mut();
+        let mut state = lock(&self.0);
         let name = match (meta_str(&object, "name"), meta_str(&object, "generateName")) {
             (Some(name), _) => name.to_owned(),
             (None, Some(prefix)) => format!("{prefix}{:05}", state.writes + 1),
@@ -784,7 +1040,7 @@ impl Host for Shared {
         self.check(type_meta)?;
         let next = parse(object)?;
         let key = key(type_meta, target);
-        let mut state = self.0.borrow_mut();
+        let mut state = lock(&self.0);
         let stored = state
             .objects
             .get(&key)
@@ -822,7 +1078,7 @@ impl Host for Shared {
             ));
         }
         let key = key(type_meta, target);
-        let stored = self.0.borrow().objects.get(&key).cloned();
+        let stored = lock(&self.0).objects.get(&key).cloned();
         let result = match stored {
             None => {
                 let created =
@@ -830,7 +1086,7 @@ impl Host for Shared {
                 parse(&created)?
             }
             Some(stored) => {
-                let mut state = self.0.borrow_mut();
+                let mut state = lock(&self.0);
                 let mut next = stored.clone();
                 if let Some(previous) = state.applied.get(&(key.clone(), field_manager.to_owned()))
                 {
@@ -840,8 +1096,7 @@ impl Host for Shared {
                 Self::write(&mut state, key.clone(), &stored, next)
             }
         };
-        self.0
-            .borrow_mut()
+        lock(&self.0)
             .applied
             .insert((key, field_manager.to_owned()), applied);
         Ok(result.to_string())
@@ -850,7 +1105,7 @@ impl Host for Shared {
     fn delete(&self, type_meta: &TypeMeta, target: &ObjectRef) -> Result<(), ApiError> {
         self.check(type_meta)?;
         let key = key(type_meta, target);
-        let mut state = self.0.borrow_mut();
+        let mut state = lock(&self.0);
         if !state.objects.contains_key(&key) {
             return Err(not_found(type_meta, &target.name));
         }
@@ -866,7 +1121,7 @@ impl Host for Shared {
     ) -> Result<String, ApiError> {
         self.check(type_meta)?;
         let key = key(type_meta, target);
-        let mut state = self.0.borrow_mut();
+        let mut state = lock(&self.0);
         let mut stored = state
             .objects
             .get(&key)
@@ -905,7 +1160,7 @@ impl Host for Shared {
         reason: &str,
         message: &str,
     ) -> Result<(), ApiError> {
-        self.0.borrow_mut().events.push(RecordedEvent {
+        lock(&self.0).events.push(RecordedEvent {
             kind: type_meta.kind.clone(),
             regarding: regarding.clone(),
             event_type,
@@ -916,7 +1171,7 @@ impl Host for Shared {
     }
 
     fn log(&self, level: Level, message: &str, fields: &[(&str, String)]) {
-        self.0.borrow_mut().logs.push(LogRecord {
+        lock(&self.0).logs.push(LogRecord {
             level,
             message: message.to_owned(),
             fields: fields
@@ -927,7 +1182,348 @@ impl Host for Shared {
     }
 
     fn config(&self) -> String {
-        self.0.borrow().config.clone()
+        lock(&self.0).config.clone()
+    }
+}
+
+/// A [`FakeCluster`] as a host answers a plugin's imports: objects and
+/// lists as JSON text, errors as [`ApiError`] values, every Kubernetes call
+/// recorded as a [`Call`].
+///
+/// The SDK's own calls land here while a cluster is [installed]; a host that
+/// runs a compiled component sends the component's imports here, so a
+/// native test and a test of the built `.wasm` see the same model.
+///
+/// [installed]: FakeCluster::install
+#[derive(Clone)]
+pub struct HostCalls(Shared);
+
+impl fmt::Debug for HostCalls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HostCalls").finish_non_exhaustive()
+    }
+}
+
+/// The name in an object's JSON, if it has one.
+fn name_in(object: &str) -> Option<String> {
+    meta_str(&serde_json::from_str(object).ok()?, "name").map(str::to_owned)
+}
+
+impl HostCalls {
+    fn record<T>(
+        &self,
+        verb: Verb,
+        type_meta: &TypeMeta,
+        namespace: Option<&str>,
+        name: Option<String>,
+        result: Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        lock(&self.0.0).calls.push(Call {
+            verb,
+            type_meta: type_meta.clone(),
+            namespace: namespace.map(str::to_owned),
+            name,
+            error: result.as_ref().err().cloned(),
+        });
+        result
+    }
+
+    /// Reads one object; `None` when it does not exist.
+    ///
+    /// ```
+    /// # use leasehold_sdk::{ObjectRef, TypeMeta};
+    /// let calls = leasehold_sdk::testing::FakeCluster::new().host_calls();
+    /// let namespace = TypeMeta { api_version: "v1".into(), kind: "Namespace".into() };
+    /// assert_eq!(calls.get(&namespace, &ObjectRef::cluster("missing")).unwrap(), None);
+    /// ```
+    pub fn get(
+        &self,
+        type_meta: &TypeMeta,
+        object: &ObjectRef,
+    ) -> Result<Option<String>, ApiError> {
+        let result = Host::get(&self.0, type_meta, object);
+        let (namespace, name) = (object.namespace.as_deref(), Some(object.name.clone()));
+        self.record(Verb::Get, type_meta, namespace, name, result)
+    }
+
+    /// Lists objects as a List's JSON; selectors use Kubernetes' syntax.
+    ///
+    /// ```
+    /// # use leasehold_sdk::TypeMeta;
+    /// let calls = leasehold_sdk::testing::FakeCluster::new().host_calls();
+    /// let pods = TypeMeta { api_version: "v1".into(), kind: "Pod".into() };
+    /// let list = calls.list(&pods, Some("default"), Some("app=web"), None).unwrap();
+    /// assert!(list.contains("\"items\":[]"));
+    /// ```
+    pub fn list(
+        &self,
+        type_meta: &TypeMeta,
+        namespace: Option<&str>,
+        label_selector: Option<&str>,
+        field_selector: Option<&str>,
+    ) -> Result<String, ApiError> {
+        let result = Host::list(
+            &self.0,
+            type_meta,
+            namespace,
+            label_selector,
+            field_selector,
+        );
+        self.record(Verb::List, type_meta, namespace, None, result)
+    }
+
+    /// Creates an object and returns it as stored.
+    ///
+    /// ```
+    /// # use leasehold_sdk::TypeMeta;
+    /// let calls = leasehold_sdk::testing::FakeCluster::new().host_calls();
+    /// let config_map = TypeMeta { api_version: "v1".into(), kind: "ConfigMap".into() };
+    /// let stored = calls.create(&config_map, Some("default"), r#"{"metadata":{"name":"a"}}"#).unwrap();
+    /// assert!(stored.contains("\"uid\""));
+    /// ```
+    pub fn create(
+        &self,
+        type_meta: &TypeMeta,
+        namespace: Option<&str>,
+        object: &str,
+    ) -> Result<String, ApiError> {
+        let result = Host::create(&self.0, type_meta, namespace, object);
+        self.record(Verb::Create, type_meta, namespace, name_in(object), result)
+    }
+
+    /// Replaces an object; a stale `resourceVersion` is a 409.
+    ///
+    /// ```
+    /// # use leasehold_sdk::{ObjectRef, TypeMeta};
+    /// let calls = leasehold_sdk::testing::FakeCluster::new().host_calls();
+    /// let config_map = TypeMeta { api_version: "v1".into(), kind: "ConfigMap".into() };
+    /// let missing = calls.replace(&config_map, &ObjectRef::namespaced("default", "a"), "{}");
+    /// assert_eq!(missing.unwrap_err().code, 404);
+    /// ```
+    pub fn replace(
+        &self,
+        type_meta: &TypeMeta,
+        target: &ObjectRef,
+        object: &str,
+    ) -> Result<String, ApiError> {
+        let result = Host::replace(&self.0, type_meta, target, object);
+        let name = Some(target.name.clone());
+        self.record(
+            Verb::Replace,
+            type_meta,
+            target.namespace.as_deref(),
+            name,
+            result,
+        )
+    }
+
+    /// Server-side apply as `field_manager`; returns the object as stored.
+    ///
+    /// ```
+    /// # use leasehold_sdk::{ObjectRef, TypeMeta};
+    /// let calls = leasehold_sdk::testing::FakeCluster::new().host_calls();
+    /// let config_map = TypeMeta { api_version: "v1".into(), kind: "ConfigMap".into() };
+    /// let target = ObjectRef::namespaced("default", "a");
+    /// let applied = calls.apply(&config_map, &target, r#"{"metadata":{"name":"a"},"data":{"k":"v"}}"#, "me", false).unwrap();
+    /// assert!(applied.contains("\"k\":\"v\""));
+    /// ```
+    pub fn apply(
+        &self,
+        type_meta: &TypeMeta,
+        target: &ObjectRef,
+        object: &str,
+        field_manager: &str,
+        force: bool,
+    ) -> Result<String, ApiError> {
+        let result = Host::apply(&self.0, type_meta, target, object, field_manager, force);
+        let name = Some(target.name.clone());
+        self.record(
+            Verb::Apply,
+            type_meta,
+            target.namespace.as_deref(),
+            name,
+            result,
+        )
+    }
+
+    /// Deletes an object (it stays, marked, while it has finalizers).
+    ///
+    /// ```
+    /// # use leasehold_sdk::{ObjectRef, TypeMeta};
+    /// let calls = leasehold_sdk::testing::FakeCluster::new().host_calls();
+    /// let config_map = TypeMeta { api_version: "v1".into(), kind: "ConfigMap".into() };
+    /// let missing = calls.delete(&config_map, &ObjectRef::namespaced("default", "a"));
+    /// assert_eq!(missing.unwrap_err().reason, "NotFound");
+    /// ```
+    pub fn delete(&self, type_meta: &TypeMeta, target: &ObjectRef) -> Result<(), ApiError> {
+        let result = Host::delete(&self.0, type_meta, target);
+        let name = Some(target.name.clone());
+        self.record(
+            Verb::Delete,
+            type_meta,
+            target.namespace.as_deref(),
+            name,
+            result,
+        )
+    }
+
+    /// Changes an object's status subresource.
+    ///
+    /// ```
+    /// # use leasehold_sdk::{ObjectRef, TypeMeta, testing::StatusUpdate};
+    /// let calls = leasehold_sdk::testing::FakeCluster::new().host_calls();
+    /// let config_map = TypeMeta { api_version: "v1".into(), kind: "ConfigMap".into() };
+    /// let target = ObjectRef::namespaced("default", "a");
+    /// let missing = calls.update_status(&config_map, &target, StatusUpdate::MergePatch("{}"));
+    /// assert_eq!(missing.unwrap_err().code, 404);
+    /// ```
+    pub fn update_status(
+        &self,
+        type_meta: &TypeMeta,
+        target: &ObjectRef,
+        update: StatusUpdate<'_>,
+    ) -> Result<String, ApiError> {
+        let result = Host::update_status(&self.0, type_meta, target, update);
+        let name = Some(target.name.clone());
+        self.record(
+            Verb::UpdateStatus,
+            type_meta,
+            target.namespace.as_deref(),
+            name,
+            result,
+        )
+    }
+
+    /// Records an Event about an object (see [`FakeCluster::events`]).
+    ///
+    /// ```
+    /// # use leasehold_sdk::{ObjectRef, TypeMeta, event::EventType};
+    /// let cluster = leasehold_sdk::testing::FakeCluster::new();
+    /// let config_map = TypeMeta { api_version: "v1".into(), kind: "ConfigMap".into() };
+    /// let regarding = ObjectRef::namespaced("default", "a");
+    /// cluster.host_calls().emit_event(&config_map, &regarding, None, EventType::Normal, "Seen", "seen it").unwrap();
+    /// assert_eq!(cluster.events()[0].reason, "Seen");
+    /// ```
+    pub fn emit_event(
+        &self,
+        type_meta: &TypeMeta,
+        regarding: &ObjectRef,
+        uid: Option<&str>,
+        event_type: EventType,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), ApiError> {
+        let result = Host::emit_event(
+            &self.0, type_meta, regarding, uid, event_type, reason, message,
+        );
+        let name = Some(regarding.name.clone());
+        self.record(
+            Verb::EmitEvent,
+            type_meta,
+            regarding.namespace.as_deref(),
+            name,
+            result,
+        )
+    }
+
+    /// Writes a log record (see [`FakeCluster::logs`]); logs are not calls.
+    ///
+    /// ```
+    /// # use leasehold_sdk::log::Level;
+    /// let cluster = leasehold_sdk::testing::FakeCluster::new();
+    /// cluster.host_calls().log(Level::Info, "hello", &[("answer", "42".to_string())]);
+    /// assert_eq!(cluster.logs()[0].message, "hello");
+    /// ```
+    pub fn log(&self, level: Level, message: &str, fields: &[(&str, String)]) {
+        Host::log(&self.0, level, message, fields);
+    }
+
+    /// The plugin's configuration as JSON text.
+    ///
+    /// ```
+    /// let cluster = leasehold_sdk::testing::FakeCluster::new().with_config(&serde_json::json!({"a": 1}));
+    /// assert_eq!(cluster.host_calls().config(), r#"{"a":1}"#);
+    /// ```
+    pub fn config(&self) -> String {
+        Host::config(&self.0)
+    }
+}
+
+impl Host for HostCalls {
+    fn get(&self, type_meta: &TypeMeta, object: &ObjectRef) -> Result<Option<String>, ApiError> {
+        HostCalls::get(self, type_meta, object)
+    }
+
+    fn list(
+        &self,
+        type_meta: &TypeMeta,
+        namespace: Option<&str>,
+        label_selector: Option<&str>,
+        field_selector: Option<&str>,
+    ) -> Result<String, ApiError> {
+        HostCalls::list(self, type_meta, namespace, label_selector, field_selector)
+    }
+
+    fn create(
+        &self,
+        type_meta: &TypeMeta,
+        namespace: Option<&str>,
+        object: &str,
+    ) -> Result<String, ApiError> {
+        HostCalls::create(self, type_meta, namespace, object)
+    }
+
+    fn replace(
+        &self,
+        type_meta: &TypeMeta,
+        target: &ObjectRef,
+        object: &str,
+    ) -> Result<String, ApiError> {
+        HostCalls::replace(self, type_meta, target, object)
+    }
+
+    fn apply(
+        &self,
+        type_meta: &TypeMeta,
+        target: &ObjectRef,
+        object: &str,
+        field_manager: &str,
+        force: bool,
+    ) -> Result<String, ApiError> {
+        HostCalls::apply(self, type_meta, target, object, field_manager, force)
+    }
+
+    fn delete(&self, type_meta: &TypeMeta, target: &ObjectRef) -> Result<(), ApiError> {
+        HostCalls::delete(self, type_meta, target)
+    }
+
+    fn update_status(
+        &self,
+        type_meta: &TypeMeta,
+        target: &ObjectRef,
+        update: StatusUpdate<'_>,
+    ) -> Result<String, ApiError> {
+        HostCalls::update_status(self, type_meta, target, update)
+    }
+
+    fn emit_event(
+        &self,
+        type_meta: &TypeMeta,
+        regarding: &ObjectRef,
+        uid: Option<&str>,
+        event_type: EventType,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), ApiError> {
+        HostCalls::emit_event(self, type_meta, regarding, uid, event_type, reason, message)
+    }
+
+    fn log(&self, level: Level, message: &str, fields: &[(&str, String)]) {
+        HostCalls::log(self, level, message, fields);
+    }
+
+    fn config(&self) -> String {
+        HostCalls::config(self)
     }
 }
 
