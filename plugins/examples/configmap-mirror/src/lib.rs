@@ -187,6 +187,3 @@ fn delete_copies(source: &ObjectRef) -> Result<(), leasehold_sdk::api::Error> {
 }
 
 leasehold_sdk::export_controller!(Mirror);
-
-#[cfg(test)]
-mod tests;

@@ -1,0 +1,135 @@
+//! Building the plugin crate under test into its component.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+use crate::{Error, Result};
+
+/// The target every plugin is built for.
+const TARGET: &str = "wasm32-wasip2";
+
+/// Builds the plugin crate at `crate_dir` (usually
+/// `env!("CARGO_MANIFEST_DIR")`) with `cargo build --release --target
+/// wasm32-wasip2` and returns its component's path. Cargo does nothing when
+/// the component is fresh; within one test process each crate is built
+/// once.
+pub fn build_component(crate_dir: impl AsRef<Path>) -> Result<PathBuf> {
+    static BUILT: Mutex<Option<HashMap<PathBuf, PathBuf>>> = Mutex::new(None);
+    let crate_dir = crate_dir.as_ref();
+    // Held while building: parallel tests of one crate build it once.
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let built = built.get_or_insert_with(HashMap::new);
+    if let Some(component) = built.get(crate_dir) {
+        return Ok(component.clone());
+    }
+    let component = cargo_build(crate_dir)?;
+    built.insert(crate_dir.to_owned(), component.clone());
+    Ok(component)
+}
+
+fn cargo_build(crate_dir: &Path) -> Result<PathBuf> {
+    let failed = |reason: String| Error::Build {
+        crate_dir: crate_dir.to_owned(),
+        reason,
+    };
+    let manifest = crate_dir.join("Cargo.toml");
+    if !manifest.is_file() {
+        return Err(failed(format!("{} does not exist", manifest.display())));
+    }
+    // Inside `cargo test`, CARGO is the cargo that runs the test.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .args(["build", "--release", "--target", TARGET])
+        .args([
+            "--message-format",
+            "json-render-diagnostics",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .output()
+        .map_err(|error| failed(format!("cannot run cargo: {error}")))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        if stderr.contains("may not be installed") || stderr.contains("can't find crate for `std`")
+        {
+            return Err(failed(format!(
+                "the {TARGET} target is not installed; run `rustup target add {TARGET}`"
+            )));
+        }
+        let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return Err(failed(format!("cargo build failed:\n{}", tail.join("\n"))));
+    }
+    component_in(&String::from_utf8_lossy(&output.stdout), &manifest).ok_or_else(|| {
+        failed(format!(
+            "cargo built no .wasm for {}; is its crate-type [\"cdylib\"]?",
+            manifest.display()
+        ))
+    })
+}
+
+/// The `.wasm` that cargo's JSON messages report for the package whose
+/// manifest is `manifest`.
+fn component_in(messages: &str, manifest: &Path) -> Option<PathBuf> {
+    let manifest = manifest.canonicalize().ok()?;
+    messages
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|message| message["reason"] == "compiler-artifact")
+        .filter(|message| {
+            message["manifest_path"]
+                .as_str()
+                .and_then(|path| Path::new(path).canonicalize().ok())
+                .is_some_and(|path| path == manifest)
+        })
+        .flat_map(|message| message["filenames"].as_array().cloned().unwrap_or_default())
+        .filter_map(|name| name.as_str().map(PathBuf::from))
+        .find(|name| {
+            name.extension()
+                .is_some_and(|extension| extension == "wasm")
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_component_is_the_wasm_artifact_of_the_crate_under_test() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        let manifest = dir.join("Cargo.toml");
+        std::fs::write(&manifest, "").unwrap();
+        let other = dir.join("other.toml");
+        std::fs::write(&other, "").unwrap();
+        let messages = [
+            serde_json::json!({"reason": "compiler-artifact", "manifest_path": other, "filenames": ["/t/dep.wasm"]}),
+            serde_json::json!({"reason": "compiler-artifact", "manifest_path": manifest, "filenames": ["/t/plugin.d", "/t/plugin.wasm"]}),
+            serde_json::json!({"reason": "build-finished", "success": true}),
+        ]
+        .map(|message| message.to_string())
+        .join("\n");
+        assert_eq!(
+            component_in(&messages, &manifest),
+            Some(PathBuf::from("/t/plugin.wasm"))
+        );
+        assert_eq!(component_in("not json\n", &manifest), None);
+    }
+
+    #[test]
+    fn a_directory_without_a_crate_is_refused_by_name() {
+        let error = build_component("/nonexistent/plugin").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("/nonexistent/plugin/Cargo.toml does not exist"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,281 @@
+//! Unit-test a Leasehold plugin as it will run: the compiled component, on
+//! the host's own wasm runtime (the same engine, contract checks, memory
+//! limit and timeout), with its Kubernetes calls answered by an in-memory
+//! [`FakeCluster`].
+//!
+//! A test builds the plugin's component, puts fixture objects in the
+//! cluster, reconciles one of them and asserts on the [`Call`]s the plugin
+//! made and the objects that result:
+//!
+//! ```no_run
+//! use k8s_openapi::api::core::v1::ConfigMap;
+//! use leasehold_harness::{Harness, build_component};
+//! use leasehold_sdk::{Action, ObjectRef};
+//!
+//! let component = build_component(env!("CARGO_MANIFEST_DIR")).unwrap();
+//! let harness = Harness::load(&component).unwrap();
+//! let settings: ConfigMap = serde_json::from_value(serde_json::json!({
+//!     "metadata": { "namespace": "default", "name": "settings" }
+//! })).unwrap();
+//! harness.cluster().insert(settings);
+//!
+//! let action = harness.reconcile(&ObjectRef::namespaced("default", "settings")).unwrap();
+//! assert_eq!(action, Action::Done);
+//! for call in harness.cluster().calls() {
+//!     println!("{call}"); // e.g. "apply v1/ConfigMap team-a/settings -> ok"
+//! }
+//! ```
+//!
+//! The cluster is the SDK's model (see [`leasehold_sdk::testing`]): no
+//! admission, no defaulting, server-side apply without conflicts, and the
+//! garbage collector runs at once. It is for authors' unit tests; behaviour
+//! that depends on the real API server belongs in tests against one.
+
+mod backend;
+mod build;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use leasehold::runtime::{self, Compiled, HostContext, Limits, Registration, Request, Runtime};
+use leasehold_sdk::api::ApiError;
+use leasehold_sdk::testing::Primary;
+use leasehold_sdk::{Action, ObjectRef, TypeMeta};
+
+pub use self::build::build_component;
+pub use leasehold_sdk::testing::{Call, FakeCluster, LogRecord, RecordedEvent, Verb};
+
+/// Why a harnessed reconcile did not produce an action.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The component file could not be read.
+    #[error("cannot read the component {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The plugin crate did not build into a component.
+    #[error("cannot build the component of {crate_dir}: {reason}")]
+    Build { crate_dir: PathBuf, reason: String },
+    /// The host refused or could not run the component: not a component,
+    /// another world or contract version, a trap, a timeout, too much
+    /// memory. A replica would record the same on the Plugin's status.
+    #[error(transparent)]
+    Runtime(#[from] runtime::Error),
+    /// The plugin answered with an error (its `reconcile-error`).
+    #[error("the plugin failed (retryable: {retryable}): {message}")]
+    Reconcile { message: String, retryable: bool },
+    /// The host's own bookkeeping (the registration's finalizer or label
+    /// selector) failed against the cluster.
+    #[error("host bookkeeping failed: {0}")]
+    Cluster(#[from] ApiError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One compiled plugin, an in-memory cluster, and the host's reconcile flow.
+pub struct Harness {
+    compiled: Compiled,
+    cluster: FakeCluster,
+    registration: Registration,
+    limits: Limits,
+    /// Reconciles are async on the host; a harness test need not be.
+    executor: tokio::runtime::Runtime,
+}
+
+impl std::fmt::Debug for Harness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Harness")
+            .field("plugin", &self.registration.name)
+            .field("digest", &self.compiled.digest)
+            .field("cluster", &self.cluster)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Compiles `component` on one engine shared by every harness of a test
+/// process (an engine reserves address space for its instance pool, and
+/// tests run in parallel), once per distinct component.
+fn compile(component: &[u8]) -> Result<Compiled> {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    static COMPILED: Mutex<BTreeMap<Vec<u8>, Compiled>> = Mutex::new(BTreeMap::new());
+    let runtime = match RUNTIME.get() {
+        Some(runtime) => runtime,
+        None => {
+            let runtime = Runtime::new(None)?;
+            RUNTIME.get_or_init(|| runtime)
+        }
+    };
+    // Held while compiling: parallel tests of one plugin compile it once.
+    let mut compiled = COMPILED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(found) = compiled.get(component) {
+        return Ok(found.clone());
+    }
+    let fresh = runtime.compile(component)?;
+    compiled.insert(component.to_vec(), fresh.clone());
+    Ok(fresh)
+}
+
+impl Harness {
+    /// Compiles the component at `path` as a replica would and asks it for
+    /// its registration, against an empty cluster.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_bytes(&bytes)
+    }
+
+    /// Like [`Harness::load`], from the component's bytes.
+    pub fn from_bytes(component: &[u8]) -> Result<Self> {
+        // Only a runtime with an I/O driver can fail to build.
+        let executor = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a current-thread runtime without I/O builds");
+        let compiled = compile(component)?;
+        let cluster = FakeCluster::new();
+        let limits = Limits::default();
+        let registration = register(&executor, &compiled, &cluster, &limits)?;
+        Ok(Self {
+            compiled,
+            cluster,
+            registration,
+            limits,
+            executor,
+        })
+    }
+
+    /// Uses `cluster` (with its objects and configuration) from now on, and
+    /// asks the plugin for its registration again, since configuration can
+    /// change it.
+    pub fn with_cluster(mut self, cluster: FakeCluster) -> Result<Self> {
+        self.registration = register(&self.executor, &self.compiled, &cluster, &self.limits)?;
+        self.cluster = cluster;
+        Ok(self)
+    }
+
+    /// Runs every call with these limits instead of the host's defaults.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The in-memory cluster the plugin acts on.
+    pub fn cluster(&self) -> &FakeCluster {
+        &self.cluster
+    }
+
+    /// What the plugin said it reconciles.
+    pub fn registration(&self) -> &Registration {
+        &self.registration
+    }
+
+    /// `sha256:<hex>` of the component, as a Plugin's status shows it.
+    pub fn digest(&self) -> &str {
+        &self.compiled.digest
+    }
+
+    /// Does for the primary at `reference` what the leader does for a
+    /// queued primary: reads it (absent when missing, outside the
+    /// registration's namespace or not matching its label selector), holds
+    /// it with the registration's finalizer before the first reconcile (the
+    /// host then waits for the update event; the harness goes straight on),
+    /// and hands a primary being deleted to `cleanup`, releasing the
+    /// finalizer once that is done.
+    pub fn reconcile(&self, reference: &ObjectRef) -> Result<Action> {
+        let primary = Primary {
+            type_meta: self.primary_type(),
+            label_selector: self.registration.label_selector.as_deref(),
+            namespace: self.registration.namespace.as_deref(),
+            finalizer: self.registration.finalizer.as_deref(),
+        };
+        self.cluster.deliver(&primary, reference, |delivery| {
+            let request = Request {
+                reference: runtime::ObjectRef {
+                    namespace: delivery.reference.namespace.clone(),
+                    name: delivery.reference.name.clone(),
+                },
+                object: delivery.object,
+            };
+            let answer = self.executor.block_on(async {
+                let context = self.context(Some(delivery.reference.to_string()));
+                let mut instance = self.compiled.instantiate(context, &self.limits).await?;
+                instance
+                    .reconcile(&request, delivery.cleanup, self.limits.timeout)
+                    .await
+            })?;
+            match answer {
+                Ok(runtime::Action::Done) => Ok(Action::Done),
+                Ok(runtime::Action::RequeueAfter(millis)) => {
+                    Ok(Action::RequeueAfter(Duration::from_millis(millis)))
+                }
+                Err(error) => Err(Error::Reconcile {
+                    message: error.message,
+                    retryable: error.retryable,
+                }),
+            }
+        })
+    }
+
+    /// Reconciles every stored primary, in namespace and name order, as a
+    /// resync would; returns each outcome.
+    pub fn reconcile_all(&self) -> Vec<(ObjectRef, Result<Action>)> {
+        self.cluster
+            .references(&self.primary_type())
+            .into_iter()
+            .map(|reference| {
+                let outcome = self.reconcile(&reference);
+                (reference, outcome)
+            })
+            .collect()
+    }
+
+    fn context(&self, object: Option<String>) -> HostContext {
+        context(&self.cluster, object)
+    }
+
+    /// The primary kind as the cluster names types.
+    fn primary_type(&self) -> TypeMeta {
+        let gvk = &self.registration.primary;
+        TypeMeta {
+            api_version: if gvk.group.is_empty() {
+                gvk.version.clone()
+            } else {
+                format!("{}/{}", gvk.group, gvk.version)
+            },
+            kind: gvk.kind.clone(),
+        }
+    }
+}
+
+/// What a plugin's store answers its imports with: `cluster`.
+fn context(cluster: &FakeCluster, object: Option<String>) -> HostContext {
+    let calls = cluster.host_calls();
+    HostContext {
+        config: Arc::from(calls.config()),
+        backend: Arc::new(backend::InMemory::new(calls)),
+        object,
+    }
+}
+
+/// Asks the plugin what it reconciles, as a replica does before starting it.
+fn register(
+    executor: &tokio::runtime::Runtime,
+    compiled: &Compiled,
+    cluster: &FakeCluster,
+    limits: &Limits,
+) -> Result<Registration> {
+    let registration = executor.block_on(async {
+        let mut instance = compiled.instantiate(context(cluster, None), limits).await?;
+        instance.register(limits.timeout).await
+    })?;
+    Ok(registration)
+}

@@ -1,0 +1,199 @@
+//! What the harness does with a plugin that misbehaves, using the host's
+//! misbehaving fixture: every failure is a value the test can assert on,
+//! and the next reconcile starts fresh.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use leasehold::runtime::{self, Limits};
+use leasehold_harness::{Error, FakeCluster, Harness, Verb, build_component};
+use leasehold_sdk::{Action, ObjectRef};
+use serde_json::json;
+
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/fixtures/misbehaving"
+);
+const SELECTOR: &str = "leasehold.dev/misbehave=harness";
+
+/// A harness over the misbehaving fixture with one ConfigMap per mode.
+fn misbehaving(modes: &[&str]) -> Harness {
+    let cluster = FakeCluster::new().with_config(&json!({ "selector": SELECTOR }));
+    for mode in modes {
+        cluster.insert::<ConfigMap>(
+            serde_json::from_value(json!({
+                "metadata": {
+                    "namespace": "default",
+                    "name": mode,
+                    "labels": { "leasehold.dev/misbehave": "harness" },
+                },
+                "data": { "mode": mode },
+            }))
+            .unwrap(),
+        );
+    }
+    Harness::load(build_component(FIXTURE).unwrap())
+        .unwrap()
+        .with_cluster(cluster)
+        .unwrap()
+}
+
+fn object(name: &str) -> ObjectRef {
+    ObjectRef::namespaced("default", name)
+}
+
+#[test]
+fn the_registration_follows_the_clusters_configuration() {
+    let harness = misbehaving(&[]);
+
+    assert_eq!(
+        harness.registration().label_selector.as_deref(),
+        Some(SELECTOR)
+    );
+}
+
+#[test]
+fn a_reconcile_that_works_writes_to_the_cluster() {
+    let harness = misbehaving(&["ok"]);
+
+    assert_eq!(harness.reconcile(&object("ok")).unwrap(), Action::Done);
+
+    assert!(
+        harness
+            .cluster()
+            .get::<ConfigMap>(&object("ok-handled"))
+            .is_some()
+    );
+}
+
+#[test]
+fn a_trap_fails_that_reconcile_only() {
+    let harness = misbehaving(&["trap", "ok"]);
+
+    let error = harness.reconcile(&object("trap")).unwrap_err();
+
+    assert!(
+        matches!(error, Error::Runtime(runtime::Error::Trap(_))),
+        "{error}"
+    );
+    assert_eq!(harness.reconcile(&object("ok")).unwrap(), Action::Done);
+}
+
+#[test]
+fn a_plugin_that_never_returns_is_stopped_by_its_timeout() {
+    let harness = misbehaving(&["loop"]).with_limits(Limits {
+        timeout: Duration::from_millis(100),
+        ..Limits::default()
+    });
+
+    let error = harness.reconcile(&object("loop")).unwrap_err();
+
+    assert!(
+        matches!(error, Error::Runtime(runtime::Error::Trap(_))),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_plugin_that_allocates_without_bound_is_stopped_by_its_memory_limit() {
+    let harness = misbehaving(&["allocate"]).with_limits(Limits {
+        memory_bytes: 16 << 20,
+        ..Limits::default()
+    });
+
+    let error = harness.reconcile(&object("allocate")).unwrap_err();
+
+    assert!(
+        matches!(error, Error::Runtime(runtime::Error::Trap(_))),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_object_that_is_not_json_is_refused_as_a_bad_request() {
+    let harness = misbehaving(&["malformed"]);
+
+    let error = harness.reconcile(&object("malformed")).unwrap_err();
+
+    assert!(
+        matches!(
+            error,
+            Error::Reconcile {
+                retryable: false,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    let create = &harness.cluster().calls()[0];
+    assert_eq!(create.verb, Verb::Create);
+    assert_eq!(create.error.as_ref().unwrap().code, 400);
+}
+
+#[test]
+fn forbidden_calls_reach_the_plugin_as_403_values() {
+    let harness = misbehaving(&["forbidden"]);
+    harness
+        .cluster()
+        .forbid::<k8s_openapi::api::core::v1::Secret>();
+
+    let error = harness.reconcile(&object("forbidden")).unwrap_err();
+
+    let Error::Reconcile { message, .. } = &error else {
+        panic!("expected the plugin's own error, got {error}");
+    };
+    assert!(message.contains("403"), "{message}");
+    assert_eq!(
+        harness.cluster().calls()[0].to_string(),
+        "list v1/Secret default/* -> 403 Forbidden"
+    );
+}
+
+#[test]
+fn an_unselected_object_reaches_the_plugin_as_absent() {
+    let harness = misbehaving(&[]);
+    harness.cluster().insert::<ConfigMap>(
+        serde_json::from_value(json!({
+            "metadata": { "namespace": "default", "name": "unlabelled" },
+            "data": { "mode": "trap" },
+        }))
+        .unwrap(),
+    );
+
+    assert_eq!(
+        harness.reconcile(&object("unlabelled")).unwrap(),
+        Action::Done,
+        "the plugin never sees the object, so it cannot trap on it"
+    );
+}
+
+#[test]
+fn every_stored_primary_is_reconciled_in_order() {
+    let harness = misbehaving(&["noop", "ok"]);
+
+    let outcomes: Vec<String> = harness
+        .reconcile_all()
+        .into_iter()
+        .map(|(reference, outcome)| format!("{reference}: {}", outcome.is_ok()))
+        .collect();
+
+    assert_eq!(outcomes, ["default/noop: true", "default/ok: true"]);
+}
+
+#[test]
+fn bytes_that_are_not_a_component_are_refused_on_load() {
+    let error = Harness::from_bytes(b"not wasm").unwrap_err();
+
+    assert!(
+        matches!(error, Error::Runtime(runtime::Error::Compile(_))),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_missing_component_file_is_named() {
+    let error = Harness::load("/nonexistent/plugin.wasm").unwrap_err();
+
+    assert!(matches!(error, Error::Read { .. }), "{error}");
+    assert!(error.to_string().contains("/nonexistent/plugin.wasm"));
+}
