@@ -1,8 +1,9 @@
 //! The Helm chart, with the real tools: linted and rendered by `helm`, its
 //! output checked for what users rely on, accepted by the real API server,
-//! its flags accepted by the host's own parser, its RBAC enough for the host
-//! to lead as the chart's ServiceAccount, and bad values refused at install
-//! with the reason.
+//! its flags and Plugin objects accepted by the host's own parsers, its RBAC
+//! enough for the host to lead as the chart's ServiceAccount (and for each
+//! declared plugin, exactly what its values grant), and bad values refused
+//! at install with the reason.
 //!
 //! helm and kubectl are the ones `tools/cluster.sh install` builds and caches.
 
@@ -24,8 +25,10 @@ use kube::Api;
 use kube::api::{ListParams, PostParams};
 use leasehold::Cli;
 use leasehold::cli::Command as HostCommand;
+use leasehold::plugins::{Definition, Plugin, ServiceAccount};
 use leasehold::replica::Config as HostConfig;
 use leasehold::telemetry::LogFormat;
+use leasehold_tests::fixtures::install_plugin_crd;
 use leasehold_tests::{TestCluster, eventually, leasehold_binary, repo_root};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -36,13 +39,71 @@ use tokio::io::AsyncWriteExt;
 /// names its objects (and the election Lease) plainly "leasehold".
 const RELEASE: &str = "leasehold";
 
+/// Values a test renders or installs with.
+#[derive(Clone, Copy, Debug)]
+enum Values<'a> {
+    /// `--set` assignments.
+    Set(&'a [&'a str]),
+    /// A values file (YAML or JSON, given to helm on stdin): lists of
+    /// objects, such as `plugins`, read badly as `--set`.
+    File(&'a str),
+}
+
+impl<'a> Values<'a> {
+    /// helm's arguments for these values, and what to feed its stdin.
+    fn args(self) -> (Vec<String>, Option<&'a str>) {
+        match self {
+            Self::Set(values) => (set_flags(values), None),
+            Self::File(yaml) => (vec!["--values".to_owned(), "-".to_owned()], Some(yaml)),
+        }
+    }
+}
+
 /// Value sets a user is likely to install with.
-const DEFAULTS: &[&str] = &[];
-const HA: &[&str] = &["replicaCount=3"];
-const MONITORED: &[&str] = &[
+const DEFAULTS: Values = Values::Set(&[]);
+const HA: Values = Values::Set(&["replicaCount=3"]);
+const MONITORED: Values = Values::Set(&[
     "serviceMonitor.enabled=true",
     "serviceMonitor.labels.release=prom",
-];
+]);
+/// Two plugins as an operator would declare them: the ConfigMap mirror baked
+/// into the image, with rights in every namespace, and the greeter from a
+/// ConfigMap, suspended, with rights in its own namespace only. Each acts as
+/// a ServiceAccount the chart makes for it.
+const PLUGINS: Values = Values::File(PLUGINS_YAML);
+const PLUGINS_YAML: &str = r#"
+plugins:
+  - name: configmap-mirror
+    source:
+      image: {path: configmap_mirror.wasm}
+    serviceAccountName: configmap-mirror
+    serviceAccount: {create: true}
+    config: {namespaceSelector: "leasehold.dev/mirror-target=true"}
+    limits: {memory: 32Mi, timeout: 1s}
+    clusterRules:
+      - apiGroups: [""]
+        resources: [configmaps]
+        verbs: [get, list, watch, create, update, patch, delete]
+      - apiGroups: [""]
+        resources: [namespaces]
+        verbs: [get, list, watch]
+  - name: greeter
+    source:
+      configMap:
+        name: greeter-component
+        sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    serviceAccountName: greeter
+    serviceAccount: {create: true}
+    limits: {maxConcurrentReconciles: 2}
+    suspend: true
+    rules:
+      - apiGroups: [examples.leasehold.dev]
+        resources: [greetings, greetings/status]
+        verbs: [get, list, watch, update, patch]
+      - apiGroups: [""]
+        resources: [configmaps]
+        verbs: [get, list, watch, create, update, patch]
+"#;
 
 // === helm and kubectl ===
 
@@ -115,8 +176,8 @@ async fn run(program: &Path, args: &[String], stdin: Option<&str>) -> anyhow::Re
     Ok(child.wait_with_output().await?)
 }
 
-async fn helm(args: Vec<String>) -> anyhow::Result<Output> {
-    run(&tools().helm, &args, None).await
+async fn helm(args: Vec<String>, stdin: Option<&str>) -> anyhow::Result<Output> {
+    run(&tools().helm, &args, stdin).await
 }
 
 fn set_flags(values: &[&str]) -> Vec<String> {
@@ -131,7 +192,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// `helm template` into `namespace` with `values`; its status and output.
-async fn template(namespace: &str, values: &[&str]) -> anyhow::Result<Output> {
+async fn template(namespace: &str, values: Values<'_>) -> anyhow::Result<Output> {
     let mut args = vec![
         "template".to_owned(),
         RELEASE.to_owned(),
@@ -139,12 +200,13 @@ async fn template(namespace: &str, values: &[&str]) -> anyhow::Result<Output> {
         "--namespace".to_owned(),
         namespace.to_owned(),
     ];
-    args.extend(set_flags(values));
-    helm(args).await
+    let (values, stdin) = values.args();
+    args.extend(values);
+    helm(args, stdin).await
 }
 
 /// Renders the chart; fails the test with helm's message if it refuses.
-async fn render(namespace: &str, values: &[&str]) -> anyhow::Result<Rendered> {
+async fn render(namespace: &str, values: Values<'_>) -> anyhow::Result<Rendered> {
     let output = template(namespace, values).await?;
     ensure!(
         output.status.success(),
@@ -155,7 +217,7 @@ async fn render(namespace: &str, values: &[&str]) -> anyhow::Result<Rendered> {
 }
 
 /// What helm says when it refuses `values`.
-async fn refusal(values: &[&str]) -> anyhow::Result<String> {
+async fn refusal(values: Values<'_>) -> anyhow::Result<String> {
     let output = template("default", values).await?;
     ensure!(
         !output.status.success(),
@@ -193,6 +255,18 @@ impl Rendered {
         match self.all(kind).as_slice() {
             [object] => object,
             found => panic!("expected one {kind}, found {}", found.len()),
+        }
+    }
+
+    fn named(&self, kind: &str, name: &str) -> &Value {
+        let found: Vec<&Value> = self
+            .all(kind)
+            .into_iter()
+            .filter(|object| object["metadata"]["name"] == name)
+            .collect();
+        match found.as_slice() {
+            [object] => object,
+            _ => panic!("expected one {kind} {name}, found {}", found.len()),
         }
     }
 
@@ -280,14 +354,15 @@ const PLUGIN_PERMISSIONS: [(&str, &str, &str); 11] = [
 
 #[tokio::test]
 async fn chart_passes_strict_lint_with_each_value_set() -> anyhow::Result<()> {
-    for values in [DEFAULTS, HA, MONITORED] {
+    for values in [DEFAULTS, HA, MONITORED, PLUGINS] {
         let mut args = vec![
             "lint".to_owned(),
             "--strict".to_owned(),
             chart().display().to_string(),
         ];
-        args.extend(set_flags(values));
-        let output = helm(args).await?;
+        let (values_args, stdin) = values.args();
+        args.extend(values_args);
+        let output = helm(args, stdin).await?;
         let report = format!("{}{}", text(&output.stdout), text(&output.stderr));
         ensure!(
             output.status.success() && report.contains("0 chart(s) failed"),
@@ -379,13 +454,13 @@ async fn default_args_are_flags_the_host_accepts() -> anyhow::Result<()> {
 async fn election_settings_from_values_reach_the_host() -> anyhow::Result<()> {
     let rendered = render(
         "team-b",
-        &[
+        Values::Set(&[
             "election.leaseName=shared-group",
             "election.leaseDuration=1m",
             "election.renewDeadline=45s",
             "election.retryPeriod=500ms",
             "logFormat=text",
-        ],
+        ]),
     )
     .await?;
     let args = strings(&rendered.container()["args"]);
@@ -459,7 +534,7 @@ async fn replicas_run_locked_down() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn every_object_carries_the_standard_labels() -> anyhow::Result<()> {
-    for values in [DEFAULTS, HA, MONITORED] {
+    for values in [DEFAULTS, HA, MONITORED, PLUGINS] {
         let rendered = render("default", values).await?;
         for object in &rendered.objects {
             let labels = &object["metadata"]["labels"];
@@ -467,6 +542,7 @@ async fn every_object_carries_the_standard_labels() -> anyhow::Result<()> {
                 "app.kubernetes.io/name",
                 "app.kubernetes.io/instance",
                 "app.kubernetes.io/version",
+                "app.kubernetes.io/component",
                 "app.kubernetes.io/managed-by",
                 "helm.sh/chart",
             ] {
@@ -558,18 +634,249 @@ async fn service_monitor_is_rendered_only_when_enabled() -> anyhow::Result<()> {
     Ok(())
 }
 
+// === plugins ===
+
+/// The Plugin CRD as committed (generated from the host's types).
+fn committed_plugin_crd() -> anyhow::Result<String> {
+    Ok(std::fs::read_to_string(
+        chart().join("crds/plugins.leasehold.dev.yaml"),
+    )?)
+}
+
 #[tokio::test]
-async fn no_custom_resources_are_rendered_before_their_crds_exist() -> anyhow::Result<()> {
-    let rendered = render("default", HA).await?;
+async fn the_plugin_crd_ships_in_crds_exactly_as_committed() -> anyhow::Result<()> {
+    let plain = render("default", PLUGINS).await?;
+    assert!(
+        plain.all("CustomResourceDefinition").is_empty(),
+        "a CRD among the templates would be deleted, with every Plugin, on uninstall"
+    );
+
+    let output = helm(
+        vec![
+            "template".to_owned(),
+            RELEASE.to_owned(),
+            chart().display().to_string(),
+            "--include-crds".to_owned(),
+        ],
+        None,
+    )
+    .await?;
+    ensure!(output.status.success(), "{}", text(&output.stderr));
+    let rendered = Rendered::parse(&text(&output.stdout))?;
+    let committed = committed_plugin_crd()?;
+    assert!(
+        rendered.yaml.contains(&committed),
+        "helm template --include-crds must print crds/plugins.leasehold.dev.yaml as committed"
+    );
+    let crd = rendered.one("CustomResourceDefinition");
+    assert_eq!(*crd, serde_saphyr::from_str::<Value>(&committed)?);
+    assert_eq!(crd["metadata"]["name"], "plugins.leasehold.dev");
+    Ok(())
+}
+
+#[tokio::test]
+async fn declared_plugins_render_as_plugin_objects_with_the_identity_asked_for()
+-> anyhow::Result<()> {
+    let plain = render("team-p", DEFAULTS).await?;
+    assert!(plain.all("Plugin").is_empty(), "no plugins unless declared");
+
+    let rendered = render("team-p", PLUGINS).await?;
+    assert_eq!(rendered.all("Plugin").len(), 2);
+    let mirror = rendered.named("Plugin", "configmap-mirror");
+    assert_eq!(mirror["apiVersion"], "leasehold.dev/v1alpha1");
+    assert_eq!(
+        mirror["metadata"]["namespace"], "team-p",
+        "a plugin lives in the release namespace unless it names one"
+    );
+    assert_eq!(
+        mirror["spec"],
+        json!({
+            "source": {"image": {"path": "configmap_mirror.wasm"}},
+            "serviceAccountName": "configmap-mirror",
+            "config": {"namespaceSelector": "leasehold.dev/mirror-target=true"},
+            "limits": {"memory": "32Mi", "timeout": "1s"},
+        })
+    );
+    let greeter = rendered.named("Plugin", "greeter");
+    assert_eq!(
+        greeter["spec"],
+        json!({
+            "source": {"configMap": {
+                "name": "greeter-component",
+                "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            }},
+            "serviceAccountName": "greeter",
+            "limits": {"maxConcurrentReconciles": 2},
+            "suspend": true,
+        })
+    );
+
+    for account in ["configmap-mirror", "greeter"] {
+        let account = rendered.named("ServiceAccount", account);
+        assert_eq!(account["metadata"]["namespace"], "team-p");
+    }
+    // Each plugin's rules are granted where its values say, to its own
+    // account, and nowhere else.
+    let declared: Value = serde_saphyr::from_str(PLUGINS_YAML)?;
+    let subject =
+        |account: &str| json!([{"kind": "ServiceAccount", "name": account, "namespace": "team-p"}]);
+    for (kind, binding_kind, name, rules, account) in [
+        (
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "leasehold-plugin:team-p:configmap-mirror",
+            &declared["plugins"][0]["clusterRules"],
+            "configmap-mirror",
+        ),
+        (
+            "Role",
+            "RoleBinding",
+            "leasehold-plugin-greeter",
+            &declared["plugins"][1]["rules"],
+            "greeter",
+        ),
+    ] {
+        let role = rendered.named(kind, name);
+        assert_eq!(role["rules"], *rules, "{kind} {name}");
+        let binding = rendered.named(binding_kind, name);
+        assert_eq!(binding["subjects"], subject(account), "{binding}");
+        assert_eq!(binding["roleRef"]["kind"], kind);
+        assert_eq!(binding["roleRef"]["name"], name);
+    }
+    assert_eq!(
+        rendered.all("Role").len(),
+        2,
+        "the chart's own and the greeter's"
+    );
+    assert_eq!(
+        rendered.all("ClusterRole").len(),
+        2,
+        "the chart's own and the mirror's"
+    );
+
+    let for_plugins = [
+        ("Plugin", "configmap-mirror"),
+        ("Plugin", "greeter"),
+        ("ServiceAccount", "configmap-mirror"),
+        ("ServiceAccount", "greeter"),
+        ("ClusterRole", "leasehold-plugin:team-p:configmap-mirror"),
+        (
+            "ClusterRoleBinding",
+            "leasehold-plugin:team-p:configmap-mirror",
+        ),
+        ("Role", "leasehold-plugin-greeter"),
+        ("RoleBinding", "leasehold-plugin-greeter"),
+    ];
     for object in &rendered.objects {
-        let api_version = object["apiVersion"].as_str().unwrap_or_default();
-        assert!(
-            !api_version.contains("leasehold.dev"),
-            "no Plugin objects yet: {object}"
+        let labels = &object["metadata"]["labels"];
+        let for_a_plugin = for_plugins
+            .iter()
+            .any(|(kind, name)| object["kind"] == *kind && object["metadata"]["name"] == *name);
+        let component = if for_a_plugin {
+            "plugin"
+        } else {
+            "control-plane"
+        };
+        assert_eq!(
+            labels["app.kubernetes.io/component"], component,
+            "{} {}",
+            object["kind"], object["metadata"]["name"]
         );
     }
-    assert!(rendered.all("CustomResourceDefinition").is_empty());
-    assert!(!rendered.yaml.contains("kind: Plugin\n"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn rendered_plugins_are_definitions_the_host_accepts() -> anyhow::Result<()> {
+    let rendered = render("team-p", PLUGINS).await?;
+    let definition = |name: &str| -> anyhow::Result<(Plugin, Definition)> {
+        let plugin: Plugin = serde_json::from_value(rendered.named("Plugin", name).clone())?;
+        let definition = Definition::of(&plugin)?;
+        Ok((plugin, definition))
+    };
+
+    let (plugin, mirror) = definition("configmap-mirror")?;
+    assert_eq!(plugin.spec.source.describe(), "image:configmap_mirror.wasm");
+    assert_eq!(mirror.name, "team-p/configmap-mirror");
+    assert_eq!(
+        mirror.service_account,
+        ServiceAccount::new("team-p", "configmap-mirror")
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&mirror.config)?,
+        json!({"namespaceSelector": "leasehold.dev/mirror-target=true"})
+    );
+    assert_eq!(mirror.limits.memory_bytes, 32 << 20);
+    assert_eq!(mirror.limits.timeout, Duration::from_secs(1));
+    assert!(!plugin.spec.suspend);
+
+    let (plugin, greeter) = definition("greeter")?;
+    assert_eq!(
+        plugin.spec.source.describe(),
+        "configMap:greeter-component/component.wasm"
+    );
+    assert_eq!(
+        greeter.service_account,
+        ServiceAccount::new("team-p", "greeter")
+    );
+    assert_eq!(&*greeter.config, "{}");
+    assert_eq!(greeter.limits.concurrency, 2);
+    assert!(plugin.spec.suspend);
+    Ok(())
+}
+
+#[tokio::test]
+async fn each_plugin_account_is_made_once_in_the_plugins_namespace() -> anyhow::Result<()> {
+    let plugin = |name: &str, namespace: Option<&str>| {
+        let mut plugin = json!({
+            "name": name,
+            "source": {"image": {"path": format!("{name}.wasm")}},
+            "serviceAccountName": "shared",
+            "serviceAccount": {"create": true},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}],
+        });
+        if let Some(namespace) = namespace {
+            plugin["namespace"] = json!(namespace);
+        }
+        plugin
+    };
+    let values = json!({"plugins": [
+        plugin("a", Some("team-q")),
+        plugin("b", None),
+        plugin("c", Some("team-q")),
+    ]})
+    .to_string();
+    let rendered = render("team-p", Values::File(&values)).await?;
+
+    let namespace_of =
+        |kind: &str, name: &str| rendered.named(kind, name)["metadata"]["namespace"].clone();
+    assert_eq!(namespace_of("Plugin", "a"), "team-q");
+    assert_eq!(namespace_of("Plugin", "b"), "team-p");
+    let mut accounts: Vec<String> = rendered
+        .all("ServiceAccount")
+        .iter()
+        .map(|account| {
+            format!(
+                "{}/{}",
+                account["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default(),
+                account["metadata"]["name"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    accounts.sort();
+    assert_eq!(
+        accounts,
+        ["team-p/leasehold", "team-p/shared", "team-q/shared"],
+        "one account per namespace, however many plugins share it"
+    );
+    let binding = rendered.named("RoleBinding", "leasehold-plugin-a");
+    assert_eq!(binding["metadata"]["namespace"], "team-q");
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "shared", "namespace": "team-q"}])
+    );
     Ok(())
 }
 
@@ -609,13 +916,9 @@ async fn bad_values_are_refused_at_install_with_the_reason() -> anyhow::Result<(
             "election.retryPeriod=9s",
             &["election.renewDeadline (10s) must be greater than 1.2 × election.retryPeriod (9s)"],
         ),
-        (
-            "plugins[0].name=example",
-            &["plugins: Plugin objects are not supported"],
-        ),
     ];
     for (value, reasons) in cases {
-        let message = refusal(&[value]).await?;
+        let message = refusal(Values::Set(&[value])).await?;
         for reason in *reasons {
             assert!(
                 message.contains(reason),
@@ -649,7 +952,10 @@ async fn chart_and_host_agree_on_which_election_timings_are_valid() -> anyhow::R
             format!("election.retryPeriod={retry}"),
         ];
         let values: Vec<&str> = values.iter().map(String::as_str).collect();
-        let chart_accepts = template("default", &values).await?.status.success();
+        let chart_accepts = template("default", Values::Set(&values))
+            .await?
+            .status
+            .success();
         let host_accepts = host_config(&[
             "run".to_owned(),
             format!("--lease-duration={lease}"),
@@ -664,6 +970,304 @@ async fn chart_and_host_agree_on_which_election_timings_are_valid() -> anyhow::R
         assert_eq!(
             chart_accepts, host_accepts,
             "chart and host disagree on lease {lease}, deadline {deadline}, retry {retry}"
+        );
+    }
+    Ok(())
+}
+
+/// A plugin the chart accepts.
+fn valid_plugin() -> Value {
+    json!({
+        "name": "mirror",
+        "source": {"image": {"path": "configmap_mirror.wasm"}},
+        "serviceAccountName": "mirror",
+    })
+}
+
+/// [`valid_plugin`] with the field at `pointer` (`/limits/memory`) set to
+/// `value`, or removed when `value` is `None`.
+fn plugin_with(pointer: &str, value: Option<Value>) -> Value {
+    let mut plugin = valid_plugin();
+    let (parent, field) = pointer.rsplit_once('/').expect("a JSON pointer");
+    let mut target = &mut plugin;
+    for key in parent.split('/').skip(1) {
+        // Indexing creates missing objects on the way.
+        target = &mut target[key];
+    }
+    match value {
+        Some(value) => target[field] = value,
+        None => {
+            if let Some(object) = target.as_object_mut() {
+                object.remove(field);
+            }
+        }
+    }
+    plugin
+}
+
+#[tokio::test]
+async fn bad_plugin_values_are_refused_at_install_with_the_reason() -> anyhow::Result<()> {
+    let digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let cases: Vec<(Value, &[&str])> = vec![
+        (
+            json!({"name": "mirror"}),
+            &["at '/plugins': got object, want array"],
+        ),
+        (
+            json!([plugin_with("/name", None)]),
+            &["at '/plugins/0': missing property 'name'"],
+        ),
+        (
+            json!([plugin_with("/name", Some(json!("Mirror_1")))]),
+            &["at '/plugins/0/name'", "does not match pattern"],
+        ),
+        (
+            json!([plugin_with("/name", Some(json!(7)))]),
+            &["at '/plugins/0/name': got number, want string"],
+        ),
+        (
+            json!([plugin_with("/namespace", Some(json!("team.a")))]),
+            &["at '/plugins/0/namespace'", "does not match pattern"],
+        ),
+        (
+            json!([plugin_with("/source", None)]),
+            &["at '/plugins/0': missing property 'source'"],
+        ),
+        (
+            json!([plugin_with("/source", Some(json!({})))]),
+            &[
+                "plugins[0] (Plugin default/mirror): source must set exactly one of configMap, http, oci, image; it sets none",
+            ],
+        ),
+        (
+            json!([plugin_with(
+                "/source/oci",
+                Some(json!({"reference": "registry.example/mirror:1.0"}))
+            )]),
+            &[
+                "plugins[0] (Plugin default/mirror): source must set exactly one",
+                "it sets image and oci",
+            ],
+        ),
+        (
+            json!([plugin_with(
+                "/source/git",
+                Some(json!({"url": "https://example.com/mirror"}))
+            )]),
+            &["at '/plugins/0/source': additional properties 'git' not allowed"],
+        ),
+        (
+            json!([plugin_with(
+                "/source",
+                Some(json!({"http": {"url": "https://example.com/m.wasm"}}))
+            )]),
+            &["at '/plugins/0/source/http': missing property 'sha256'"],
+        ),
+        (
+            json!([plugin_with(
+                "/source",
+                Some(json!({"http": {"url": "ftp://example.com/m.wasm", "sha256": digest}}))
+            )]),
+            &["at '/plugins/0/source/http/url'", "does not match pattern"],
+        ),
+        (
+            json!([plugin_with(
+                "/source",
+                Some(json!({"configMap": {"name": "mirror", "sha256": "abc"}}))
+            )]),
+            &[
+                "at '/plugins/0/source/configMap/sha256'",
+                "does not match pattern",
+            ],
+        ),
+        (
+            json!([plugin_with("/source/image/path", Some(json!("")))]),
+            &["at '/plugins/0/source/image/path'", "minLength"],
+        ),
+        (
+            json!([plugin_with("/serviceAccountName", None)]),
+            &["at '/plugins/0': missing property 'serviceAccountName'"],
+        ),
+        (
+            json!([plugin_with("/serviceAccountName", Some(json!("leasehold")))]),
+            &[
+                "plugins[0] (Plugin default/mirror): serviceAccountName \"leasehold\" is the ServiceAccount the replicas run as",
+            ],
+        ),
+        (
+            json!([plugin_with("/serviceaccountName", Some(json!("mirror")))]),
+            &["at '/plugins/0': additional properties 'serviceaccountName' not allowed"],
+        ),
+        (
+            json!([plugin_with("/serviceAccount/name", Some(json!("mirror")))]),
+            &["at '/plugins/0/serviceAccount': additional properties 'name' not allowed"],
+        ),
+        (
+            json!([plugin_with("/serviceAccount/create", Some(json!("yes")))]),
+            &["at '/plugins/0/serviceAccount/create': got string, want boolean"],
+        ),
+        (
+            json!([plugin_with(
+                "/config",
+                Some(json!("namespaceSelector=team"))
+            )]),
+            &["at '/plugins/0/config': got string, want object"],
+        ),
+        (
+            json!([plugin_with("/suspend", Some(json!("yes")))]),
+            &["at '/plugins/0/suspend': got string, want boolean"],
+        ),
+        (
+            json!([plugin_with(
+                "/limits/maxConcurrentReconciles",
+                Some(json!(0))
+            )]),
+            &["at '/plugins/0/limits/maxConcurrentReconciles': minimum: got 0, want 1"],
+        ),
+        (
+            json!([plugin_with(
+                "/limits/maxConcurrentReconciles",
+                Some(json!(-1))
+            )]),
+            &["at '/plugins/0/limits/maxConcurrentReconciles': minimum: got -1, want 1"],
+        ),
+        (
+            json!([plugin_with(
+                "/limits/maxConcurrentReconciles",
+                Some(json!(65))
+            )]),
+            &["at '/plugins/0/limits/maxConcurrentReconciles': maximum: got 65, want 64"],
+        ),
+        (
+            json!([plugin_with(
+                "/limits/maxConcurrentReconciles",
+                Some(json!("4"))
+            )]),
+            &["at '/plugins/0/limits/maxConcurrentReconciles': got string, want integer"],
+        ),
+        (
+            json!([plugin_with("/limits/memory", Some(json!(67108864)))]),
+            &["at '/plugins/0/limits/memory': got number, want string"],
+        ),
+        (
+            json!([plugin_with("/limits/memory", Some(json!("64MB")))]),
+            &["at '/plugins/0/limits/memory'", "does not match pattern"],
+        ),
+        (
+            json!([plugin_with("/limits/memory", Some(json!("1Gi")))]),
+            &[
+                "plugins[0] (Plugin default/mirror): limits.memory 1Gi is more than the host allows a plugin (512Mi)",
+            ],
+        ),
+        (
+            json!([plugin_with("/limits/timeout", Some(json!("2 seconds")))]),
+            &["at '/plugins/0/limits/timeout'", "does not match pattern"],
+        ),
+        (
+            json!([plugin_with("/limits/timeout", Some(json!("10m")))]),
+            &["plugins[0] (Plugin default/mirror): limits.timeout 10m must be between 1ms and 5m"],
+        ),
+        (
+            json!([plugin_with("/limits/cpu", Some(json!("100m")))]),
+            &["at '/plugins/0/limits': additional properties 'cpu' not allowed"],
+        ),
+        (
+            json!([plugin_with(
+                "/rules",
+                Some(json!([{"apiGroups": [""], "resources": ["configmaps"]}]))
+            )]),
+            &["at '/plugins/0/rules/0': missing property 'verbs'"],
+        ),
+        (
+            json!([plugin_with(
+                "/clusterRules",
+                Some(json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": []}]))
+            )]),
+            &["at '/plugins/0/clusterRules/0/verbs': minItems: got 0, want 1"],
+        ),
+        (
+            json!([plugin_with(
+                "/clusterRules",
+                Some(json!([{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]))
+            )]),
+            &[
+                "at '/plugins/0/clusterRules/0'",
+                "additional properties 'nonResourceURLs' not allowed",
+            ],
+        ),
+        (
+            json!([plugin_with("/rules", Some(json!({"apiGroups": [""]})))]),
+            &["at '/plugins/0/rules': got object, want array"],
+        ),
+        (
+            json!([valid_plugin(), valid_plugin()]),
+            &["plugins[1] (Plugin default/mirror): plugins[0] already declares this Plugin"],
+        ),
+    ];
+    for (plugins, reasons) in cases {
+        let values = json!({ "plugins": plugins }).to_string();
+        let message = refusal(Values::File(&values)).await?;
+        for reason in reasons {
+            assert!(
+                message.contains(reason),
+                "plugins {plugins} were refused, but the message does not say {reason:?}:\n{message}"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn chart_and_host_agree_on_which_plugin_limits_are_valid() -> anyhow::Result<()> {
+    // (limits, valid)
+    let cases = [
+        (
+            json!({"memory": "64Mi", "timeout": "2s", "maxConcurrentReconciles": 4}),
+            true,
+        ),
+        (json!({"memory": "512Mi"}), true),
+        (json!({"memory": "536870912"}), true),
+        (json!({"memory": "1024Ki"}), true),
+        (json!({"memory": "513Mi"}), false),
+        (json!({"memory": "1Gi"}), false),
+        (json!({"memory": "536870913"}), false),
+        (json!({"memory": "64MB"}), false),
+        (json!({"timeout": "1ms"}), true),
+        (json!({"timeout": "1m30s"}), true),
+        (json!({"timeout": "5m"}), true),
+        (json!({"timeout": "5m1s"}), false),
+        (json!({"timeout": "1h"}), false),
+        (json!({"timeout": "0s"}), false),
+        (json!({"timeout": "soon"}), false),
+        (json!({"maxConcurrentReconciles": 1}), true),
+        (json!({"maxConcurrentReconciles": 0}), false),
+        (json!({"maxConcurrentReconciles": -1}), false),
+    ];
+    for (limits, valid) in cases {
+        let plugin = plugin_with("/limits", Some(limits.clone()));
+        let values = json!({ "plugins": [plugin.clone()] }).to_string();
+        let chart_accepts = template("default", Values::File(&values))
+            .await?
+            .status
+            .success();
+        let host_accepts = serde_json::from_value::<Plugin>(json!({
+            "apiVersion": "leasehold.dev/v1alpha1",
+            "kind": "Plugin",
+            "metadata": {"name": "mirror", "namespace": "default"},
+            "spec": {
+                "source": plugin["source"],
+                "serviceAccountName": plugin["serviceAccountName"],
+                "limits": limits,
+            },
+        }))
+        .is_ok_and(|plugin| Definition::of(&plugin).is_ok());
+        assert_eq!(
+            host_accepts, valid,
+            "the host's rules changed for limits {limits}; update this table and the chart"
+        );
+        assert_eq!(
+            chart_accepts, host_accepts,
+            "chart and host disagree on limits {limits}"
         );
     }
     Ok(())
@@ -757,12 +1361,31 @@ async fn kubectl(cluster: &TestCluster, args: &[&str], stdin: &str) -> anyhow::R
     run(&tools().kubectl, &all, Some(stdin)).await
 }
 
+/// The `plugins:` example commented in values.yaml, uncommented: what users
+/// copy must install.
+fn values_yaml_plugin_example() -> anyhow::Result<String> {
+    let values = std::fs::read_to_string(chart().join("values.yaml"))?;
+    let example: Vec<&str> = values
+        .lines()
+        .skip_while(|line| *line != "# plugins:")
+        .take_while(|line| line.starts_with('#'))
+        .map(|line| line.strip_prefix("# ").unwrap_or("").trim_end())
+        .collect();
+    ensure!(
+        example.len() > 1,
+        "values.yaml lacks its commented `# plugins:` example"
+    );
+    Ok(example.join("\n"))
+}
+
 #[tokio::test]
 async fn api_server_accepts_the_rendered_manifests_in_a_server_side_dry_run() -> anyhow::Result<()>
 {
     let cluster = TestCluster::shared().await;
     install_service_monitor_crd(cluster).await?;
-    for values in [DEFAULTS, HA, MONITORED] {
+    install_plugin_crd(&cluster.client()?).await?;
+    let example = values_yaml_plugin_example()?;
+    for values in [DEFAULTS, HA, MONITORED, PLUGINS, Values::File(&example)] {
         let namespace = cluster.namespace("chart-dry-run").await?;
         let rendered = render(&namespace, values).await?;
         let output = kubectl(
@@ -799,7 +1422,7 @@ async fn api_server_accepts_the_rendered_manifests_in_a_server_side_dry_run() ->
 
 /// `helm install`s the chart into a fresh namespace; returns the namespace
 /// and helm's output (with NOTES).
-async fn install(cluster: &TestCluster, values: &[&str]) -> anyhow::Result<(String, String)> {
+async fn install(cluster: &TestCluster, values: Values<'_>) -> anyhow::Result<(String, String)> {
     let namespace = cluster.namespace("chart-install").await?;
     let mut args = vec![
         "install".to_owned(),
@@ -810,8 +1433,9 @@ async fn install(cluster: &TestCluster, values: &[&str]) -> anyhow::Result<(Stri
         "--kubeconfig".to_owned(),
         cluster.kubeconfig().display().to_string(),
     ];
-    args.extend(set_flags(values));
-    let output = helm(args).await?;
+    let (values, stdin) = values.args();
+    args.extend(values);
+    let output = helm(args, stdin).await?;
     ensure!(
         output.status.success(),
         "helm install failed: {}",
@@ -823,7 +1447,7 @@ async fn install(cluster: &TestCluster, values: &[&str]) -> anyhow::Result<(Stri
 async fn upgrade(
     cluster: &TestCluster,
     namespace: &str,
-    values: &[&str],
+    values: Values<'_>,
 ) -> anyhow::Result<Output> {
     let mut args = vec![
         "upgrade".to_owned(),
@@ -835,8 +1459,9 @@ async fn upgrade(
         cluster.kubeconfig().display().to_string(),
         "--reuse-values".to_owned(),
     ];
-    args.extend(set_flags(values));
-    helm(args).await
+    let (values, stdin) = values.args();
+    args.extend(values);
+    helm(args, stdin).await
 }
 
 #[tokio::test]
@@ -887,7 +1512,12 @@ async fn replica_count_is_all_it_takes_to_go_ha_and_back() -> anyhow::Result<()>
 
     // A bad upgrade is refused by helm and changes nothing.
     let before = deployments.get(RELEASE).await?.metadata.resource_version;
-    let output = upgrade(cluster, &namespace, &["election.renewDeadline=20s"]).await?;
+    let output = upgrade(
+        cluster,
+        &namespace,
+        Values::Set(&["election.renewDeadline=20s"]),
+    )
+    .await?;
     assert!(
         !output.status.success(),
         "renewDeadline 20s > leaseDuration 15s"
@@ -898,12 +1528,77 @@ async fn replica_count_is_all_it_takes_to_go_ha_and_back() -> anyhow::Result<()>
         before
     );
 
-    let output = upgrade(cluster, &namespace, &["replicaCount=1"]).await?;
+    let output = upgrade(cluster, &namespace, Values::Set(&["replicaCount=1"])).await?;
     ensure!(output.status.success(), "{}", text(&output.stderr));
     let deployment = deployments.get(RELEASE).await?;
     assert_eq!(replicas(&deployment), Some(1));
     assert!(!anti_affinity(&deployment));
     assert!(budgets.get_opt(RELEASE).await?.is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn installed_plugins_act_with_the_rights_their_values_grant_and_no_more() -> anyhow::Result<()>
+{
+    let cluster = TestCluster::shared().await;
+    // helm installs crds/ only when the CRD is absent, and the cluster is
+    // shared: install it as a first install would, and wait until it is served.
+    install_plugin_crd(&cluster.client()?).await?;
+    let (namespace, notes) = install(cluster, PLUGINS).await?;
+    let hint =
+        format!("kubectl get plugins --all-namespaces -l app.kubernetes.io/instance={RELEASE}");
+    assert!(notes.contains(&hint), "NOTES lack {hint:?}:\n{notes}");
+
+    let plugins: Api<Plugin> = Api::namespaced(cluster.client()?, &namespace);
+    let mut names: Vec<String> = plugins
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(|plugin| plugin.metadata.name.clone().unwrap_or_default())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["configmap-mirror", "greeter"]);
+    assert!(plugins.get("greeter").await?.spec.suspend);
+
+    let mirror = format!("system:serviceaccount:{namespace}:configmap-mirror");
+    let greeter = format!("system:serviceaccount:{namespace}:greeter");
+    for (user, scope, permission) in [
+        (&mirror, "any-namespace", ("", "configmaps", "update")),
+        (&mirror, "", ("", "namespaces", "watch")),
+        (&greeter, namespace.as_str(), ("", "configmaps", "create")),
+        (
+            &greeter,
+            namespace.as_str(),
+            ("examples.leasehold.dev", "greetings/status", "patch"),
+        ),
+    ] {
+        assert!(
+            allowed(cluster, user, scope, permission).await?,
+            "{user} must be allowed {permission:?} in {scope:?}"
+        );
+    }
+    for (user, scope, permission) in [
+        (&greeter, "default", ("", "configmaps", "get")),
+        (&greeter, namespace.as_str(), ("", "configmaps", "delete")),
+        (&mirror, namespace.as_str(), ("", "secrets", "get")),
+        (&greeter, namespace.as_str(), ("", "secrets", "get")),
+        (
+            &mirror,
+            namespace.as_str(),
+            ("leasehold.dev", "plugins", "update"),
+        ),
+        (
+            &mirror,
+            namespace.as_str(),
+            ("", "serviceaccounts", "impersonate"),
+        ),
+    ] {
+        assert!(
+            !allowed(cluster, user, scope, permission).await?,
+            "{user} must not be allowed {permission:?} in {scope:?}"
+        );
+    }
     Ok(())
 }
 

@@ -32,14 +32,24 @@ app.kubernetes.io/name: {{ include "leasehold.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
-{{/* The standard labels on every object. */}}
-{{- define "leasehold.labels" -}}
+{{/* The standard labels on every object; the component says which part. */}}
+{{- define "leasehold.commonLabels" -}}
 helm.sh/chart: {{ include "leasehold.chart" . }}
 {{ include "leasehold.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | quote }}
-app.kubernetes.io/component: control-plane
 app.kubernetes.io/part-of: leasehold
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "leasehold.labels" -}}
+{{ include "leasehold.commonLabels" . }}
+app.kubernetes.io/component: control-plane
+{{- end }}
+
+{{/* On declared plugins: the Plugin objects and the identities made for them. */}}
+{{- define "leasehold.pluginLabels" -}}
+{{ include "leasehold.commonLabels" . }}
+app.kubernetes.io/component: plugin
 {{- end }}
 
 {{- define "leasehold.serviceAccountName" -}}
@@ -113,7 +123,54 @@ value; this checks how they relate (the host's own rules, from client-go).
 {{- if le (mul $deadline 5) (mul $retry 6) }}
 {{- fail (printf "election.renewDeadline (%s) must be greater than 1.2 × election.retryPeriod (%s): a leader needs at least one retry before it steps down" $e.renewDeadline $e.retryPeriod) }}
 {{- end }}
-{{- if .Values.plugins }}
-{{- fail "plugins: Plugin objects are not supported by this chart version yet (they come with the Plugin CRD); leave plugins empty" }}
+{{- end }}
+
+{{/*
+Bytes in a quantity that values.schema.json has already checked (at most 9
+digits, then Ki, Mi, Gi or nothing, so the product fits in an int64).
+*/}}
+{{- define "leasehold.bytes" -}}
+{{- $amount := regexFind "^[0-9]+" . }}
+{{- $unit := trimPrefix $amount . }}
+{{- mul (int64 $amount) (get (dict "" 1 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824) $unit) }}
+{{- end }}
+
+{{/*
+Refuses plugin declarations the schema cannot judge one value at a time,
+or not clearly: a source that is not exactly one kind; the same Plugin
+twice; a plugin acting as the replicas' own ServiceAccount,
+which would hand it the host's rights; and limits the host refuses when it
+loads the plugin (memory above 512Mi, a timeout outside 1ms to 5m), which
+would otherwise show only on the Plugin's status after the install.
+*/}}
+{{- define "leasehold.validatePlugins" -}}
+{{- $seen := dict }}
+{{- $own := include "leasehold.serviceAccountName" . }}
+{{- range $index, $plugin := .Values.plugins }}
+{{- $namespace := $plugin.namespace | default $.Release.Namespace }}
+{{- $key := printf "%s/%s" $namespace $plugin.name }}
+{{- $at := printf "plugins[%d] (Plugin %s)" $index $key }}
+{{- if hasKey $seen $key }}
+{{- fail (printf "%s: plugins[%d] already declares this Plugin; names must be unique in a namespace" $at (get $seen $key)) }}
+{{- end }}
+{{- $_ := set $seen $key $index }}
+{{- $sources := keys $plugin.source | sortAlpha }}
+{{- if ne (len $sources) 1 }}
+{{- fail (printf "%s: source must set exactly one of configMap, http, oci, image; it sets %s" $at (ternary "none" (join " and " $sources) (empty $sources))) }}
+{{- end }}
+{{- if and (eq $namespace $.Release.Namespace) (eq $plugin.serviceAccountName $own) }}
+{{- fail (printf "%s: serviceAccountName %q is the ServiceAccount the replicas run as, and would give the plugin the host's rights; give the plugin its own" $at $own) }}
+{{- end }}
+{{- with $plugin.limits }}
+{{- if and .memory (gt (include "leasehold.bytes" .memory | int64) (mul 512 1048576)) }}
+{{- fail (printf "%s: limits.memory %s is more than the host allows a plugin (512Mi)" $at .memory) }}
+{{- end }}
+{{- if .timeout }}
+{{- $millis := include "leasehold.durationMillis" .timeout | int64 }}
+{{- if or (le $millis 0) (gt $millis 300000) }}
+{{- fail (printf "%s: limits.timeout %s must be between 1ms and 5m" $at .timeout) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
