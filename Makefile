@@ -11,7 +11,7 @@ include plugins/Makefile.inc
 help:
 	@echo "make demo            the HA story end to end on a local control plane"
 	@echo "make test            every test (unit + against a real kube-apiserver)"
-	@echo "make bench           every benchmark (bench-failover, bench-runtime, bench-reload)"
+	@echo "make bench           every benchmark (bench-failover, bench-runtime, bench-reload, bench-new-plugin)"
 	@echo "make plugins         build the example plugins to wasm32-wasip2 components"
 	@echo "make test-chart      the Helm chart tests (real helm, kubectl, kube-apiserver)"
 	@echo "make cluster-up      start the local control plane (prints its kubeconfig)"
@@ -39,7 +39,7 @@ demo: deps
 	$(CARGO) build --release --target wasm32-wasip2 -p configmap-mirror
 	tools/with-cluster.sh tools/demo.sh
 
-bench: bench-failover bench-runtime bench-reload
+bench: bench-failover bench-runtime bench-reload bench-new-plugin
 
 bench-failover: deps
 	$(CARGO) build --release -p leasehold
@@ -59,6 +59,13 @@ bench-runtime: deps
 bench-reload: deps
 	$(CARGO) build --release -p leasehold
 	tools/with-cluster.sh $(CARGO) bench -p leasehold-tests --bench reload
+
+## bench-new-plugin: `leasehold plugin new` to that plugin reconciling in the
+## local control plane, build included, from a fresh target directory.
+.PHONY: bench-new-plugin
+bench-new-plugin: deps
+	$(CARGO) build --release -p leasehold
+	tools/with-cluster.sh $(CARGO) bench -p leasehold-tests --bench new_plugin
 
 test-chart: deps
 	tools/with-cluster.sh $(CARGO) test -p leasehold-tests --test chart

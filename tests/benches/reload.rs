@@ -150,6 +150,7 @@ async fn main() -> anyhow::Result<()> {
 /// The `compile_ms` of every "plugin ready" line in a replica's log.
 fn compile_times(log: &str) -> Vec<f64> {
     log.lines()
+        .map(without_colours)
         .filter(|line| line.contains("plugin ready"))
         .filter_map(|line| {
             let after = &line[line.find("compile_ms")? + "compile_ms".len()..];
@@ -161,6 +162,21 @@ fn compile_times(log: &str) -> Vec<f64> {
             digits.parse().ok()
         })
         .collect()
+}
+
+/// `line` without ANSI colour sequences (`ESC [ … m`), whose digits would
+/// read as values.
+fn without_colours(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
 }
 
 impl Bench {
