@@ -19,6 +19,7 @@ use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
@@ -28,8 +29,10 @@ use leasehold::cli::Command as HostCommand;
 use leasehold::plugins::{Definition, Plugin, ServiceAccount};
 use leasehold::replica::Config as HostConfig;
 use leasehold::telemetry::LogFormat;
-use leasehold_tests::fixtures::install_plugin_crd;
-use leasehold_tests::{TestCluster, eventually, leasehold_binary, repo_root};
+use leasehold_tests::fixtures::{config_map, install_plugin_crd, labelled_namespace};
+use leasehold_tests::{
+    TestCluster, eventually, leasehold_binary, plugin_component, repo_root, unique_name,
+};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
@@ -1422,6 +1425,74 @@ async fn api_server_accepts_the_rendered_manifests_in_a_server_side_dry_run() ->
 
 /// `helm install`s the chart into a fresh namespace; returns the namespace
 /// and helm's output (with NOTES).
+#[tokio::test]
+async fn a_plugin_declared_in_values_runs_with_the_charts_rbac_alone() -> anyhow::Result<()> {
+    let cluster = TestCluster::shared().await;
+    let admin = cluster.client()?;
+    // The built components stand in for the ones the image bakes in.
+    let plugin_root = plugin_component("configmap-mirror")
+        .parent()
+        .context("components live in a directory")?
+        .display()
+        .to_string();
+    let selector = unique_name("mirror-target");
+    let values = format!(
+        r#"
+extraArgs: ["--plugin-root={plugin_root}"]
+plugins:
+  - name: configmap-mirror
+    source: {{image: {{path: configmap_mirror.wasm}}}}
+    serviceAccountName: configmap-mirror
+    serviceAccount: {{create: true}}
+    config: {{namespaceSelector: "leasehold.dev/mirror-target={selector}"}}
+    clusterRules:
+      - {{apiGroups: [""], resources: [configmaps], verbs: [get, list, watch, create, update, patch, delete]}}
+      - {{apiGroups: [""], resources: [namespaces], verbs: [get, list, watch]}}
+      - {{apiGroups: ["", events.k8s.io], resources: [events], verbs: [create, patch]}}
+"#
+    );
+    let (namespace, _) = install(cluster, Values::File(&values)).await?;
+    let pod_name = "leasehold-7d4b9c6f8-m2p5r";
+    let replica = InstalledReplica::start(cluster, &namespace, pod_name).await?;
+
+    let plugins: Api<Plugin> = Api::namespaced(admin.clone(), &namespace);
+    eventually(Duration::from_secs(90), "the plugin to run", || async {
+        let status = plugins.get("configmap-mirror").await.ok()?.status?;
+        let ready = status
+            .conditions
+            .iter()
+            .any(|condition| condition.type_ == "Ready" && condition.status == "True");
+        (ready && status.running_on.as_deref() == Some(pod_name)).then_some(())
+    })
+    .await
+    .with_context(|| replica.log())?;
+
+    // It acts as its own account, which the host impersonates: a copy lands.
+    let target = labelled_namespace(&admin, ("leasehold.dev/mirror-target", &selector)).await?;
+    Api::<ConfigMap>::namespaced(admin.clone(), &namespace)
+        .create(
+            &PostParams::default(),
+            &config_map(
+                "settings",
+                &[("leasehold.dev/mirror", "true")],
+                &[("a", "1")],
+            ),
+        )
+        .await?;
+    let copies: Api<ConfigMap> = Api::namespaced(admin, &target);
+    eventually(Duration::from_secs(60), "the mirrored copy", || async {
+        copies.get_opt("settings").await.ok()?.map(|_| ())
+    })
+    .await
+    .with_context(|| replica.log())?;
+    let log = replica.log();
+    assert!(
+        !log.to_lowercase().contains("forbidden"),
+        "the chart's RBAC denied the host something:\n{log}"
+    );
+    Ok(())
+}
+
 async fn install(cluster: &TestCluster, values: Values<'_>) -> anyhow::Result<(String, String)> {
     let namespace = cluster.namespace("chart-install").await?;
     let mut args = vec![
@@ -1668,6 +1739,9 @@ async fn installed_rbac_grants_the_service_account_what_it_needs_and_no_more() -
         ("", "pods", "create"),
         ("leasehold.dev", "plugins", "delete"),
         ("", "users", "impersonate"),
+        // Naming groups when impersonating would let the host claim any
+        // group, system:masters included; a ServiceAccount's come with it.
+        ("", "groups", "impersonate"),
     ] {
         assert!(
             !allowed(cluster, &user, &namespace, denied).await?,
@@ -1708,55 +1782,80 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// A replica started the way the installed Deployment's container runs: its
+/// args (bar the listen address: a test shares loopback with others), the
+/// pod's ServiceAccount token and, through the downward API, its name.
+struct InstalledReplica {
+    child: tokio::process::Child,
+    port: u16,
+    log: PathBuf,
+    _workdir: tempfile::TempDir,
+}
+
+impl InstalledReplica {
+    async fn start(cluster: &TestCluster, namespace: &str, pod_name: &str) -> anyhow::Result<Self> {
+        let deployment = Api::<Deployment>::namespaced(cluster.client()?, namespace)
+            .get(RELEASE)
+            .await?;
+        let container = deployment
+            .spec
+            .and_then(|spec| spec.template.spec)
+            .and_then(|pod| pod.containers.into_iter().next())
+            .context("the Deployment has a container")?;
+        let port = free_port()?;
+        let args: Vec<String> = container
+            .args
+            .unwrap_or_default()
+            .into_iter()
+            .map(|arg| {
+                if arg.starts_with("--listen=") {
+                    format!("--listen=127.0.0.1:{port}")
+                } else {
+                    arg
+                }
+            })
+            .collect();
+        let workdir = tempfile::Builder::new()
+            .prefix("leasehold-chart")
+            .tempdir()?;
+        let token = cluster.service_account_token(namespace, RELEASE).await?;
+        let kubeconfig = workdir.path().join("kubeconfig");
+        token_kubeconfig(cluster.kubeconfig(), &token, &kubeconfig)?;
+        let log = workdir.path().join("replica.log");
+        let child = tokio::process::Command::new(leasehold_binary())
+            .args(&args)
+            .env("KUBECONFIG", &kubeconfig)
+            .env("POD_NAME", pod_name)
+            .env("RUST_LOG", "warn,leasehold=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .kill_on_drop(true)
+            .spawn()?;
+        Ok(Self {
+            child,
+            port,
+            log,
+            _workdir: workdir,
+        })
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
 #[tokio::test]
 async fn host_leads_with_the_installed_args_as_the_charts_service_account() -> anyhow::Result<()> {
     let cluster = TestCluster::shared().await;
     let (namespace, _) = install(cluster, DEFAULTS).await?;
     let admin = cluster.client()?;
-
-    // The container exactly as installed, bar the address: a test shares
-    // loopback with others.
-    let deployment = Api::<Deployment>::namespaced(admin.clone(), &namespace)
-        .get(RELEASE)
-        .await?;
-    let container = deployment
-        .spec
-        .and_then(|spec| spec.template.spec)
-        .and_then(|pod| pod.containers.into_iter().next())
-        .context("the Deployment has a container")?;
-    let port = free_port()?;
-    let args: Vec<String> = container
-        .args
-        .unwrap_or_default()
-        .into_iter()
-        .map(|arg| {
-            if arg.starts_with("--listen=") {
-                format!("--listen=127.0.0.1:{port}")
-            } else {
-                arg
-            }
-        })
-        .collect();
-
-    // What the kubelet would provide: the pod's ServiceAccount token and,
-    // through the downward API, its name.
-    let workdir = tempfile::Builder::new()
-        .prefix("leasehold-chart")
-        .tempdir()?;
-    let token = cluster.service_account_token(&namespace, RELEASE).await?;
-    let kubeconfig = workdir.path().join("kubeconfig");
-    token_kubeconfig(cluster.kubeconfig(), &token, &kubeconfig)?;
     let pod_name = "leasehold-6c9f7d8b5-x7k2q";
-    let log = workdir.path().join("replica.log");
-    let mut child = tokio::process::Command::new(leasehold_binary())
-        .args(&args)
-        .env("KUBECONFIG", &kubeconfig)
-        .env("POD_NAME", pod_name)
-        .env("RUST_LOG", "warn,leasehold=debug")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .kill_on_drop(true)
-        .spawn()?;
+    let InstalledReplica {
+        mut child,
+        port,
+        log,
+        _workdir,
+    } = InstalledReplica::start(cluster, &namespace, pod_name).await?;
     let replica_log = || std::fs::read_to_string(&log).unwrap_or_default();
 
     let http = reqwest::Client::builder()

@@ -24,6 +24,7 @@ use super::finalizer;
 use super::metrics::PluginMetrics;
 use crate::election::LeaderGuard;
 use crate::plugins::LoadedPlugin;
+use crate::runtime::contract::ApiError;
 use crate::runtime::{
     Action, Backend, GroupVersionKind, HostContext, KubeBridge, Mapping, ObjectRef, ReconcileError,
     Registration, Request,
@@ -140,12 +141,13 @@ pub async fn run(
         };
         let controller = match build_controller(&run).await {
             Ok(controller) => controller,
-            Err(message) => {
+            Err(error) => {
                 failures += 1;
                 let delay = backoff(failures);
+                let message = error.message.clone();
                 warn!(%message, retry_in = ?delay, "cannot watch what the plugin registered");
                 report.set_phase(Phase::Failed {
-                    reason: "KindNotServed",
+                    reason: discovery_reason(&error),
                     message,
                 });
                 tokio::select! {
@@ -222,7 +224,7 @@ async fn start(
     })?;
     let primary = resource_of(&bridge, &registration.primary)
         .await
-        .map_err(Failure::KindNotServed)?;
+        .map_err(Failure::Discovery)?;
     info!(primary = %primary.kind, owns = registration.owns.len(), watches = registration.watches.len(), "starting controller");
     Ok(Arc::new(PluginRun {
         plugin: plugin.clone(),
@@ -272,9 +274,10 @@ enum Failure {
     /// The plugin trapped while registering.
     #[error("registration failed: {0}")]
     Register(#[source] crate::runtime::Error),
-    /// The kind the plugin reconciles is not served by the API server.
-    #[error("{0}")]
-    KindNotServed(String),
+    /// The kind the plugin reconciles could not be resolved: the API server
+    /// does not serve it, or refused or failed discovery.
+    #[error("{}", .0.message)]
+    Discovery(ApiError),
     /// The API server could not be asked.
     #[error("Kubernetes API: {0}")]
     Kube(#[source] kube::Error),
@@ -290,7 +293,7 @@ impl Failure {
             Self::NotLeader => "NotLeader",
             Self::NoServiceAccount(_) => "ServiceAccountNotFound",
             Self::Register(_) => "RegistrationFailed",
-            Self::KindNotServed(_) => "KindNotServed",
+            Self::Discovery(error) => discovery_reason(error),
         }
     }
 }
@@ -307,7 +310,17 @@ fn host_context(
     }
 }
 
-async fn resource_of(bridge: &KubeBridge, gvk: &GroupVersionKind) -> Result<ApiResource, String> {
+/// Why a kind could not be resolved, as a Plugin's status says it: a kind
+/// the API server does not serve, or discovery refused or failed.
+fn discovery_reason(error: &ApiError) -> &'static str {
+    if error.reason == "UnknownKind" {
+        "KindNotServed"
+    } else {
+        "DiscoveryFailed"
+    }
+}
+
+async fn resource_of(bridge: &KubeBridge, gvk: &GroupVersionKind) -> Result<ApiResource, ApiError> {
     let api_version = if gvk.group.is_empty() {
         gvk.version.clone()
     } else {
@@ -317,7 +330,6 @@ async fn resource_of(bridge: &KubeBridge, gvk: &GroupVersionKind) -> Result<ApiR
         .resource(&api_version, &gvk.kind)
         .await
         .map(|(resource, _)| resource)
-        .map_err(|error| error.message)
 }
 
 fn api_for(run: &PluginRun, resource: &ApiResource) -> Api<DynamicObject> {
@@ -328,7 +340,7 @@ fn api_for(run: &PluginRun, resource: &ApiResource) -> Api<DynamicObject> {
     }
 }
 
-async fn build_controller(run: &Arc<PluginRun>) -> Result<Controller<DynamicObject>, String> {
+async fn build_controller(run: &Arc<PluginRun>) -> Result<Controller<DynamicObject>, ApiError> {
     let registration = &run.registration;
     let mut primary_watch = watcher::Config::default();
     if let Some(selector) = &registration.label_selector {

@@ -115,13 +115,11 @@ impl KubeBridge {
         replica: &str,
     ) -> Result<Self, kube::Error> {
         let mut config = base.clone();
+        // Only the user: the API server then gives the request the groups a
+        // real token of that account carries (system:serviceaccounts, the
+        // namespace's, system:authenticated). Naming groups too would need
+        // `impersonate` on groups, which would let the host claim any group.
         config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{account}"));
-        // The groups a real token of that account carries.
-        config.auth_info.impersonate_groups = Some(vec![
-            "system:serviceaccounts".into(),
-            format!("system:serviceaccounts:{namespace}"),
-            "system:authenticated".into(),
-        ]);
         let client = Client::try_from(config)?;
         let recorder = Recorder::new(
             client.clone(),
@@ -165,10 +163,21 @@ impl KubeBridge {
         let gvk = GroupVersionKind::gvk(group, version, kind);
         let found = kube::discovery::pinned_kind(&self.client, &gvk)
             .await
-            .map_err(|error| ApiError {
-                code: 0,
-                reason: "UnknownKind".into(),
-                message: format!("cannot resolve {api_version} {kind}: {error}"),
+            .map_err(|error| {
+                let message = format!("cannot resolve {api_version} {kind}: {error}");
+                match error {
+                    // The API server refused to answer (403 included).
+                    kube::Error::Api(status) => ApiError {
+                        code: status.code,
+                        reason: status.reason,
+                        message,
+                    },
+                    _ => ApiError {
+                        code: 0,
+                        reason: "UnknownKind".into(),
+                        message,
+                    },
+                }
             })?;
         self.resources
             .lock()
