@@ -36,7 +36,7 @@ test: deps
 
 demo: deps
 	$(CARGO) build --release -p leasehold
-	$(CARGO) build --release --target wasm32-wasip2 -p configmap-mirror
+	$(CARGO) build --release --target wasm32-wasip2 -p configmap-mirror -p greeter
 	tools/with-cluster.sh tools/demo.sh
 
 bench: bench-failover bench-runtime bench-reload bench-new-plugin

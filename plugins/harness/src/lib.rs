@@ -101,7 +101,7 @@ impl std::fmt::Debug for Harness {
 /// tests run in parallel), once per distinct component.
 fn compile(component: &[u8]) -> Result<Compiled> {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-    static COMPILED: Mutex<BTreeMap<Vec<u8>, Compiled>> = Mutex::new(BTreeMap::new());
+    static COMPILED: Mutex<BTreeMap<String, Compiled>> = Mutex::new(BTreeMap::new());
     let runtime = match RUNTIME.get() {
         Some(runtime) => runtime,
         None => {
@@ -113,11 +113,12 @@ fn compile(component: &[u8]) -> Result<Compiled> {
     let mut compiled = COMPILED
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(found) = compiled.get(component) {
+    let digest = leasehold::oci::digest_of(component);
+    if let Some(found) = compiled.get(&digest) {
         return Ok(found.clone());
     }
     let fresh = runtime.compile(component)?;
-    compiled.insert(component.to_vec(), fresh.clone());
+    compiled.insert(digest, fresh.clone());
     Ok(fresh)
 }
 
