@@ -202,6 +202,29 @@ async fn a_plugin_from_a_configmap_runs_on_the_leader_and_reports_ready() -> any
 }
 
 #[tokio::test]
+async fn a_plugin_whose_account_may_not_watch_its_kind_says_so() -> anyhow::Result<()> {
+    let setup = Setup::new().await?;
+    setup.component("blind-component", misbehaving()).await?;
+    let blind = service_account_with(setup.cluster, &setup.namespace, Vec::new()).await?;
+    let mut spec = from_config_map("blind-component", &unique_name("group"));
+    spec["serviceAccountName"] = json!(blind);
+    setup.apply("blind", spec).await?;
+    let replica = setup.replica("solo", &[]).await?;
+
+    let message = eventually(PATIENCE, "the watch failure on the status", || async {
+        let error = setup.plugins.get("blind").await.ok()?.status?.last_error?;
+        error.message.contains("watching").then_some(error.message)
+    })
+    .await
+    .map_err(|error| error.context(replica.log()))?;
+    assert!(
+        message.contains("cannot list resource \"configmaps\""),
+        "{message}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn changing_a_plugin_reloads_it_alone_without_restarting_the_host() -> anyhow::Result<()> {
     let setup = Setup::new().await?;
     setup.component("shared-component", misbehaving()).await?;

@@ -160,6 +160,7 @@ pub async fn run(
         report.set_phase(Phase::Running {
             primary: run.primary.kind.clone(),
         });
+        let watching = report.clone();
         let stream = controller
             .with_config(
                 controller::Config::default().concurrency(plugin.definition.limits.concurrency),
@@ -167,9 +168,19 @@ pub async fn run(
             // A stop lets running reconciles finish, then ends the stream.
             .graceful_shutdown_on(stop.clone().cancelled_owned())
             .run(reconcile, error_policy, run)
-            .for_each(|result| async move {
-                if let Err(error) = result {
-                    debug!(%error, "reconcile did not complete");
+            .for_each(move |result| {
+                let report = watching.clone();
+                async move {
+                    match result {
+                        // A watch the plugin's account may not make (or that
+                        // fails) starves the plugin silently unless said.
+                        Err(controller::Error::QueueError(error)) => {
+                            warn!(%error, "watching what the plugin registered failed");
+                            report.failed(format!("watching what the plugin registered: {error}"));
+                        }
+                        Err(error) => debug!(%error, "reconcile did not complete"),
+                        Ok(_) => {}
+                    }
                 }
             });
         tokio::select! {
