@@ -97,10 +97,12 @@ plugins:
     source: {image: {path: greeter.wasm}}
     serviceAccountName: greeter
     serviceAccount: {create: true}
+    # It watches Greetings and ConfigMaps everywhere, but writes only here.
+    clusterRules:
+      - {apiGroups: ["", examples.leasehold.dev], resources: [configmaps, greetings], verbs: [get, list, watch]}
     rules:
-      - {apiGroups: [""], resources: [configmaps], verbs: [get, list, watch, create, update, patch]}
-      - {apiGroups: [examples.leasehold.dev], resources: [greetings], verbs: [get, list, watch]}
-      - {apiGroups: [examples.leasehold.dev], resources: [greetings/status], verbs: [get, update, patch]}
+      - {apiGroups: [""], resources: [configmaps], verbs: [create, update, patch]}
+      - {apiGroups: [examples.leasehold.dev], resources: [greetings/status], verbs: [update, patch]}
       - {apiGroups: ["", events.k8s.io], resources: [events], verbs: [create, patch]}
 YAML
 t0=$(now_us)
@@ -157,7 +159,8 @@ metadata: {name: hello, namespace: $NAMESPACE}
 spec: {name: world}
 YAML
 t0=$(now_us)
-kubectl -n "$NAMESPACE" wait greeting/hello --for=jsonpath='{.status.ready}'=true --timeout=30s >/dev/null
+kubectl -n "$NAMESPACE" wait greeting/hello --for=jsonpath='{.status.ready}'=true --timeout=30s >/dev/null ||
+  explain "the Greeting was not answered"
 note "a Greeting for \"world\" got its ConfigMap and a ready status $(ms_since "$t0") ms after it was created:"
 note "  hello-greeting: $(kubectl -n "$NAMESPACE" get configmap hello-greeting -o jsonpath='{.data.greeting}')   (owned by $(kubectl -n "$NAMESPACE" get configmap hello-greeting -o jsonpath='{.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}'))"
 note "instances created so far, per replica (only the leader ever instantiates):"
