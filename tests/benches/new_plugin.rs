@@ -19,9 +19,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::PostParams;
-use leasehold_tests::fixtures::{
-    config_map, install_plugin_crd, load_average, rule, service_account_with,
-};
+use leasehold_tests::fixtures::{config_map, load_average, plugin_namespace};
 use leasehold_tests::{ReplicaProcess, ReplicaSettings, TestCluster, eventually, leasehold_binary};
 
 const PLUGIN: &str = "hello-world";
@@ -32,16 +30,10 @@ const TARGET_MINUTES: f64 = 5.0;
 async fn main() -> anyhow::Result<()> {
     let cluster = TestCluster::shared().await;
     let admin = cluster.client()?;
-    install_plugin_crd(&admin).await?;
-    let namespace = cluster.namespace("bench-new-plugin").await?;
-    let account = service_account_with(
+    let (namespace, account) = plugin_namespace(
         cluster,
-        &namespace,
-        vec![rule(
-            &[""],
-            &["configmaps"],
-            &["get", "list", "watch", "patch"],
-        )],
+        "bench-new-plugin",
+        &["get", "list", "watch", "patch"],
     )
     .await?;
     let workdir = tempfile::tempdir()?;

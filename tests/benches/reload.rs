@@ -25,8 +25,8 @@ use kube::api::PostParams;
 use kube::runtime::watcher;
 use leasehold::plugins::Plugin;
 use leasehold_tests::fixtures::{
-    apply_plugin, bench_trials, config_map, install_plugin_crd, load_average, percentile, rule,
-    service_account_with, store_component,
+    apply_plugin, bench_trials, config_map, load_average, percentile, plugin_namespace,
+    store_component,
 };
 use leasehold_tests::{
     ReplicaProcess, ReplicaSettings, TestCluster, eventually, plugin_component, unique_name,
@@ -56,18 +56,8 @@ async fn main() -> anyhow::Result<()> {
     let trials = bench_trials(DEFAULT_TRIALS)?;
     let cluster = TestCluster::shared().await;
     let admin = cluster.client()?;
-    install_plugin_crd(&admin).await?;
-    let namespace = cluster.namespace("bench-reload").await?;
-    let account = service_account_with(
-        cluster,
-        &namespace,
-        vec![rule(
-            &[""],
-            &["configmaps"],
-            &["get", "list", "watch", "create"],
-        )],
-    )
-    .await?;
+    let (namespace, account) =
+        plugin_namespace(cluster, "bench-reload", &["get", "list", "watch", "create"]).await?;
     let bench = Bench {
         plugins: Api::namespaced(admin.clone(), &namespace),
         config_maps: Api::namespaced(admin, &namespace),

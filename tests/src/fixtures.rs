@@ -152,6 +152,25 @@ pub async fn install_plugin_crd(client: &Client) -> anyhow::Result<()> {
     .await
 }
 
+/// Where a test or benchmark deploys Plugin objects: the CRD installed, a
+/// fresh namespace, and a ServiceAccount there that may use `verbs` on
+/// ConfigMaps (what the test plugins handle). Returns both names.
+pub async fn plugin_namespace(
+    cluster: &TestCluster,
+    prefix: &str,
+    verbs: &[&str],
+) -> anyhow::Result<(String, String)> {
+    install_plugin_crd(&cluster.client()?).await?;
+    let namespace = cluster.namespace(prefix).await?;
+    let account = service_account_with(
+        cluster,
+        &namespace,
+        vec![rule(&[""], &["configmaps"], verbs)],
+    )
+    .await?;
+    Ok((namespace, account))
+}
+
 /// Serves fixed bodies over plain HTTP on loopback (for Plugin sources of
 /// kind `http`): `GET <path>` answers 200 with the body, anything else 404.
 pub async fn serve_files(

@@ -11,7 +11,7 @@ use kube::{Api, Client};
 use leasehold::oci;
 use leasehold::plugins::{Plugin, PluginStatus};
 use leasehold_tests::fixtures::{
-    apply_plugin, config_map, install_plugin_crd, meta, rule, serve_files, service_account_with,
+    apply_plugin, config_map, meta, plugin_namespace, serve_files, service_account_with,
     store_component,
 };
 use leasehold_tests::{
@@ -40,16 +40,10 @@ impl Setup {
     async fn new() -> anyhow::Result<Self> {
         let cluster = TestCluster::shared().await;
         let admin = cluster.client()?;
-        install_plugin_crd(&admin).await?;
-        let namespace = cluster.namespace("plugin-objects").await?;
-        let account = service_account_with(
+        let (namespace, account) = plugin_namespace(
             cluster,
-            &namespace,
-            vec![rule(
-                &[""],
-                &["configmaps"],
-                &["get", "list", "watch", "create"],
-            )],
+            "plugin-objects",
+            &["get", "list", "watch", "create"],
         )
         .await?;
         Ok(Self {

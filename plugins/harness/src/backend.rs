@@ -7,7 +7,7 @@ use leasehold::runtime::contract::{
     StatusUpdate, TypeMeta,
 };
 use leasehold::runtime::{Backend, BackendFuture};
-use leasehold_sdk::testing::{self, HostCalls};
+use leasehold_sdk::testing::{self, Host, HostCalls};
 use leasehold_sdk::{api, event, log};
 
 /// A plugin's imports, answered from memory. Every answer is ready at once.

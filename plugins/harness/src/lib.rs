@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use leasehold::runtime::{self, Compiled, HostContext, Limits, Registration, Request, Runtime};
 use leasehold_sdk::api::ApiError;
-use leasehold_sdk::testing::Primary;
+use leasehold_sdk::testing::{Host, Primary};
 use leasehold_sdk::{Action, ObjectRef, TypeMeta};
 
 pub use self::build::build_component;

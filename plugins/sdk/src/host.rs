@@ -24,9 +24,31 @@ pub enum StatusUpdate<'a> {
     MergePatch(&'a str),
 }
 
-/// Everything a plugin can ask of the host, in the SDK's own types.
-pub(crate) trait Host {
+/// Everything a plugin can ask of the host, in the SDK's own types: the WIT
+/// imports in a plugin, the in-memory cluster in tests
+/// ([`crate::testing::HostCalls`], which a host that runs a compiled
+/// plugin can answer its imports with).
+pub trait Host {
+    /// Reads one object; `None` when it does not exist.
+    ///
+    /// ```
+    /// # use leasehold_sdk::testing::Host;
+    /// # use leasehold_sdk::{ObjectRef, TypeMeta};
+    /// let calls = leasehold_sdk::testing::FakeCluster::new().host_calls();
+    /// let namespace = TypeMeta { api_version: "v1".into(), kind: "Namespace".into() };
+    /// assert_eq!(calls.get(&namespace, &ObjectRef::cluster("missing")).unwrap(), None);
+    /// ```
     fn get(&self, type_meta: &TypeMeta, object: &ObjectRef) -> Result<Option<String>, ApiError>;
+    /// Lists objects as a List's JSON; selectors use Kubernetes' syntax.
+    ///
+    /// ```
+    /// # use leasehold_sdk::testing::Host;
+    /// # use leasehold_sdk::TypeMeta;
+    /// let calls = leasehold_sdk::testing::FakeCluster::new().host_calls();
+    /// let pods = TypeMeta { api_version: "v1".into(), kind: "Pod".into() };
+    /// let list = calls.list(&pods, Some("default"), Some("app=web"), None).unwrap();
+    /// assert!(list.contains("\"items\":[]"));
+    /// ```
     fn list(
         &self,
         type_meta: &TypeMeta,
@@ -34,18 +56,49 @@ pub(crate) trait Host {
         label_selector: Option<&str>,
         field_selector: Option<&str>,
     ) -> Result<String, ApiError>;
+    /// Creates an object and returns it as stored.
+    ///
+    /// ```
+    /// # use leasehold_sdk::testing::Host;
+    /// # use leasehold_sdk::TypeMeta;
+    /// let calls = leasehold_sdk::testing::FakeCluster::new().host_calls();
+    /// let config_map = TypeMeta { api_version: "v1".into(), kind: "ConfigMap".into() };
+    /// let stored = calls.create(&config_map, Some("default"), r#"{"metadata":{"name":"a"}}"#).unwrap();
+    /// assert!(stored.contains("\"uid\""));
+    /// ```
     fn create(
         &self,
         type_meta: &TypeMeta,
         namespace: Option<&str>,
         object: &str,
     ) -> Result<String, ApiError>;
+    /// Replaces an object; a stale `resourceVersion` is a 409.
+    ///
+    /// ```
+    /// # use leasehold_sdk::testing::Host;
+    /// # use leasehold_sdk::{ObjectRef, TypeMeta};
+    /// let calls = leasehold_sdk::testing::FakeCluster::new().host_calls();
+    /// let config_map = TypeMeta { api_version: "v1".into(), kind: "ConfigMap".into() };
+    /// let missing = calls.replace(&config_map, &ObjectRef::namespaced("default", "a"), "{}");
+    /// assert_eq!(missing.unwrap_err().code, 404);
+    /// ```
     fn replace(
         &self,
         type_meta: &TypeMeta,
         target: &ObjectRef,
         object: &str,
     ) -> Result<String, ApiError>;
+    /// Server-side apply as `field_manager`; returns the object as stored.
+    ///
+    /// ```
+    /// # use leasehold_sdk::testing::Host;
+    /// # use leasehold_sdk::{ObjectRef, TypeMeta};
+    /// let calls = leasehold_sdk::testing::FakeCluster::new().host_calls();
+    /// let config_map = TypeMeta { api_version: "v1".into(), kind: "ConfigMap".into() };
+    /// let target = ObjectRef::namespaced("default", "a");
+    /// let applied = calls.apply(&config_map, &target, r#"{"metadata":{"name":"a"},"data":{"k":"v"}}"#, "me", false).unwrap();
+    /// assert!(applied.contains("\"k\":\"v\""));
+    /// ```
     fn apply(
         &self,
         type_meta: &TypeMeta,
@@ -54,13 +107,45 @@ pub(crate) trait Host {
         field_manager: &str,
         force: bool,
     ) -> Result<String, ApiError>;
+    /// Deletes an object (it stays, marked, while it has finalizers).
+    ///
+    /// ```
+    /// # use leasehold_sdk::testing::Host;
+    /// # use leasehold_sdk::{ObjectRef, TypeMeta};
+    /// let calls = leasehold_sdk::testing::FakeCluster::new().host_calls();
+    /// let config_map = TypeMeta { api_version: "v1".into(), kind: "ConfigMap".into() };
+    /// let missing = calls.delete(&config_map, &ObjectRef::namespaced("default", "a"));
+    /// assert_eq!(missing.unwrap_err().reason, "NotFound");
+    /// ```
     fn delete(&self, type_meta: &TypeMeta, target: &ObjectRef) -> Result<(), ApiError>;
+    /// Changes an object's status subresource.
+    ///
+    /// ```
+    /// # use leasehold_sdk::testing::Host;
+    /// # use leasehold_sdk::{ObjectRef, TypeMeta, testing::StatusUpdate};
+    /// let calls = leasehold_sdk::testing::FakeCluster::new().host_calls();
+    /// let config_map = TypeMeta { api_version: "v1".into(), kind: "ConfigMap".into() };
+    /// let target = ObjectRef::namespaced("default", "a");
+    /// let missing = calls.update_status(&config_map, &target, StatusUpdate::MergePatch("{}"));
+    /// assert_eq!(missing.unwrap_err().code, 404);
+    /// ```
     fn update_status(
         &self,
         type_meta: &TypeMeta,
         target: &ObjectRef,
         update: StatusUpdate<'_>,
     ) -> Result<String, ApiError>;
+    /// Records an Event about an object (see [`FakeCluster::events`]).
+    ///
+    /// ```
+    /// # use leasehold_sdk::testing::Host;
+    /// # use leasehold_sdk::{ObjectRef, TypeMeta, event::EventType};
+    /// let cluster = leasehold_sdk::testing::FakeCluster::new();
+    /// let config_map = TypeMeta { api_version: "v1".into(), kind: "ConfigMap".into() };
+    /// let regarding = ObjectRef::namespaced("default", "a");
+    /// cluster.host_calls().emit_event(&config_map, &regarding, None, EventType::Normal, "Seen", "seen it").unwrap();
+    /// assert_eq!(cluster.events()[0].reason, "Seen");
+    /// ```
     #[allow(clippy::too_many_arguments)]
     fn emit_event(
         &self,
@@ -71,7 +156,23 @@ pub(crate) trait Host {
         reason: &str,
         message: &str,
     ) -> Result<(), ApiError>;
+    /// Writes a log record (see [`FakeCluster::logs`]); logs are not calls.
+    ///
+    /// ```
+    /// # use leasehold_sdk::testing::Host;
+    /// # use leasehold_sdk::log::Level;
+    /// let cluster = leasehold_sdk::testing::FakeCluster::new();
+    /// cluster.host_calls().log(Level::Info, "hello", &[("answer", "42".to_string())]);
+    /// assert_eq!(cluster.logs()[0].message, "hello");
+    /// ```
     fn log(&self, level: Level, message: &str, fields: &[(&str, String)]);
+    /// The plugin's configuration as JSON text.
+    ///
+    /// ```
+    /// # use leasehold_sdk::testing::Host;
+    /// let cluster = leasehold_sdk::testing::FakeCluster::new().with_config(&serde_json::json!({"a": 1}));
+    /// assert_eq!(cluster.host_calls().config(), r#"{"a":1}"#);
+    /// ```
     fn config(&self) -> String;
 }
 

@@ -54,8 +54,8 @@ use crate::__private::bindings::exports::leasehold::controller::reconciler as wi
 use crate::api::ApiError;
 use crate::event::EventType;
 use crate::export;
-pub use crate::host::StatusUpdate;
-use crate::host::{self, Host};
+use crate::host;
+pub use crate::host::{Host, StatusUpdate};
 use crate::log::Level;
 use crate::object::{Object, ObjectRef, TypeMeta};
 use crate::reconciler::{self, Action, Reconciler};
@@ -475,7 +475,7 @@ impl FakeCluster {
     /// the cluster, such as Leasehold's test harness.
     ///
     /// ```
-    /// use leasehold_sdk::{ObjectRef, TypeMeta};
+    /// use leasehold_sdk::{ObjectRef, TypeMeta, testing::Host};
     /// let cluster = leasehold_sdk::testing::FakeCluster::new();
     /// let config_map = TypeMeta { api_version: "v1".into(), kind: "ConfigMap".into() };
     /// let found = cluster.host_calls().get(&config_map, &ObjectRef::namespaced("a", "b")).unwrap();
@@ -1227,35 +1227,16 @@ impl HostCalls {
         });
         result
     }
+}
 
-    /// Reads one object; `None` when it does not exist.
-    ///
-    /// ```
-    /// # use leasehold_sdk::{ObjectRef, TypeMeta};
-    /// let calls = leasehold_sdk::testing::FakeCluster::new().host_calls();
-    /// let namespace = TypeMeta { api_version: "v1".into(), kind: "Namespace".into() };
-    /// assert_eq!(calls.get(&namespace, &ObjectRef::cluster("missing")).unwrap(), None);
-    /// ```
-    pub fn get(
-        &self,
-        type_meta: &TypeMeta,
-        object: &ObjectRef,
-    ) -> Result<Option<String>, ApiError> {
-        let result = Host::get(&self.0, type_meta, object);
+impl Host for HostCalls {
+    fn get(&self, type_meta: &TypeMeta, object: &ObjectRef) -> Result<Option<String>, ApiError> {
+        let result = self.0.get(type_meta, object);
         let (namespace, name) = (object.namespace.as_deref(), Some(object.name.clone()));
         self.record(Verb::Get, type_meta, namespace, name, result)
     }
 
-    /// Lists objects as a List's JSON; selectors use Kubernetes' syntax.
-    ///
-    /// ```
-    /// # use leasehold_sdk::TypeMeta;
-    /// let calls = leasehold_sdk::testing::FakeCluster::new().host_calls();
-    /// let pods = TypeMeta { api_version: "v1".into(), kind: "Pod".into() };
-    /// let list = calls.list(&pods, Some("default"), Some("app=web"), None).unwrap();
-    /// assert!(list.contains("\"items\":[]"));
-    /// ```
-    pub fn list(
+    fn list(
         &self,
         type_meta: &TypeMeta,
         namespace: Option<&str>,
@@ -1272,41 +1253,23 @@ impl HostCalls {
         self.record(Verb::List, type_meta, namespace, None, result)
     }
 
-    /// Creates an object and returns it as stored.
-    ///
-    /// ```
-    /// # use leasehold_sdk::TypeMeta;
-    /// let calls = leasehold_sdk::testing::FakeCluster::new().host_calls();
-    /// let config_map = TypeMeta { api_version: "v1".into(), kind: "ConfigMap".into() };
-    /// let stored = calls.create(&config_map, Some("default"), r#"{"metadata":{"name":"a"}}"#).unwrap();
-    /// assert!(stored.contains("\"uid\""));
-    /// ```
-    pub fn create(
+    fn create(
         &self,
         type_meta: &TypeMeta,
         namespace: Option<&str>,
         object: &str,
     ) -> Result<String, ApiError> {
-        let result = Host::create(&self.0, type_meta, namespace, object);
+        let result = self.0.create(type_meta, namespace, object);
         self.record(Verb::Create, type_meta, namespace, name_in(object), result)
     }
 
-    /// Replaces an object; a stale `resourceVersion` is a 409.
-    ///
-    /// ```
-    /// # use leasehold_sdk::{ObjectRef, TypeMeta};
-    /// let calls = leasehold_sdk::testing::FakeCluster::new().host_calls();
-    /// let config_map = TypeMeta { api_version: "v1".into(), kind: "ConfigMap".into() };
-    /// let missing = calls.replace(&config_map, &ObjectRef::namespaced("default", "a"), "{}");
-    /// assert_eq!(missing.unwrap_err().code, 404);
-    /// ```
-    pub fn replace(
+    fn replace(
         &self,
         type_meta: &TypeMeta,
         target: &ObjectRef,
         object: &str,
     ) -> Result<String, ApiError> {
-        let result = Host::replace(&self.0, type_meta, target, object);
+        let result = self.0.replace(type_meta, target, object);
         let name = Some(target.name.clone());
         self.record(
             Verb::Replace,
@@ -1317,17 +1280,7 @@ impl HostCalls {
         )
     }
 
-    /// Server-side apply as `field_manager`; returns the object as stored.
-    ///
-    /// ```
-    /// # use leasehold_sdk::{ObjectRef, TypeMeta};
-    /// let calls = leasehold_sdk::testing::FakeCluster::new().host_calls();
-    /// let config_map = TypeMeta { api_version: "v1".into(), kind: "ConfigMap".into() };
-    /// let target = ObjectRef::namespaced("default", "a");
-    /// let applied = calls.apply(&config_map, &target, r#"{"metadata":{"name":"a"},"data":{"k":"v"}}"#, "me", false).unwrap();
-    /// assert!(applied.contains("\"k\":\"v\""));
-    /// ```
-    pub fn apply(
+    fn apply(
         &self,
         type_meta: &TypeMeta,
         target: &ObjectRef,
@@ -1335,7 +1288,9 @@ impl HostCalls {
         field_manager: &str,
         force: bool,
     ) -> Result<String, ApiError> {
-        let result = Host::apply(&self.0, type_meta, target, object, field_manager, force);
+        let result = self
+            .0
+            .apply(type_meta, target, object, field_manager, force);
         let name = Some(target.name.clone());
         self.record(
             Verb::Apply,
@@ -1346,17 +1301,8 @@ impl HostCalls {
         )
     }
 
-    /// Deletes an object (it stays, marked, while it has finalizers).
-    ///
-    /// ```
-    /// # use leasehold_sdk::{ObjectRef, TypeMeta};
-    /// let calls = leasehold_sdk::testing::FakeCluster::new().host_calls();
-    /// let config_map = TypeMeta { api_version: "v1".into(), kind: "ConfigMap".into() };
-    /// let missing = calls.delete(&config_map, &ObjectRef::namespaced("default", "a"));
-    /// assert_eq!(missing.unwrap_err().reason, "NotFound");
-    /// ```
-    pub fn delete(&self, type_meta: &TypeMeta, target: &ObjectRef) -> Result<(), ApiError> {
-        let result = Host::delete(&self.0, type_meta, target);
+    fn delete(&self, type_meta: &TypeMeta, target: &ObjectRef) -> Result<(), ApiError> {
+        let result = self.0.delete(type_meta, target);
         let name = Some(target.name.clone());
         self.record(
             Verb::Delete,
@@ -1367,23 +1313,13 @@ impl HostCalls {
         )
     }
 
-    /// Changes an object's status subresource.
-    ///
-    /// ```
-    /// # use leasehold_sdk::{ObjectRef, TypeMeta, testing::StatusUpdate};
-    /// let calls = leasehold_sdk::testing::FakeCluster::new().host_calls();
-    /// let config_map = TypeMeta { api_version: "v1".into(), kind: "ConfigMap".into() };
-    /// let target = ObjectRef::namespaced("default", "a");
-    /// let missing = calls.update_status(&config_map, &target, StatusUpdate::MergePatch("{}"));
-    /// assert_eq!(missing.unwrap_err().code, 404);
-    /// ```
-    pub fn update_status(
+    fn update_status(
         &self,
         type_meta: &TypeMeta,
         target: &ObjectRef,
         update: StatusUpdate<'_>,
     ) -> Result<String, ApiError> {
-        let result = Host::update_status(&self.0, type_meta, target, update);
+        let result = self.0.update_status(type_meta, target, update);
         let name = Some(target.name.clone());
         self.record(
             Verb::UpdateStatus,
@@ -1394,17 +1330,7 @@ impl HostCalls {
         )
     }
 
-    /// Records an Event about an object (see [`FakeCluster::events`]).
-    ///
-    /// ```
-    /// # use leasehold_sdk::{ObjectRef, TypeMeta, event::EventType};
-    /// let cluster = leasehold_sdk::testing::FakeCluster::new();
-    /// let config_map = TypeMeta { api_version: "v1".into(), kind: "ConfigMap".into() };
-    /// let regarding = ObjectRef::namespaced("default", "a");
-    /// cluster.host_calls().emit_event(&config_map, &regarding, None, EventType::Normal, "Seen", "seen it").unwrap();
-    /// assert_eq!(cluster.events()[0].reason, "Seen");
-    /// ```
-    pub fn emit_event(
+    fn emit_event(
         &self,
         type_meta: &TypeMeta,
         regarding: &ObjectRef,
@@ -1426,104 +1352,12 @@ impl HostCalls {
         )
     }
 
-    /// Writes a log record (see [`FakeCluster::logs`]); logs are not calls.
-    ///
-    /// ```
-    /// # use leasehold_sdk::log::Level;
-    /// let cluster = leasehold_sdk::testing::FakeCluster::new();
-    /// cluster.host_calls().log(Level::Info, "hello", &[("answer", "42".to_string())]);
-    /// assert_eq!(cluster.logs()[0].message, "hello");
-    /// ```
-    pub fn log(&self, level: Level, message: &str, fields: &[(&str, String)]) {
-        Host::log(&self.0, level, message, fields);
-    }
-
-    /// The plugin's configuration as JSON text.
-    ///
-    /// ```
-    /// let cluster = leasehold_sdk::testing::FakeCluster::new().with_config(&serde_json::json!({"a": 1}));
-    /// assert_eq!(cluster.host_calls().config(), r#"{"a":1}"#);
-    /// ```
-    pub fn config(&self) -> String {
-        Host::config(&self.0)
-    }
-}
-
-impl Host for HostCalls {
-    fn get(&self, type_meta: &TypeMeta, object: &ObjectRef) -> Result<Option<String>, ApiError> {
-        HostCalls::get(self, type_meta, object)
-    }
-
-    fn list(
-        &self,
-        type_meta: &TypeMeta,
-        namespace: Option<&str>,
-        label_selector: Option<&str>,
-        field_selector: Option<&str>,
-    ) -> Result<String, ApiError> {
-        HostCalls::list(self, type_meta, namespace, label_selector, field_selector)
-    }
-
-    fn create(
-        &self,
-        type_meta: &TypeMeta,
-        namespace: Option<&str>,
-        object: &str,
-    ) -> Result<String, ApiError> {
-        HostCalls::create(self, type_meta, namespace, object)
-    }
-
-    fn replace(
-        &self,
-        type_meta: &TypeMeta,
-        target: &ObjectRef,
-        object: &str,
-    ) -> Result<String, ApiError> {
-        HostCalls::replace(self, type_meta, target, object)
-    }
-
-    fn apply(
-        &self,
-        type_meta: &TypeMeta,
-        target: &ObjectRef,
-        object: &str,
-        field_manager: &str,
-        force: bool,
-    ) -> Result<String, ApiError> {
-        HostCalls::apply(self, type_meta, target, object, field_manager, force)
-    }
-
-    fn delete(&self, type_meta: &TypeMeta, target: &ObjectRef) -> Result<(), ApiError> {
-        HostCalls::delete(self, type_meta, target)
-    }
-
-    fn update_status(
-        &self,
-        type_meta: &TypeMeta,
-        target: &ObjectRef,
-        update: StatusUpdate<'_>,
-    ) -> Result<String, ApiError> {
-        HostCalls::update_status(self, type_meta, target, update)
-    }
-
-    fn emit_event(
-        &self,
-        type_meta: &TypeMeta,
-        regarding: &ObjectRef,
-        uid: Option<&str>,
-        event_type: EventType,
-        reason: &str,
-        message: &str,
-    ) -> Result<(), ApiError> {
-        HostCalls::emit_event(self, type_meta, regarding, uid, event_type, reason, message)
-    }
-
     fn log(&self, level: Level, message: &str, fields: &[(&str, String)]) {
-        HostCalls::log(self, level, message, fields);
+        self.0.log(level, message, fields);
     }
 
     fn config(&self) -> String {
-        HostCalls::config(self)
+        self.0.config()
     }
 }
 
