@@ -1468,20 +1468,19 @@ plugins:
     .with_context(|| replica.log())?;
 
     // It acts as its own account, which the host impersonates: a copy lands.
+    // (Other tests' mirrors see every labelled source: a unique name keeps
+    // their copies from colliding with theirs.)
     let target = labelled_namespace(&admin, ("leasehold.dev/mirror-target", &selector)).await?;
+    let source = unique_name("source");
     Api::<ConfigMap>::namespaced(admin.clone(), &namespace)
         .create(
             &PostParams::default(),
-            &config_map(
-                "settings",
-                &[("leasehold.dev/mirror", "true")],
-                &[("a", "1")],
-            ),
+            &config_map(&source, &[("leasehold.dev/mirror", "true")], &[("a", "1")]),
         )
         .await?;
     let copies: Api<ConfigMap> = Api::namespaced(admin, &target);
     eventually(Duration::from_secs(60), "the mirrored copy", || async {
-        copies.get_opt("settings").await.ok()?.map(|_| ())
+        copies.get_opt(&source).await.ok()?.map(|_| ())
     })
     .await
     .with_context(|| replica.log())?;
