@@ -45,7 +45,9 @@
 //!   macros ([`info!`] and friends).
 //! - [`config()`]: the plugin's configuration as a type of its own.
 //! - [`selector`]: label selectors, parsed and matched locally.
-//! - [`testing`]: an in-memory cluster to unit-test a reconciler natively.
+//! - [`testing`]: an in-memory cluster to unit-test a reconciler natively;
+//!   the `leasehold-harness` crate runs the built component against it on
+//!   the host's own runtime.
 //!
 //! [Leasehold]: https://github.com/leasehold-dev/leasehold
 
