@@ -1227,13 +1227,24 @@ impl HostCalls {
         });
         result
     }
+
+    /// Records a call that addressed one object.
+    fn record_at<T>(
+        &self,
+        verb: Verb,
+        type_meta: &TypeMeta,
+        object: &ObjectRef,
+        result: Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let name = Some(object.name.clone());
+        self.record(verb, type_meta, object.namespace.as_deref(), name, result)
+    }
 }
 
 impl Host for HostCalls {
     fn get(&self, type_meta: &TypeMeta, object: &ObjectRef) -> Result<Option<String>, ApiError> {
         let result = self.0.get(type_meta, object);
-        let (namespace, name) = (object.namespace.as_deref(), Some(object.name.clone()));
-        self.record(Verb::Get, type_meta, namespace, name, result)
+        self.record_at(Verb::Get, type_meta, object, result)
     }
 
     fn list(
@@ -1270,14 +1281,7 @@ impl Host for HostCalls {
         object: &str,
     ) -> Result<String, ApiError> {
         let result = self.0.replace(type_meta, target, object);
-        let name = Some(target.name.clone());
-        self.record(
-            Verb::Replace,
-            type_meta,
-            target.namespace.as_deref(),
-            name,
-            result,
-        )
+        self.record_at(Verb::Replace, type_meta, target, result)
     }
 
     fn apply(
@@ -1291,26 +1295,12 @@ impl Host for HostCalls {
         let result = self
             .0
             .apply(type_meta, target, object, field_manager, force);
-        let name = Some(target.name.clone());
-        self.record(
-            Verb::Apply,
-            type_meta,
-            target.namespace.as_deref(),
-            name,
-            result,
-        )
+        self.record_at(Verb::Apply, type_meta, target, result)
     }
 
     fn delete(&self, type_meta: &TypeMeta, target: &ObjectRef) -> Result<(), ApiError> {
         let result = self.0.delete(type_meta, target);
-        let name = Some(target.name.clone());
-        self.record(
-            Verb::Delete,
-            type_meta,
-            target.namespace.as_deref(),
-            name,
-            result,
-        )
+        self.record_at(Verb::Delete, type_meta, target, result)
     }
 
     fn update_status(
@@ -1320,14 +1310,7 @@ impl Host for HostCalls {
         update: StatusUpdate<'_>,
     ) -> Result<String, ApiError> {
         let result = self.0.update_status(type_meta, target, update);
-        let name = Some(target.name.clone());
-        self.record(
-            Verb::UpdateStatus,
-            type_meta,
-            target.namespace.as_deref(),
-            name,
-            result,
-        )
+        self.record_at(Verb::UpdateStatus, type_meta, target, result)
     }
 
     fn emit_event(
@@ -1342,14 +1325,7 @@ impl Host for HostCalls {
         let result = Host::emit_event(
             &self.0, type_meta, regarding, uid, event_type, reason, message,
         );
-        let name = Some(regarding.name.clone());
-        self.record(
-            Verb::EmitEvent,
-            type_meta,
-            regarding.namespace.as_deref(),
-            name,
-            result,
-        )
+        self.record_at(Verb::EmitEvent, type_meta, regarding, result)
     }
 
     fn log(&self, level: Level, message: &str, fields: &[(&str, String)]) {
