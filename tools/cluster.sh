@@ -27,6 +27,8 @@ export GOMODCACHE=$CACHE/go/mod GOCACHE=$CACHE/go/build GOFLAGS=-mod=mod CGO_ENA
 
 log() { printf '%s\n' "cluster: $*" >&2; }
 die() { log "error: $*"; exit 1; }
+# shellcheck source=tools/processes.sh
+source "$ROOT/tools/processes.sh"
 
 install_etcd() {
   command -v etcd >/dev/null && return
@@ -197,18 +199,6 @@ cmd_up() {
   done
   log "control plane $K8S_VERSION ready at https://127.0.0.1:$api_port (state in $STATE)"
   echo "$STATE/kubeconfig"
-}
-
-stop_pid() {
-  local file=$1 pid
-  [[ -f $file ]] || return 0
-  pid=$(cat "$file")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$file"
 }
 
 cmd_down() {

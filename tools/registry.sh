@@ -24,6 +24,8 @@ export GOMODCACHE=$CACHE/go/mod GOCACHE=$CACHE/go/build GOFLAGS=-mod=mod CGO_ENA
 
 log() { printf '%s\n' "registry: $*" >&2; }
 die() { log "error: $*"; exit 1; }
+# shellcheck source=tools/processes.sh
+source "$ROOT/tools/processes.sh"
 
 cmd_install() {
   [[ -x $BIN/registry ]] && return
@@ -137,15 +139,7 @@ cmd_up() {
 }
 
 stop() {
-  local pid
-  if [[ -f $STATE/registry.pid ]]; then
-    pid=$(cat "$STATE/registry.pid")
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -TERM "$pid" 2>/dev/null || true
-      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-  fi
+  stop_pid "$STATE/registry.pid"
   rm -rf "$STATE"
 }
 

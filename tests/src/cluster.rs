@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{ObjectMeta, PostParams};
@@ -10,7 +10,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use tokio::sync::OnceCell;
 
-use crate::{repo_root, unique_name};
+use crate::unique_name;
 
 /// A running kube-apiserver with etcd, reached as cluster-admin through a
 /// client certificate. RBAC is on for every other identity.
@@ -36,17 +36,7 @@ impl TestCluster {
     }
 
     async fn start() -> anyhow::Result<TestCluster> {
-        let script = repo_root().join("tools/cluster.sh");
-        let output = tokio::process::Command::new(&script)
-            .arg("up")
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .await
-            .with_context(|| format!("running {}", script.display()))?;
-        if !output.status.success() {
-            bail!("{} up failed ({})", script.display(), output.status);
-        }
-        let kubeconfig = PathBuf::from(String::from_utf8(output.stdout)?.trim());
+        let kubeconfig = PathBuf::from(crate::tool_up("cluster.sh").await?);
         let config = kube::Config::from_custom_kubeconfig(
             Kubeconfig::read_from(&kubeconfig)?,
             &KubeConfigOptions::default(),

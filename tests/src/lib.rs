@@ -38,6 +38,32 @@ pub fn repo_root() -> std::path::PathBuf {
         .to_owned()
 }
 
+/// Runs `tools/<script> up`, which starts the service it manages or finds it
+/// running, and returns what it printed: where the service is.
+async fn tool_up(script: &str) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let script = repo_root().join("tools").join(script);
+    let output = tokio::process::Command::new(&script)
+        .arg("up")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await
+        .with_context(|| format!("running {}", script.display()))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{} up failed ({})",
+        script.display(),
+        output.status
+    );
+    let printed = String::from_utf8(output.stdout)?.trim().to_owned();
+    anyhow::ensure!(
+        !printed.is_empty(),
+        "{} up printed nothing",
+        script.display()
+    );
+    Ok(printed)
+}
+
 /// A name unique to this process and call, valid as a Kubernetes name.
 pub fn unique_name(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,10 +1,9 @@
 //! The shared OCI registry: the CNCF distribution registry on loopback
 //! (`tools/registry.sh`), for tests that pull and push wasm OCI artifacts.
 
-use anyhow::{Context, bail};
 use tokio::sync::OnceCell;
 
-use crate::{repo_root, unique_name};
+use crate::unique_name;
 
 /// A running distribution registry on 127.0.0.1, plain HTTP, anonymous
 /// push and pull, blobs on tmpfs. Every test of a run shares it; each test
@@ -24,20 +23,7 @@ impl TestRegistry {
     }
 
     async fn start() -> anyhow::Result<TestRegistry> {
-        let script = repo_root().join("tools/registry.sh");
-        let output = tokio::process::Command::new(&script)
-            .arg("up")
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .await
-            .with_context(|| format!("running {}", script.display()))?;
-        if !output.status.success() {
-            bail!("{} up failed ({})", script.display(), output.status);
-        }
-        let address = String::from_utf8(output.stdout)?.trim().to_owned();
-        if address.is_empty() {
-            bail!("{} up printed no address", script.display());
-        }
+        let address = crate::tool_up("registry.sh").await?;
         Ok(TestRegistry { address })
     }
 

@@ -303,15 +303,20 @@ mod tests {
         })
     }
 
-    #[test]
-    fn a_fetch_failure_is_not_ready_for_the_fetch_reason() {
-        let status = desired(
+    /// What the leader wants on a Plugin whose fetch failed, on replica alpha.
+    fn failed_fetch(previous: Option<&PluginStatus>, now: Timestamp) -> PluginStatus {
+        desired(
             &entry(digest_mismatch()),
             Running::No,
             "alpha",
-            None,
-            Timestamp::now(),
-        );
+            previous,
+            now,
+        )
+    }
+
+    #[test]
+    fn a_fetch_failure_is_not_ready_for_the_fetch_reason() {
+        let status = failed_fetch(None, Timestamp::now());
         assert_eq!(condition(&status, "Fetched"), ("False", "DigestMismatch"));
         assert_eq!(condition(&status, "Compiled"), ("Unknown", "NotFetched"));
         assert_eq!(condition(&status, "Ready"), ("False", "DigestMismatch"));
@@ -337,20 +342,8 @@ mod tests {
 
     #[test]
     fn a_condition_keeps_its_transition_time_while_its_status_holds() {
-        let first = desired(
-            &entry(digest_mismatch()),
-            Running::No,
-            "alpha",
-            None,
-            Timestamp::UNIX_EPOCH,
-        );
-        let later = desired(
-            &entry(digest_mismatch()),
-            Running::No,
-            "alpha",
-            Some(&first),
-            Timestamp::now(),
-        );
+        let first = failed_fetch(None, Timestamp::UNIX_EPOCH);
+        let later = failed_fetch(Some(&first), Timestamp::now());
         assert_eq!(first, later);
         let preparing = desired(
             &entry(State::Preparing),
@@ -373,13 +366,7 @@ mod tests {
 
     #[test]
     fn only_counters_changing_is_not_worth_an_immediate_write() {
-        let status = desired(
-            &entry(digest_mismatch()),
-            Running::No,
-            "alpha",
-            None,
-            Timestamp::now(),
-        );
+        let status = failed_fetch(None, Timestamp::now());
         let counted = PluginStatus {
             reconciles: Some(ReconcileCounts {
                 ok: 5,
