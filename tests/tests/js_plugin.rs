@@ -170,6 +170,14 @@ async fn javascript_labeler_labels_selected_config_maps_and_follows_their_keys()
         log.contains("labelled") && log.contains("keys=3"),
         "the plugin's own log lines reach the host's log:\n{log}"
     );
+    assert!(
+        log.lines().any(|line| line.contains("stdout")
+            && line.contains(&format!(
+                "labeler-js labels ConfigMaps matching {}={}",
+                selector.0, selector.1
+            ))),
+        "console.log reaches the host's log as the plugin's stdout:\n{log}"
+    );
     if let Some(compiled) = log.lines().find(|line| line.contains("plugin compiled")) {
         eprintln!("{compiled}");
     }

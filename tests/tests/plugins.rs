@@ -303,6 +303,10 @@ async fn misbehaving_plugins_fail_one_reconcile_each_and_the_host_keeps_working(
         log.contains("epoch deadline") || log.contains("interrupt"),
         "the endless loop is cut off:\n{log}"
     );
+    assert!(
+        log.contains("its stderr ends: ") && log.contains("asked to trap"),
+        "the panic's own message names the trap:\n{log}"
+    );
 
     // Still serving and still reconciling after all of that.
     assert_eq!(replica.get("/healthz").await?.0, 200);

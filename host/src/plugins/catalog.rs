@@ -410,7 +410,7 @@ fn compile_reason(error: &runtime::Error) -> &'static str {
         runtime::Error::WrongWorld(_) => "WrongWorld",
         runtime::Error::IncompatibleContract { .. } => "IncompatibleContract",
         runtime::Error::Engine(_)
-        | runtime::Error::Trap(_)
+        | runtime::Error::Trap { .. }
         | runtime::Error::MemoryLimit { .. } => "CompileFailed",
     }
 }

@@ -14,10 +14,13 @@
 //!   trap, timeout or memory overrun fails that call only.
 //! * **Nothing ambient.** WASI is linked because Rust's standard library
 //!   imports it, but the context grants no files, sockets, environment or
-//!   arguments.
+//!   arguments. Stdout and stderr are captured ([`output`]): forwarded to
+//!   tracing after each call, and the end of stderr (a panic's message)
+//!   quoted when the call traps.
 
 mod bindings;
 mod host;
+mod output;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,6 +40,7 @@ pub use self::bindings::exports::leasehold::controller::reconciler::{
 pub use self::bindings::leasehold::controller::types::ObjectRef;
 use self::bindings::{Controller, ControllerPre};
 pub use self::host::{Backend, BackendFuture, HostContext, KubeBridge};
+use self::output::Output;
 
 /// The contract's types a [`Backend`] receives and returns, as the host's
 /// bindings generate them from `wit/`.
@@ -109,14 +113,28 @@ pub enum Error {
     )]
     IncompatibleContract { found: String },
     /// The plugin trapped, ran out of time, or exceeded its memory.
-    #[error("plugin trapped: {0:#}")]
-    Trap(#[source] wasmtime::Error),
+    /// `last_words` is the end of what it wrote to stderr (a Rust panic's
+    /// message), empty if nothing. The message names the root cause only;
+    /// the wasm backtrace stays in `source` (and the debug log).
+    #[error("plugin trapped: {}{}", source.root_cause(), said(last_words))]
+    Trap {
+        source: wasmtime::Error,
+        last_words: String,
+    },
     /// A limit is outside what the host supports.
     #[error("memory limit {requested} bytes exceeds the host maximum of {MAX_MEMORY_BYTES}")]
     MemoryLimit { requested: usize },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn said(last_words: &str) -> String {
+    if last_words.is_empty() {
+        String::new()
+    } else {
+        format!("; its stderr ends: {last_words}")
+    }
+}
 
 /// The engine and the linker shared by every plugin.
 pub struct Runtime {
@@ -318,6 +336,7 @@ impl WasiView for HostState {
 pub struct Instance {
     store: Store<HostState>,
     controller: Controller,
+    output: Output,
 }
 
 impl Compiled {
@@ -329,10 +348,14 @@ impl Compiled {
                 requested: limits.memory_bytes,
             });
         }
+        let output = Output::default();
         let state = HostState {
             // Deliberately empty: no preopened directories, no environment,
-            // no arguments, no sockets.
-            wasi: WasiCtx::builder().build(),
+            // no arguments, no sockets; only the output is kept.
+            wasi: WasiCtx::builder()
+                .stdout(output.stdout.clone())
+                .stderr(output.stderr.clone())
+                .build(),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(limits.memory_bytes)
@@ -352,12 +375,13 @@ impl Compiled {
             Ok(UpdateDeadline::Yield(1))
         });
         store.set_epoch_deadline(1);
-        let controller = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(Error::Trap)?;
-        Ok(Instance { store, controller })
+        let controller = self.pre.instantiate_async(&mut store).await;
+        let controller = finished(&output, controller)?;
+        Ok(Instance {
+            store,
+            controller,
+            output,
+        })
     }
 }
 
@@ -365,11 +389,12 @@ impl Instance {
     /// Asks the plugin what it reconciles.
     pub async fn register(&mut self, timeout: Duration) -> Result<Registration> {
         self.start_call(timeout);
-        self.controller
+        let call = self
+            .controller
             .leasehold_controller_reconciler()
             .call_register(&mut self.store)
-            .await
-            .map_err(Error::Trap)
+            .await;
+        finished(&self.output, call)
     }
 
     /// Reconciles one object (or cleans it up, with `cleanup`).
@@ -386,13 +411,22 @@ impl Instance {
         } else {
             reconciler.call_reconcile(&mut self.store, request).await
         };
-        call.map_err(Error::Trap)
+        finished(&self.output, call)
     }
 
     fn start_call(&mut self, timeout: Duration) {
         self.store.data_mut().deadline = Instant::now() + timeout;
         self.store.set_epoch_deadline(1);
     }
+}
+
+/// Forwards what a call wrote, and names a trap with stderr's last words.
+fn finished<T>(output: &Output, call: wasmtime::Result<T>) -> Result<T> {
+    let last_words = output.forward();
+    call.map_err(|source| {
+        tracing::debug!(error = format!("{source:#}"), "plugin trapped");
+        Error::Trap { source, last_words }
+    })
 }
 
 #[cfg(test)]

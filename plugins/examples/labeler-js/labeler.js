@@ -134,10 +134,13 @@ function reconcileConfigMap({ reference, object }) {
 /** The `leasehold:controller/reconciler` export. */
 export const reconciler = {
   register() {
+    const { selector } = readConfig();
+    // Plain console output reaches the host's log too (as stdout, at info).
+    console.log(`labeler-js labels ConfigMaps matching ${selector}`);
     return {
       name: NAME,
       primary: { group: '', version: 'v1', kind: 'ConfigMap', plural: 'configmaps' },
-      labelSelector: readConfig().selector,
+      labelSelector: selector,
       namespace: undefined,
       owns: [],
       watches: [],

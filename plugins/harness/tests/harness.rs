@@ -67,15 +67,16 @@ fn a_reconcile_that_works_writes_to_the_cluster() {
 }
 
 #[test]
-fn a_trap_fails_that_reconcile_only() {
+fn a_trap_fails_that_reconcile_only_and_quotes_the_panic() {
     let harness = misbehaving(&["trap", "ok"]);
 
     let error = harness.reconcile(&object("trap")).unwrap_err();
 
-    assert!(
-        matches!(error, Error::Runtime(runtime::Error::Trap(_))),
-        "{error}"
-    );
+    let Error::Runtime(runtime::Error::Trap { last_words, .. }) = &error else {
+        panic!("expected a trap, got {error}");
+    };
+    assert!(last_words.contains("panicked at"), "{last_words}");
+    assert!(error.to_string().contains("asked to trap"), "{error}");
     assert_eq!(harness.reconcile(&object("ok")).unwrap(), Action::Done);
 }
 
@@ -89,7 +90,7 @@ fn a_plugin_that_never_returns_is_stopped_by_its_timeout() {
     let error = harness.reconcile(&object("loop")).unwrap_err();
 
     assert!(
-        matches!(error, Error::Runtime(runtime::Error::Trap(_))),
+        matches!(error, Error::Runtime(runtime::Error::Trap { .. })),
         "{error}"
     );
 }
@@ -104,7 +105,7 @@ fn a_plugin_that_allocates_without_bound_is_stopped_by_its_memory_limit() {
     let error = harness.reconcile(&object("allocate")).unwrap_err();
 
     assert!(
-        matches!(error, Error::Runtime(runtime::Error::Trap(_))),
+        matches!(error, Error::Runtime(runtime::Error::Trap { .. })),
         "{error}"
     );
 }
