@@ -11,8 +11,8 @@ use kube::{Api, Client};
 use leasehold::oci;
 use leasehold::plugins::{Plugin, PluginStatus};
 use leasehold_tests::fixtures::{
-    apply_plugin, config_map, meta, plugin_namespace, serve_files, service_account_with,
-    store_component,
+    apply_plugin, config_map, grant, meta, plugin_namespace, rule, serve_files,
+    service_account_with, store_component,
 };
 use leasehold_tests::{
     ReplicaProcess, ReplicaSettings, TestCluster, TestRegistry, eventually, plugin_component,
@@ -196,7 +196,8 @@ async fn a_plugin_from_a_configmap_runs_on_the_leader_and_reports_ready() -> any
 }
 
 #[tokio::test]
-async fn a_plugin_whose_account_may_not_watch_its_kind_says_so() -> anyhow::Result<()> {
+async fn a_plugin_whose_account_may_not_watch_its_kind_is_not_ready_until_granted()
+-> anyhow::Result<()> {
     let setup = Setup::new().await?;
     setup.component("blind-component", misbehaving()).await?;
     let blind = service_account_with(setup.cluster, &setup.namespace, Vec::new()).await?;
@@ -205,16 +206,32 @@ async fn a_plugin_whose_account_may_not_watch_its_kind_says_so() -> anyhow::Resu
     setup.apply("blind", spec).await?;
     let replica = setup.replica("solo", &[]).await?;
 
-    let message = eventually(PATIENCE, "the watch failure on the status", || async {
-        let error = setup.plugins.get("blind").await.ok()?.status?.last_error?;
-        error.message.contains("watching").then_some(error.message)
-    })
-    .await
-    .map_err(|error| error.context(replica.log()))?;
-    assert!(
-        message.contains("cannot list resource \"configmaps\""),
-        "{message}"
+    let status = setup
+        .wait_for("blind", "Ready", "False", "WatchForbidden", &replica)
+        .await?;
+    let message = status
+        .last_error
+        .expect("the denial is the last error")
+        .message;
+    assert_eq!(
+        message,
+        format!(
+            "ServiceAccount {}/{blind} may not list configmaps in all namespaces; \
+             grant it list and watch on what the plugin registers",
+            setup.namespace
+        )
     );
+
+    grant(
+        &setup.admin,
+        &setup.namespace,
+        &blind,
+        vec![rule(&[""], &["configmaps"], &["get", "list", "watch"])],
+    )
+    .await?;
+    setup
+        .wait_for("blind", "Ready", "True", "Ready", &replica)
+        .await?;
     Ok(())
 }
 
@@ -249,8 +266,17 @@ async fn changing_a_plugin_reloads_it_alone_without_restarting_the_host() -> any
         .await?;
     let reloaded = setup.work(&moved).await?;
     setup.wait_handled(&reloaded, &replica).await?;
-    let first_now = setup.plugins.get("first").await?.status.unwrap_or_default();
-    assert_eq!(first_now.observed_generation, Some(2));
+    // The status is written apart from the reconcile (every 250 ms).
+    eventually(
+        PATIENCE,
+        "first's status to observe generation 2",
+        || async {
+            let status = setup.plugins.get("first").await.ok()?.status?;
+            (status.observed_generation == Some(2)).then_some(())
+        },
+    )
+    .await
+    .map_err(|error| error.context(replica.log()))?;
 
     // `second` kept running the whole time: same Running transition, and
     // its reconcile count did not restart from zero.
@@ -374,8 +400,13 @@ async fn bad_plugins_say_why_on_their_status_and_a_good_one_keeps_working() -> a
             json!({"source": {"configMap": {"name": "late-component"}}}),
         ),
     ];
+    // Each selects work of its own that never comes: once healed, a plugin
+    // with the fixture's default selector would reconcile every test's work.
+    let idle = unique_name("idle");
     for (name, spec) in &bad {
-        setup.apply(name, spec.clone()).await?;
+        let mut spec = spec.clone();
+        spec["config"] = json!({"selector": format!("leasehold.dev/misbehave={idle}")});
+        setup.apply(name, spec).await?;
     }
     let replica = setup.replica("solo", &[]).await?;
 
@@ -418,7 +449,8 @@ async fn bad_plugins_say_why_on_their_status_and_a_good_one_keeps_working() -> a
     let work = setup.work(&group).await?;
     setup.wait_handled(&work, &replica).await?;
 
-    // What heals by itself does: the missing account and ConfigMap appear.
+    // What heals by itself does: the missing account (with its RBAC) and
+    // ConfigMap appear.
     Api::<ServiceAccount>::namespaced(setup.admin.clone(), &setup.namespace)
         .create(
             &PostParams::default(),
@@ -428,6 +460,13 @@ async fn bad_plugins_say_why_on_their_status_and_a_good_one_keeps_working() -> a
             },
         )
         .await?;
+    grant(
+        &setup.admin,
+        &setup.namespace,
+        "missing",
+        vec![rule(&[""], &["configmaps"], &["get", "list", "watch"])],
+    )
+    .await?;
     setup.component("late-component", bytes).await?;
     setup
         .wait_for("no-account", "Ready", "True", "Ready", &replica)

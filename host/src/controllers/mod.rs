@@ -8,6 +8,7 @@
 //! ends, every controller stops; the guard refuses their host calls from
 //! the deadline on, even before they notice.
 
+mod access;
 mod finalizer;
 mod metrics;
 mod run;

@@ -20,8 +20,8 @@ use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::finalizer;
 use super::metrics::PluginMetrics;
+use super::{access, finalizer};
 use crate::election::LeaderGuard;
 use crate::plugins::LoadedPlugin;
 use crate::runtime::contract::ApiError;
@@ -120,9 +120,13 @@ pub async fn run(
 ) {
     let mut failures = 0;
     loop {
-        let started = start(&host, &plugin, &guard, &report).await;
-        let run = match started {
-            Ok(run) => run,
+        let started = async {
+            let run = start(&host, &plugin, &guard, &report).await?;
+            let controller = build_controller(&run).await?;
+            Ok::<_, Failure>((run, controller))
+        };
+        let (run, controller) = match started.await {
+            Ok(started) => started,
             Err(Failure::NotLeader) => return,
             Err(failure) => {
                 failures += 1;
@@ -131,24 +135,6 @@ pub async fn run(
                 report.set_phase(Phase::Failed {
                     reason: failure.reason(),
                     message: failure.to_string(),
-                });
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => continue,
-                    () = stop.cancelled() => return,
-                    () = guard.lost() => return,
-                }
-            }
-        };
-        let controller = match build_controller(&run).await {
-            Ok(controller) => controller,
-            Err(error) => {
-                failures += 1;
-                let delay = backoff(failures);
-                let message = error.message.clone();
-                warn!(%message, retry_in = ?delay, "cannot watch what the plugin registered");
-                report.set_phase(Phase::Failed {
-                    reason: discovery_reason(&error),
-                    message,
                 });
                 tokio::select! {
                     () = tokio::time::sleep(delay) => continue,
@@ -289,6 +275,9 @@ enum Failure {
     /// does not serve it, or refused or failed discovery.
     #[error("{}", .0.message)]
     Discovery(ApiError),
+    /// The plugin's account may not watch a kind the plugin registered.
+    #[error(transparent)]
+    Forbidden(access::Denied),
     /// The API server could not be asked.
     #[error("Kubernetes API: {0}")]
     Kube(#[source] kube::Error),
@@ -305,6 +294,7 @@ impl Failure {
             Self::NoServiceAccount(_) => "ServiceAccountNotFound",
             Self::Register(_) => "RegistrationFailed",
             Self::Discovery(error) => discovery_reason(error),
+            Self::Forbidden(_) => "WatchForbidden",
         }
     }
 }
@@ -343,6 +333,12 @@ async fn resource_of(bridge: &KubeBridge, gvk: &GroupVersionKind) -> Result<ApiR
         .map(|(resource, _)| resource)
 }
 
+async fn resolve(run: &PluginRun, kind: &GroupVersionKind) -> Result<ApiResource, Failure> {
+    resource_of(&run.bridge, kind)
+        .await
+        .map_err(Failure::Discovery)
+}
+
 fn api_for(run: &PluginRun, resource: &ApiResource) -> Api<DynamicObject> {
     let client = run.bridge.client().clone();
     match &run.registration.namespace {
@@ -351,8 +347,30 @@ fn api_for(run: &PluginRun, resource: &ApiResource) -> Api<DynamicObject> {
     }
 }
 
-async fn build_controller(run: &Arc<PluginRun>) -> Result<Controller<DynamicObject>, ApiError> {
+/// Resolves what the plugin owns and watches, checks that its account may
+/// watch all of it, and builds the controller.
+async fn build_controller(run: &Arc<PluginRun>) -> Result<Controller<DynamicObject>, Failure> {
     let registration = &run.registration;
+    let mut owned = Vec::new();
+    for kind in &registration.owns {
+        owned.push(resolve(run, kind).await?);
+    }
+    let mut watched = Vec::new();
+    for watch in &registration.watches {
+        watched.push((resolve(run, &watch.kind).await?, watch));
+    }
+    let every_resource: Vec<ApiResource> = std::iter::once(run.primary.clone())
+        .chain(owned.iter().cloned())
+        .chain(watched.iter().map(|(resource, _)| resource.clone()))
+        .collect();
+    access::may_watch(
+        run.bridge.client(),
+        &run.plugin.definition.service_account.to_string(),
+        &every_resource,
+        registration.namespace.as_deref(),
+    )
+    .await
+    .map_err(Failure::Forbidden)?;
     let mut primary_watch = watcher::Config::default();
     if let Some(selector) = &registration.label_selector {
         primary_watch = primary_watch.labels(selector);
@@ -362,16 +380,14 @@ async fn build_controller(run: &Arc<PluginRun>) -> Result<Controller<DynamicObje
         primary_watch,
         run.primary.clone(),
     );
-    for owned in &registration.owns {
-        let resource = resource_of(&run.bridge, owned).await?;
+    for resource in owned {
         controller = controller.owns_with(
             api_for(run, &resource),
             resource,
             watcher::Config::default(),
         );
     }
-    for watch in &registration.watches {
-        let resource = resource_of(&run.bridge, &watch.kind).await?;
+    for (resource, watch) in watched {
         let mut config = watcher::Config::default();
         if let Some(selector) = &watch.label_selector {
             config = config.labels(selector);
