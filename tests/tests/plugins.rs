@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::rbac::v1::PolicyRule;
-use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
 use leasehold_tests::fixtures::{
     config_map, counter, labelled_namespace, rule, service_account_with,
 };
@@ -153,6 +153,39 @@ async fn configmap_mirror_copies_keeps_in_sync_and_cleans_up_through_its_finaliz
         copy_has("green")
     })
     .await?;
+
+    // A source that loses its label leaves the plugin's watch: the host
+    // still tells the plugin (`absent`), which removes the copies and
+    // releases the source's finalizer, or deleting it later would hang.
+    let labelled = |mirror: Option<&str>| {
+        Patch::Merge(json!({"metadata": {"labels": {"leasehold.dev/mirror": mirror}}}))
+    };
+    sources
+        .patch("settings", &PatchParams::default(), &labelled(None))
+        .await?;
+    eventually(PATIENCE, "an unlabelled source to be let go", || async {
+        for target in &targets {
+            let copy = Api::<ConfigMap>::namespaced(admin.clone(), target)
+                .get_opt("settings")
+                .await
+                .ok()?;
+            if copy.is_some() {
+                return None;
+            }
+        }
+        let source = sources.get("settings").await.ok()?;
+        source.finalizers().is_empty().then_some(())
+    })
+    .await
+    .map_err(|error| error.context(replica.log()))?;
+    sources
+        .patch("settings", &PatchParams::default(), &labelled(Some("true")))
+        .await?;
+    eventually(PATIENCE, "a relabelled source to be mirrored again", || {
+        copy_has("green")
+    })
+    .await
+    .map_err(|error| error.context(replica.log()))?;
 
     sources.delete("settings", &DeleteParams::default()).await?;
     eventually(PATIENCE, "copies and source to be gone", || async {

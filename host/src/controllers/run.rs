@@ -15,7 +15,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::controller::{self, Action as QueueAction, Controller};
 use kube::runtime::reflector::ObjectRef as QueueRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -35,6 +35,8 @@ const BACKOFF_BASE: Duration = Duration::from_millis(500);
 /// Backoff never grows beyond this (kube-controller-manager uses 1000 s;
 /// a plugin fix should be picked up sooner).
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// How often an `absent` call that fails with a retryable error is made.
+const ABSENT_ATTEMPTS: u32 = 4;
 /// Registration gets the plugin's timeout, but at least this long.
 const MIN_REGISTER_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -146,23 +148,28 @@ pub async fn run(
         report.set_phase(Phase::Running {
             primary: run.primary.kind.clone(),
         });
-        let watching = report.clone();
+        let concurrency = plugin.definition.limits.concurrency;
+        let outcomes = run.clone();
         let stream = controller
-            .with_config(
-                controller::Config::default().concurrency(plugin.definition.limits.concurrency),
-            )
+            .with_config(controller::Config::default().concurrency(concurrency))
             // A stop lets running reconciles finish, then ends the stream.
             .graceful_shutdown_on(stop.clone().cancelled_owned())
             .run(reconcile, error_policy, run)
-            .for_each(move |result| {
-                let report = watching.clone();
+            // Concurrent, so an `absent` call never holds up the controller;
+            // the stream ends only once those calls have finished too.
+            .for_each_concurrent(concurrency as usize, move |result| {
+                let run = outcomes.clone();
                 async move {
                     match result {
-                        // A watch the plugin's account may not make (or that
-                        // fails) starves the plugin silently unless said.
+                        Err(controller::Error::ObjectNotFound(gone)) => {
+                            absent(&run, &gone).await;
+                        }
+                        // A watch that fails later (say, a grant revoked)
+                        // starves the plugin silently unless said.
                         Err(controller::Error::QueueError(error)) => {
                             warn!(%error, "watching what the plugin registered failed");
-                            report.failed(format!("watching what the plugin registered: {error}"));
+                            run.report
+                                .failed(format!("watching what the plugin registered: {error}"));
                         }
                         Err(error) => debug!(%error, "reconcile did not complete"),
                         Ok(_) => {}
@@ -375,11 +382,18 @@ async fn build_controller(run: &Arc<PluginRun>) -> Result<Controller<DynamicObje
     if let Some(selector) = &registration.label_selector {
         primary_watch = primary_watch.labels(selector);
     }
-    let mut controller = Controller::new_with(
-        api_for(run, &run.primary),
-        primary_watch,
-        run.primary.clone(),
-    );
+    // kube-runtime's own primary stream triggers on applies only; this one
+    // also triggers on deletions (including leaving the label selector), so
+    // a primary that is gone reaches the plugin as `absent` (see
+    // `ObjectNotFound` in `run`). The store is updated before the trigger.
+    let writer = reflector::store::Writer::new(run.primary.clone());
+    let store = writer.as_reader();
+    let primaries = reflector::reflector(
+        writer,
+        watcher::watcher(api_for(run, &run.primary), primary_watch),
+    )
+    .touched_objects();
+    let mut controller = Controller::for_stream_with(primaries, store, run.primary.clone());
     for resource in owned {
         controller = controller.owns_with(
             api_for(run, &resource),
@@ -429,7 +443,6 @@ async fn reconcile(
     run: Arc<PluginRun>,
 ) -> Result<QueueAction, Failure> {
     run.guard.check().map_err(|_| Failure::NotLeader)?;
-    let name = run.plugin.definition.name.as_str();
     let reference = ObjectRef {
         namespace: object.namespace(),
         name: object.name_any(),
@@ -449,38 +462,8 @@ async fn reconcile(
             finalizer::State::Released => return Ok(QueueAction::await_change()),
         },
     };
-    let request = Request {
-        reference: reference.clone(),
-        object: Some(serde_json::to_string(object.as_ref()).unwrap_or_default()),
-    };
-    let display = match &reference.namespace {
-        Some(namespace) => format!("{namespace}/{}", reference.name),
-        None => reference.name.clone(),
-    };
-    let context = host_context(&run.backend, &run.plugin, Some(display.clone()));
-    let limits = &run.plugin.definition.limits;
-    run.metrics.instantiated(name);
-    let outcome = match run.plugin.compiled.instantiate(context, limits).await {
-        Ok(mut instance) => instance.reconcile(&request, cleanup, limits.timeout).await,
-        Err(error) => Err(error),
-    };
-    let action = match outcome {
-        Err(trap) => {
-            run.metrics.reconciled(name, "trap");
-            run.report.trap.fetch_add(1, Ordering::Relaxed);
-            run.report.failed(format!("{display}: {trap}"));
-            return Err(Failure::Trap(trap));
-        }
-        Ok(Err(error)) => {
-            run.metrics.reconciled(name, "error");
-            run.report.error.fetch_add(1, Ordering::Relaxed);
-            run.report.failed(format!("{display}: {}", error.message));
-            return Err(Failure::Plugin(error));
-        }
-        Ok(Ok(action)) => action,
-    };
-    run.metrics.reconciled(name, "ok");
-    run.report.ok.fetch_add(1, Ordering::Relaxed);
+    let json = serde_json::to_string(object.as_ref()).unwrap_or_default();
+    let action = call(&run, reference, Some(json), cleanup).await?;
     if cleanup
         && matches!(action, Action::Done)
         && let Some(finalizer) = &run.registration.finalizer
@@ -501,6 +484,72 @@ async fn reconcile(
             None => QueueAction::await_change(),
         },
     })
+}
+
+/// Tells the plugin that a primary is gone (deleted, or no longer
+/// selected). Nothing is left in the queue to retry it, so a retryable
+/// error is retried here, a few times with backoff.
+async fn absent(run: &PluginRun, gone: &QueueRef<DynamicObject>) {
+    let reference = ObjectRef {
+        namespace: gone.namespace.clone(),
+        name: gone.name.clone(),
+    };
+    for attempt in 1..=ABSENT_ATTEMPTS {
+        if run.guard.check().is_err() {
+            return;
+        }
+        match call(run, reference.clone(), None, false).await {
+            Ok(_) => return,
+            Err(Failure::Plugin(error)) if error.retryable && attempt < ABSENT_ATTEMPTS => {
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            Err(failure) => {
+                warn!(object = %gone, error = %failure, attempt, "absent primary not handled");
+                return;
+            }
+        }
+    }
+}
+
+/// One call into a fresh instance of the plugin, counted and reported.
+async fn call(
+    run: &PluginRun,
+    reference: ObjectRef,
+    object: Option<String>,
+    cleanup: bool,
+) -> Result<Action, Failure> {
+    let name = run.plugin.definition.name.as_str();
+    let display = match &reference.namespace {
+        Some(namespace) => format!("{namespace}/{}", reference.name),
+        None => reference.name.clone(),
+    };
+    let request = Request { reference, object };
+    let context = host_context(&run.backend, &run.plugin, Some(display.clone()));
+    let limits = &run.plugin.definition.limits;
+    run.metrics.instantiated(name);
+    let outcome = match run.plugin.compiled.instantiate(context, limits).await {
+        Ok(mut instance) => instance.reconcile(&request, cleanup, limits.timeout).await,
+        Err(error) => Err(error),
+    };
+    match outcome {
+        Err(trap) => {
+            run.metrics.reconciled(name, "trap");
+            run.report.trap.fetch_add(1, Ordering::Relaxed);
+            run.report.failed(format!("{display}: {trap}"));
+            Err(Failure::Trap(trap))
+        }
+        Ok(Err(error)) => {
+            run.metrics.reconciled(name, "error");
+            run.report.error.fetch_add(1, Ordering::Relaxed);
+            run.report.failed(format!("{display}: {}", error.message));
+            Err(Failure::Plugin(error))
+        }
+        Ok(Ok(action)) => {
+            run.metrics.reconciled(name, "ok");
+            run.report.ok.fetch_add(1, Ordering::Relaxed);
+            Ok(action)
+        }
+    }
 }
 
 fn api_for_object(run: &PluginRun, object: &DynamicObject) -> Api<DynamicObject> {

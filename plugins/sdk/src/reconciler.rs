@@ -74,9 +74,11 @@ pub trait Reconciler {
         Ok(Action::Done)
     }
 
-    /// Called when the primary named by `reference` is gone, or no longer
-    /// matches the registration's label selector; nothing to do by default,
-    /// because owner references let the garbage collector clean up.
+    /// Called when the primary named by `reference` is gone (deleted, also
+    /// after a finalized deletion completes), or no longer matches the
+    /// registration's label selector; nothing to do by default, because
+    /// owner references let the garbage collector clean up. Must be
+    /// idempotent; a retryable error is retried a few times, then dropped.
     fn absent(&self, reference: &ObjectRef) -> Result<Action, Error> {
         let _ = reference;
         Ok(Action::Done)
