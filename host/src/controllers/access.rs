@@ -34,8 +34,10 @@ pub struct Denied {
 }
 
 /// Checks `list` and `watch` on every resource, as the account behind
-/// `client` (an impersonating client). A review that cannot be made is
-/// logged and passed: the watch itself will then say what is wrong.
+/// `client` (an impersonating client), all at once: a plugin's start (and
+/// so a hot reload) waits one round trip, not one per question. A review
+/// that cannot be made is logged and passed: the watch itself will then
+/// say what is wrong.
 pub async fn may_watch(
     client: &kube::Client,
     account: &str,
@@ -43,15 +45,25 @@ pub async fn may_watch(
     namespace: Option<&str>,
 ) -> Result<(), Denied> {
     let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
-    for resource in resources {
-        for verb in WATCH_VERBS {
-            let review = review(resource, verb, namespace);
-            match reviews.create(&PostParams::default(), &review).await {
-                Ok(answer) if answer.status.as_ref().is_some_and(|status| status.allowed) => {}
-                Ok(_) => return Err(denied(account, resource, verb, namespace)),
-                Err(error) => {
-                    warn!(%error, verb, resource = %resource.plural, "cannot ask whether the plugin may watch; starting anyway");
-                }
+    let questions = resources
+        .iter()
+        .flat_map(|resource| WATCH_VERBS.map(|verb| (resource, verb)));
+    let answers = futures::future::join_all(questions.map(|(resource, verb)| {
+        let reviews = &reviews;
+        async move {
+            let asked = reviews
+                .create(&PostParams::default(), &review(resource, verb, namespace))
+                .await;
+            (resource, verb, asked)
+        }
+    }))
+    .await;
+    for (resource, verb, asked) in answers {
+        match asked {
+            Ok(answer) if answer.status.as_ref().is_some_and(|status| status.allowed) => {}
+            Ok(_) => return Err(denied(account, resource, verb, namespace)),
+            Err(error) => {
+                warn!(%error, verb, resource = %resource.plural, "cannot ask whether the plugin may watch; starting anyway");
             }
         }
     }
