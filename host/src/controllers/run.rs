@@ -150,6 +150,7 @@ pub async fn run(
         });
         let concurrency = plugin.definition.limits.concurrency;
         let outcomes = run.clone();
+        let stopping = stop.clone();
         let stream = controller
             .with_config(controller::Config::default().concurrency(concurrency))
             // A stop lets running reconciles finish, then ends the stream.
@@ -158,11 +159,11 @@ pub async fn run(
             // Concurrent, so an `absent` call never holds up the controller;
             // the stream ends only once those calls have finished too.
             .for_each_concurrent(concurrency as usize, move |result| {
-                let run = outcomes.clone();
+                let (run, stop) = (outcomes.clone(), stopping.clone());
                 async move {
                     match result {
                         Err(controller::Error::ObjectNotFound(gone)) => {
-                            absent(&run, &gone).await;
+                            absent(&run, &gone, &stop).await;
                         }
                         // A watch that fails later (say, a grant revoked)
                         // starves the plugin silently unless said.
@@ -488,8 +489,9 @@ async fn reconcile(
 
 /// Tells the plugin that a primary is gone (deleted, or no longer
 /// selected). Nothing is left in the queue to retry it, so a retryable
-/// error is retried here, a few times with backoff.
-async fn absent(run: &PluginRun, gone: &QueueRef<DynamicObject>) {
+/// error is retried here, a few times with backoff, unless the plugin is
+/// stopping (a reload must not wait out the backoff).
+async fn absent(run: &PluginRun, gone: &QueueRef<DynamicObject>, stop: &CancellationToken) {
     let reference = ObjectRef {
         namespace: gone.namespace.clone(),
         name: gone.name.clone(),
@@ -501,7 +503,10 @@ async fn absent(run: &PluginRun, gone: &QueueRef<DynamicObject>) {
         match call(run, reference.clone(), None, false).await {
             Ok(_) => return,
             Err(Failure::Plugin(error)) if error.retryable && attempt < ABSENT_ATTEMPTS => {
-                tokio::time::sleep(backoff(attempt)).await;
+                tokio::select! {
+                    () = tokio::time::sleep(backoff(attempt)) => {}
+                    () = stop.cancelled() => return,
+                }
             }
             Err(failure) => {
                 warn!(object = %gone, error = %failure, attempt, "absent primary not handled");
