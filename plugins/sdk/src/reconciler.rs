@@ -78,7 +78,9 @@ pub trait Reconciler {
     /// after a finalized deletion completes), or no longer matches the
     /// registration's label selector; nothing to do by default, because
     /// owner references let the garbage collector clean up. Must be
-    /// idempotent; a retryable error is retried a few times, then dropped.
+    /// idempotent, and may overlap the first reconcile of an object
+    /// re-created under the same name; a retryable error is retried a few
+    /// times, then dropped.
     fn absent(&self, reference: &ObjectRef) -> Result<Action, Error> {
         let _ = reference;
         Ok(Action::Done)
