@@ -227,9 +227,7 @@ async fn start(
         host.metrics.reconciled(&definition.name, "trap");
         Failure::Register(trap)
     })?;
-    let primary = resource_of(&bridge, &registration.primary)
-        .await
-        .map_err(Failure::Discovery)?;
+    let primary = resource_of(&bridge, &registration.primary).await?;
     info!(primary = %primary.kind, owns = registration.owns.len(), watches = registration.watches.len(), "starting controller");
     Ok(Arc::new(PluginRun {
         plugin: plugin.clone(),
@@ -329,7 +327,7 @@ fn discovery_reason(error: &ApiError) -> &'static str {
     }
 }
 
-async fn resource_of(bridge: &KubeBridge, gvk: &GroupVersionKind) -> Result<ApiResource, ApiError> {
+async fn resource_of(bridge: &KubeBridge, gvk: &GroupVersionKind) -> Result<ApiResource, Failure> {
     let api_version = if gvk.group.is_empty() {
         gvk.version.clone()
     } else {
@@ -339,11 +337,6 @@ async fn resource_of(bridge: &KubeBridge, gvk: &GroupVersionKind) -> Result<ApiR
         .resource(&api_version, &gvk.kind)
         .await
         .map(|(resource, _)| resource)
-}
-
-async fn resolve(run: &PluginRun, kind: &GroupVersionKind) -> Result<ApiResource, Failure> {
-    resource_of(&run.bridge, kind)
-        .await
         .map_err(Failure::Discovery)
 }
 
@@ -361,11 +354,11 @@ async fn build_controller(run: &Arc<PluginRun>) -> Result<Controller<DynamicObje
     let registration = &run.registration;
     let mut owned = Vec::new();
     for kind in &registration.owns {
-        owned.push(resolve(run, kind).await?);
+        owned.push(resource_of(&run.bridge, kind).await?);
     }
     let mut watched = Vec::new();
     for watch in &registration.watches {
-        watched.push((resolve(run, &watch.kind).await?, watch));
+        watched.push((resource_of(&run.bridge, &watch.kind).await?, watch));
     }
     let every_resource: Vec<ApiResource> = std::iter::once(run.primary.clone())
         .chain(owned.iter().cloned())
