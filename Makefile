@@ -19,7 +19,10 @@ help:
 	@echo "make ci              what CI runs: fmt, clippy, test"
 
 ## deps: the Rust target and the Go-built Kubernetes binaries (cached).
+## What it cannot install it names, with one line on how to get it.
 deps:
+	@command -v rustup >/dev/null || { echo "deps: missing rustup: install it from https://rustup.rs"; exit 1; }
+	@command -v npm >/dev/null || { echo "deps: missing Node.js and npm (the JavaScript plugin's build): apt-get install nodejs npm"; exit 1; }
 	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 	@tools/cluster.sh install
 	@tools/registry.sh install
@@ -33,6 +36,15 @@ cluster-down:
 test: deps
 	$(CARGO) build --workspace --all-targets
 	tools/with-cluster.sh $(CARGO) test --workspace --no-fail-fast
+	$(MAKE) --no-print-directory bench-smoke
+
+## bench-smoke: the benchmarks once each at their smallest, in the dev
+## profile, so a broken harness or baseline fails `make test`. Its figures
+## mean nothing; `make bench` measures.
+.PHONY: bench-smoke
+bench-smoke: deps
+	LEASEHOLD_BENCH_TRIALS=1 LEASEHOLD_BASELINE_ELECTOR=$$(tools/cluster.sh baseline) \
+	  tools/with-cluster.sh $(CARGO) bench --profile dev -p leasehold-tests --bench failover
 
 demo: deps
 	$(CARGO) build --release -p leasehold

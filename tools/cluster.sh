@@ -3,7 +3,7 @@
 # an admin client certificate, data on tmpfs. Used by `make test`, `make demo`
 # and the Rust test support (host/src/testing).
 #
-#   tools/cluster.sh install   build/cache kube-apiserver, kubectl, helm; install etcd
+#   tools/cluster.sh install   build/cache kube-apiserver, kubectl, helm and etcd (never touches a system etcd)
 #   tools/cluster.sh up        start (or reuse) the control plane; prints the kubeconfig path
 #   tools/cluster.sh down      stop it and remove its state
 #   tools/cluster.sh status    exit 0 when it is up and ready
@@ -30,16 +30,34 @@ die() { log "error: $*"; exit 1; }
 # shellcheck source=tools/processes.sh
 source "$ROOT/tools/processes.sh"
 
+# etcd comes from Debian's etcd-server package, unpacked into the cache
+# rather than installed: installing it would start a system etcd on 2379,
+# and this script never starts, stops or reconfigures what it does not own.
+ETCD_BIN=$CACHE/bin/etcd-debian
 install_etcd() {
-  command -v etcd >/dev/null && return
-  log "installing etcd (Debian etcd-server) and openssl"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >/dev/null
-  apt-get install -y -qq etcd-server openssl >/dev/null
-  # The package starts a system etcd on 2379; ours picks free ports, but a
-  # stray daemon is still noise.
-  systemctl disable --now etcd >/dev/null 2>&1 || true
-  pkill -x etcd >/dev/null 2>&1 || true
+  [[ -x $ETCD_BIN/etcd ]] && return
+  command -v apt-get >/dev/null || die "etcd is unpacked from Debian's etcd-server package; on a non-Debian machine put an etcd 3.4+ binary at $ETCD_BIN/etcd"
+  log "unpacking etcd from Debian's etcd-server package into $ETCD_BIN (once per machine)"
+  local work; work=$(mktemp -d)
+  (cd "$work" && apt-get download -qq etcd-server >/dev/null 2>&1) \
+    || { apt-get update -qq >/dev/null && (cd "$work" && apt-get download -qq etcd-server >/dev/null); } \
+    || die "apt-get could not download etcd-server"
+  dpkg-deb -x "$work"/etcd-server_*.deb "$work/root"
+  mkdir -p "$ETCD_BIN.tmp" && cp "$work/root/usr/bin/etcd" "$ETCD_BIN.tmp/"
+  rm -rf "$work" "$ETCD_BIN" && mv "$ETCD_BIN.tmp" "$ETCD_BIN"
+}
+
+# What the scripts call but cannot install themselves, each with one line on
+# how to get it.
+check_prerequisites() {
+  local missing=0
+  need() { command -v "$1" >/dev/null || { log "missing $1: $2"; missing=1; }; }
+  need go "install Go 1.24+ (https://go.dev/doc/install) or: apt-get install golang"
+  need openssl "apt-get install openssl"
+  need curl "apt-get install curl"
+  need python3 "apt-get install python3"
+  need flock "apt-get install util-linux"
+  ((missing == 0)) || die "prerequisites missing (see above)"
 }
 
 build_kubernetes() {
@@ -78,6 +96,7 @@ cmd_baseline() {
 }
 
 cmd_install() {
+  check_prerequisites
   install_etcd
   build_kubernetes
   build_helm
@@ -165,7 +184,7 @@ cmd_up() {
   etcd_port=$(free_port); etcd_peer=$(free_port); api_port=$(free_port)
   # setsid: the control plane outlives the shell that started it (cargo test
   # may start it; `tools/cluster.sh down` stops it).
-  setsid etcd --name leasehold --data-dir "$STATE/etcd" \
+  setsid "$ETCD_BIN/etcd" --name leasehold --data-dir "$STATE/etcd" \
     --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
     --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
     --initial-cluster "leasehold=http://127.0.0.1:$etcd_peer" \
@@ -210,7 +229,7 @@ cmd_down() {
 
 cmd_env() {
   echo "export KUBECONFIG=$STATE/kubeconfig"
-  echo "export PATH=$BIN:$HELM_BIN:\$PATH"
+  echo "export PATH=$BIN:$HELM_BIN:$ETCD_BIN:\$PATH"
 }
 
 case ${1:-} in

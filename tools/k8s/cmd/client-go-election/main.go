@@ -35,6 +35,7 @@ func main() {
 	retryPeriod := flags.Duration("retry-period", 2*time.Second, "retry period")
 	activityLog := flags.String("activity-log", "", "file to append '<term> <unix-micros>' to while leading")
 	flags.String("listen", "", "ignored (leasehold serves an API; the baseline does not)")
+	flags.String("plugin-namespace", "", "ignored (leasehold runs plugins; the baseline runs none)")
 	_ = flags.Parse(os.Args[2:])
 
 	config, err := clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
