@@ -18,7 +18,9 @@ pub mod plugins;
 pub mod replica;
 pub mod replicas;
 pub mod roles;
-pub mod runtime;
 pub mod telemetry;
 
 pub use cli::Cli;
+/// The wasm runtime, a crate of its own so that plugin authors' test
+/// harness compiles it without the control plane.
+pub use leasehold_runtime as runtime;

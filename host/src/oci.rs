@@ -37,7 +37,6 @@ use std::time::Duration;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, StatusCode, Url};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
 /// Media type of the config blob of a wasm OCI artifact.
 pub const WASM_CONFIG_MEDIA_TYPE: &str = "application/vnd.wasm.config.v0+json";
@@ -384,16 +383,7 @@ fn validate_tag(tag: &str) -> Result<(), String> {
 
 // === digests ===
 
-/// The `sha256:<hex>` digest of `bytes`, as OCI names content.
-pub fn digest_of(bytes: &[u8]) -> String {
-    let hash = Sha256::digest(bytes);
-    let mut digest = String::with_capacity(7 + 64);
-    digest.push_str("sha256:");
-    for byte in hash {
-        digest.push_str(&format!("{byte:02x}"));
-    }
-    digest
-}
+pub use crate::runtime::digest_of;
 
 /// Checks that `bytes` hash to `expected` (which must be a sha256 digest).
 fn verify_digest(expected: &str, bytes: &[u8]) -> Result<()> {

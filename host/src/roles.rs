@@ -23,7 +23,9 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 /// Work that runs only on the leader.
 ///
 /// `lead` is called at the start of every term. It must call
-/// [`LeaderGuard::check`] immediately before each leader-only action and
+/// [`LeaderGuard::check`] immediately before each leader-only action (or
+/// send its requests through a client fenced to the term,
+/// [`crate::election::fence::Fence`], which checks every request) and
 /// return soon after [`LeaderGuard::lost`] resolves.
 pub trait LeaderRole: Send + Sync + 'static {
     /// A short name for logs.

@@ -33,12 +33,11 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
+use leasehold::controllers::bridge::KubeBridge;
 use leasehold::election::{self, Elector, LeaderGuard, LeaseClient, Status};
 use leasehold::metrics::Metrics;
 use leasehold::roles::{LeaderRole, LeaderRoles};
-use leasehold::runtime::{
-    EPOCH_TICK, HostContext, KubeBridge, Limits, ObjectRef, Request, Runtime,
-};
+use leasehold::runtime::{EPOCH_TICK, HostContext, Limits, ObjectRef, Request, Runtime};
 use leasehold_tests::fixtures::{
     config_map, grant, labelled_namespace, load_average, percentile, rule,
 };
@@ -205,11 +204,12 @@ impl PerCall {
             "default",
             "default",
             "bench-runtime",
+            guard,
         )?;
         Ok(Self {
             runtime: Runtime::new(None)?,
             context: HostContext {
-                backend: Arc::new(bridge).while_leading(guard),
+                backend: Arc::new(bridge),
                 config: Arc::from("{}"),
                 object: Some("bench/object".into()),
             },

@@ -9,6 +9,7 @@
 //! the deadline on, even before they notice.
 
 mod access;
+pub mod bridge;
 mod finalizer;
 mod metrics;
 mod run;

@@ -20,13 +20,15 @@ use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::bridge::KubeBridge;
 use super::metrics::PluginMetrics;
 use super::{access, finalizer};
 use crate::election::LeaderGuard;
+use crate::election::fence;
 use crate::plugins::LoadedPlugin;
 use crate::runtime::contract::ApiError;
 use crate::runtime::{
-    Action, Backend, GroupVersionKind, HostContext, KubeBridge, Mapping, ObjectRef, ReconcileError,
+    Action, Backend, GroupVersionKind, HostContext, Mapping, ObjectRef, ReconcileError,
     Registration, Request,
 };
 
@@ -208,10 +210,11 @@ async fn start(
         &account.namespace,
         &account.name,
         &host.identity,
+        guard.clone(),
     )
     .map(Arc::new)
     .map_err(Failure::Kube)?;
-    let backend = bridge.while_leading(guard.clone());
+    let backend: Arc<dyn Backend> = bridge.clone();
     let context = host_context(&backend, plugin, None);
     let timeout = definition.limits.timeout.max(MIN_REGISTER_TIMEOUT);
     host.metrics.instantiated(&definition.name);
@@ -246,7 +249,7 @@ async fn start(
 struct PluginRun {
     plugin: LoadedPlugin,
     bridge: Arc<KubeBridge>,
-    /// The bridge, answering only during this term.
+    /// The bridge as the plugin's imports see it.
     backend: Arc<dyn Backend>,
     guard: LeaderGuard,
     registration: Registration,
@@ -290,6 +293,15 @@ enum Failure {
 }
 
 impl Failure {
+    /// A finalizer patch that failed; the fence's refusal is the term's end.
+    fn finalizer(error: kube::Error) -> Self {
+        if fence::refused(&error) {
+            Self::NotLeader
+        } else {
+            Self::Finalizer(error)
+        }
+    }
+
     /// The condition reason a user sees on the Plugin.
     fn reason(&self) -> &'static str {
         match self {
@@ -447,7 +459,7 @@ async fn reconcile(
             finalizer::State::Missing => {
                 finalizer::add(&api_for_object(&run, &object), &object, finalizer)
                     .await
-                    .map_err(Failure::Finalizer)?;
+                    .map_err(Failure::finalizer)?;
                 // The update triggers the next reconcile.
                 return Ok(QueueAction::await_change());
             }
@@ -464,7 +476,7 @@ async fn reconcile(
     {
         finalizer::remove(&api_for_object(&run, &object), &object, finalizer)
             .await
-            .map_err(Failure::Finalizer)?;
+            .map_err(Failure::finalizer)?;
     }
     let queue_ref = QueueRef::from_obj_with(object.as_ref(), run.primary.clone());
     run.failures

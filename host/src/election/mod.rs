@@ -50,6 +50,7 @@
 
 mod config;
 mod elector;
+pub mod fence;
 mod guard;
 mod lease_client;
 mod record;

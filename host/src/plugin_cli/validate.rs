@@ -6,10 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{Error, Result, read};
+use crate::controllers::bridge::KubeBridge;
 use crate::election::LeaderGuard;
-use crate::runtime::{
-    self, GroupVersionKind, HostContext, KubeBridge, Limits, Mapping, Registration, Runtime,
-};
+use crate::runtime::{self, GroupVersionKind, HostContext, Limits, Mapping, Registration, Runtime};
 
 #[derive(Debug, clap::Args)]
 pub struct Options {
@@ -68,14 +67,15 @@ pub(super) async fn validate(path: &Path, bytes: Vec<u8>) -> Result<Validated> {
 /// points at a port nothing listens on.
 fn offline_context() -> Result<HostContext> {
     let config = kube::Config::new(http::Uri::from_static("http://127.0.0.1:1"));
-    let bridge = KubeBridge::impersonating(&config, "validate", "offline", "offline", "offline")
-        .map_err(|source| Error::Kube {
-            action: "build an offline client".into(),
-            source,
-        })?;
     let ended = LeaderGuard::new(tokio::time::Instant::now());
+    let bridge =
+        KubeBridge::impersonating(&config, "validate", "offline", "offline", "offline", ended)
+            .map_err(|source| Error::Kube {
+                action: "build an offline client".into(),
+                source,
+            })?;
     Ok(HostContext {
-        backend: Arc::new(bridge).while_leading(ended),
+        backend: Arc::new(bridge),
         config: Arc::from("{}"),
         object: None,
     })

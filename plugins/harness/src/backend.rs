@@ -2,11 +2,11 @@
 //! component's imports, translated from the host's bindings to the SDK's
 //! types and back.
 
-use leasehold::runtime::contract::{
+use leasehold_runtime::contract::{
     ApiError, ApplyParams, Event, EventType, Field, InvolvedObject, Level, ListParams, ObjectRef,
     StatusUpdate, TypeMeta,
 };
-use leasehold::runtime::{Backend, BackendFuture};
+use leasehold_runtime::{Backend, BackendFuture};
 use leasehold_sdk::testing::{self, Host, HostCalls};
 use leasehold_sdk::{api, event, log};
 

@@ -39,7 +39,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use leasehold::runtime::{self, Compiled, HostContext, Limits, Registration, Request, Runtime};
+use leasehold_runtime::{
+    self as runtime, Compiled, HostContext, Limits, Registration, Request, Runtime,
+};
 use leasehold_sdk::api::ApiError;
 use leasehold_sdk::testing::{Host, Primary};
 use leasehold_sdk::{Action, ObjectRef, TypeMeta};
@@ -113,7 +115,7 @@ fn compile(component: &[u8]) -> Result<Compiled> {
     let mut compiled = COMPILED
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let digest = leasehold::oci::digest_of(component);
+    let digest = runtime::digest_of(component);
     if let Some(found) = compiled.get(&digest) {
         return Ok(found.clone());
     }

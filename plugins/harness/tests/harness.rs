@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use leasehold::runtime::{self, Limits};
 use leasehold_harness::{Error, FakeCluster, Harness, Verb, build_component};
+use leasehold_runtime::{self as runtime, Limits};
 use leasehold_sdk::{Action, ObjectRef};
 use serde_json::json;
 

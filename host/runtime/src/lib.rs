@@ -19,7 +19,7 @@
 //!   quoted when the call traps.
 
 mod bindings;
-mod host;
+mod imports;
 mod output;
 
 use std::path::PathBuf;
@@ -39,7 +39,7 @@ pub use self::bindings::exports::leasehold::controller::reconciler::{
 };
 pub use self::bindings::leasehold::controller::types::ObjectRef;
 use self::bindings::{Controller, ControllerPre};
-pub use self::host::{Backend, BackendFuture, HostContext, KubeBridge};
+pub use self::imports::{Backend, BackendFuture, HostContext};
 use self::output::Output;
 
 /// The contract's types a [`Backend`] receives and returns, as the host's
@@ -100,13 +100,19 @@ pub enum Error {
     /// The engine could not be configured (a host bug or an unsupported CPU).
     #[error("failed to configure the wasm engine")]
     Engine(#[source] wasmtime::Error),
-    /// The bytes are not a valid WebAssembly component.
+    /// The bytes are a core WebAssembly module (what `wasm32-unknown-unknown`
+    /// or `wasm32-wasip1` produce), not a component.
+    #[error("this is a core wasm module, not a component: build the plugin for wasm32-wasip2")]
+    CoreModule,
+    /// The bytes are not a valid WebAssembly component. (Here and below the
+    /// message quotes wasmtime's error whole, so it is not also a `source`:
+    /// a chain printed with its causes would say it twice.)
     #[error("not a valid wasm component: {0:#}")]
-    Compile(#[source] wasmtime::Error),
+    Compile(wasmtime::Error),
     /// The component does not target the `leasehold:controller@0.1.0` world
     /// (it imports something the host does not provide, or lacks an export).
     #[error("component does not implement the leasehold:controller@0.1.0 world: {0:#}")]
-    WrongWorld(#[source] wasmtime::Error),
+    WrongWorld(wasmtime::Error),
     /// The component was built against another version of the contract.
     #[error(
         "component was built for leasehold:controller@{found}; this host implements @{CONTRACT_VERSION} (rebuild it against the host's wit/)"
@@ -115,10 +121,10 @@ pub enum Error {
     /// The plugin trapped, ran out of time, or exceeded its memory.
     /// `last_words` is the end of what it wrote to stderr (a Rust panic's
     /// message), empty if nothing. The message names the root cause only;
-    /// the wasm backtrace stays in `source` (and the debug log).
-    #[error("plugin trapped: {}{}", source.root_cause(), said(last_words))]
+    /// the wasm backtrace stays in `trap` (and the debug log).
+    #[error("plugin trapped: {}{}", trap.root_cause(), said(last_words))]
     Trap {
-        source: wasmtime::Error,
+        trap: wasmtime::Error,
         last_words: String,
     },
     /// A limit is outside what the host supports.
@@ -204,7 +210,7 @@ impl Runtime {
         let engine = Engine::new(&config).map_err(Error::Engine)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(Error::Engine)?;
-        host::add_to_linker(&mut linker).map_err(Error::Engine)?;
+        imports::add_to_linker(&mut linker).map_err(Error::Engine)?;
         let ticker = EpochTicker::start(engine.clone());
         Ok(Self {
             engine,
@@ -216,7 +222,10 @@ impl Runtime {
     /// Compiles (or loads from the cache) a component and links it against
     /// the host's imports, so instantiating it later is cheap.
     pub fn compile(&self, bytes: &[u8]) -> Result<Compiled> {
-        let digest = crate::oci::digest_of(bytes);
+        if is_core_module(bytes) {
+            return Err(Error::CoreModule);
+        }
+        let digest = digest_of(bytes);
         let started = Instant::now();
         let component = Component::new(&self.engine, bytes).map_err(Error::Compile)?;
         check_contract(&self.engine, &component)?;
@@ -231,6 +240,25 @@ impl Runtime {
             pre: Arc::new(pre),
         })
     }
+}
+
+/// The `sha256:<hex>` digest of `bytes`: how the runtime, the component
+/// sources and OCI all name a component.
+pub fn digest_of(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    use std::fmt::Write as _;
+    let mut digest = String::with_capacity(7 + 64);
+    digest.push_str("sha256:");
+    for byte in sha2::Sha256::digest(bytes) {
+        let _ = write!(digest, "{byte:02x}");
+    }
+    digest
+}
+
+/// A core module's preamble: the magic number and version 1. A component
+/// carries the same magic with version 0x0d and layer 1.
+fn is_core_module(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"\0asm\x01\0\0\0")
 }
 
 /// Refuses, by name, a component built for another contract version or
@@ -423,9 +451,9 @@ impl Instance {
 /// Forwards what a call wrote, and names a trap with stderr's last words.
 fn finished<T>(output: &Output, call: wasmtime::Result<T>) -> Result<T> {
     let last_words = output.forward();
-    call.map_err(|source| {
-        tracing::debug!(error = format!("{source:#}"), "plugin trapped");
-        Error::Trap { source, last_words }
+    call.map_err(|trap| {
+        tracing::debug!(error = format!("{trap:#}"), "plugin trapped");
+        Error::Trap { trap, last_words }
     })
 }
 
@@ -441,6 +469,19 @@ mod tests {
         assert!(
             error.to_string().starts_with("not a valid wasm component"),
             "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_core_module_is_told_to_build_for_wasip2() {
+        let runtime = Runtime::new(None).unwrap();
+        let module = wat::parse_str("(module)").unwrap();
+        let error = runtime.compile(&module).unwrap_err();
+        assert!(matches!(error, Error::CoreModule), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("build the plugin for wasm32-wasip2")
         );
     }
 

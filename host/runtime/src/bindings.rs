@@ -1,7 +1,7 @@
 //! Rust bindings of the `leasehold:controller` world, generated from `wit/`.
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "../../wit",
     world: "controller",
     imports: { default: async | trappable },
     exports: { default: async },

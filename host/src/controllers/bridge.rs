@@ -1,0 +1,430 @@
+//! The bridge from a plugin's imports to the API server: every call made as
+//! the plugin's own ServiceAccount (impersonation), so Kubernetes RBAC bounds
+//! what the plugin can touch, through a client fenced to the term it was
+//! made in ([`crate::election::fence`]).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+    PostParams,
+};
+use kube::client::ClientBuilder;
+use kube::discovery::{ApiCapabilities, Scope};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client};
+use serde_json::Value;
+
+use crate::election::LeaderGuard;
+use crate::election::NotLeader;
+use crate::election::fence::{self, Fence};
+use crate::runtime::contract::{
+    ApiError, ApplyParams, Event as WitEvent, EventType as WitEventType, Field, InvolvedObject,
+    Level, ListParams as WitListParams, ObjectRef, StatusUpdate, TypeMeta,
+};
+use crate::runtime::{Backend, BackendFuture};
+
+/// Answers one plugin's Kubernetes calls with a client that impersonates
+/// the plugin's ServiceAccount, so the API server's RBAC bounds the plugin.
+pub struct KubeBridge {
+    plugin: String,
+    client: Client,
+    recorder: Recorder,
+    /// (apiVersion, kind) → resource, learnt through discovery once.
+    resources: Mutex<HashMap<(String, String), (ApiResource, ApiCapabilities)>>,
+}
+
+impl std::fmt::Debug for KubeBridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeBridge")
+            .field("plugin", &self.plugin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubeBridge {
+    /// A bridge for `plugin` that acts as `system:serviceaccount:<namespace>:<account>`
+    /// during the term `guard` stands for, and sends nothing after it.
+    pub fn impersonating(
+        base: &kube::Config,
+        plugin: &str,
+        namespace: &str,
+        account: &str,
+        replica: &str,
+        guard: LeaderGuard,
+    ) -> Result<Self, kube::Error> {
+        let mut config = base.clone();
+        // Only the user: the API server then gives the request the groups a
+        // real token of that account carries (system:serviceaccounts, the
+        // namespace's, system:authenticated). Naming groups too would need
+        // `impersonate` on groups, which would let the host claim any group.
+        config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{account}"));
+        let client = ClientBuilder::try_from(config)?
+            .with_layer(&Fence::new(guard))
+            .build();
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: format!("leasehold/{plugin}"),
+                instance: Some(replica.to_owned()),
+            },
+        );
+        Ok(Self {
+            plugin: plugin.to_owned(),
+            client,
+            recorder,
+            resources: Mutex::default(),
+        })
+    }
+
+    /// The client this plugin acts through (also used for its watches and
+    /// the host's finalizer patches): impersonating, and fenced to the term.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The REST resource behind a type, from discovery (cached).
+    pub async fn resource(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<(ApiResource, ApiCapabilities), ApiError> {
+        let key = (api_version.to_owned(), kind.to_owned());
+        if let Some(found) = self
+            .resources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(found.clone());
+        }
+        let (group, version) = match api_version.split_once('/') {
+            Some((group, version)) => (group, version),
+            None => ("", api_version),
+        };
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let found = kube::discovery::pinned_kind(&self.client, &gvk)
+            .await
+            .map_err(|error| {
+                if fence::refused(&error) {
+                    return not_leader();
+                }
+                let message = format!("cannot resolve {api_version} {kind}: {error}");
+                match error {
+                    // The API server refused to answer (403 included).
+                    kube::Error::Api(status) => ApiError {
+                        code: status.code,
+                        reason: status.reason,
+                        message,
+                    },
+                    _ => ApiError {
+                        code: 0,
+                        reason: "UnknownKind".into(),
+                        message,
+                    },
+                }
+            })?;
+        self.resources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, found.clone());
+        Ok(found)
+    }
+
+    async fn api_for(
+        &self,
+        type_meta: &TypeMeta,
+        namespace: Option<&str>,
+    ) -> Result<Api<DynamicObject>, ApiError> {
+        let (resource, capabilities) = self
+            .resource(&type_meta.api_version, &type_meta.kind)
+            .await?;
+        Ok(match (capabilities.scope, namespace) {
+            (Scope::Namespaced, Some(namespace)) => {
+                Api::namespaced_with(self.client.clone(), namespace, &resource)
+            }
+            _ => Api::all_with(self.client.clone(), &resource),
+        })
+    }
+}
+
+/// What a plugin sees when the fence refused its call.
+fn not_leader() -> ApiError {
+    ApiError {
+        code: 0,
+        reason: "NotLeader".into(),
+        message: NotLeader.to_string(),
+    }
+}
+
+fn api_error(error: kube::Error) -> ApiError {
+    if fence::refused(&error) {
+        return not_leader();
+    }
+    match error {
+        kube::Error::Api(status) => ApiError {
+            code: status.code,
+            reason: status.reason.clone(),
+            message: status.message.clone(),
+        },
+        other => ApiError {
+            code: 0,
+            reason: "ClientError".into(),
+            message: other.to_string(),
+        },
+    }
+}
+
+fn bad_request(what: &str, error: impl std::fmt::Display) -> ApiError {
+    ApiError {
+        code: 0,
+        reason: "BadRequest".into(),
+        message: format!("{what}: {error}"),
+    }
+}
+
+fn to_json(object: &DynamicObject) -> Result<String, ApiError> {
+    serde_json::to_string(object).map_err(|error| bad_request("cannot encode object", error))
+}
+
+/// The plugin's calls, made as its ServiceAccount through the fenced client.
+impl Backend for KubeBridge {
+    fn get(&self, type_meta: TypeMeta, object: ObjectRef) -> BackendFuture<'_, Option<String>> {
+        Box::pin(async move {
+            let api = self
+                .api_for(&type_meta, object.namespace.as_deref())
+                .await?;
+            match api.get_opt(&object.name).await.map_err(api_error)? {
+                Some(found) => Ok(Some(to_json(&found)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn list(&self, type_meta: TypeMeta, params: WitListParams) -> BackendFuture<'_, String> {
+        Box::pin(async move {
+            let api = self
+                .api_for(&type_meta, params.namespace.as_deref())
+                .await?;
+            let mut list_params = ListParams::default();
+            if let Some(labels) = &params.label_selector {
+                list_params = list_params.labels(labels);
+            }
+            if let Some(fields) = &params.field_selector {
+                list_params = list_params.fields(fields);
+            }
+            let list = api.list(&list_params).await.map_err(api_error)?;
+            let items: Vec<Value> = list
+                .items
+                .iter()
+                .map(serde_json::to_value)
+                .collect::<Result<_, _>>()
+                .map_err(|error| bad_request("cannot encode list", error))?;
+            Ok(serde_json::json!({
+                "apiVersion": "v1",
+                "kind": format!("{}List", type_meta.kind),
+                "metadata": {"resourceVersion": list.metadata.resource_version},
+                "items": items,
+            })
+            .to_string())
+        })
+    }
+
+    fn create(
+        &self,
+        type_meta: TypeMeta,
+        namespace: Option<String>,
+        object: String,
+    ) -> BackendFuture<'_, String> {
+        Box::pin(async move {
+            let parsed = parse(&object)?;
+            let api = self.api_for(&type_meta, namespace.as_deref()).await?;
+            let created = api
+                .create(&PostParams::default(), &parsed)
+                .await
+                .map_err(api_error)?;
+            to_json(&created)
+        })
+    }
+
+    fn replace(
+        &self,
+        type_meta: TypeMeta,
+        target: ObjectRef,
+        object: String,
+    ) -> BackendFuture<'_, String> {
+        Box::pin(async move {
+            let parsed = parse(&object)?;
+            let api = self
+                .api_for(&type_meta, target.namespace.as_deref())
+                .await?;
+            let replaced = api
+                .replace(&target.name, &PostParams::default(), &parsed)
+                .await
+                .map_err(api_error)?;
+            to_json(&replaced)
+        })
+    }
+
+    fn apply(
+        &self,
+        type_meta: TypeMeta,
+        target: ObjectRef,
+        object: String,
+        params: ApplyParams,
+    ) -> BackendFuture<'_, String> {
+        Box::pin(async move {
+            let parsed: Value = serde_json::from_str(&object)
+                .map_err(|error| bad_request("object is not JSON", error))?;
+            let api = self
+                .api_for(&type_meta, target.namespace.as_deref())
+                .await?;
+            let mut patch_params = PatchParams::apply(&params.field_manager);
+            if params.force {
+                patch_params = patch_params.force();
+            }
+            let applied = api
+                .patch(&target.name, &patch_params, &Patch::Apply(parsed))
+                .await
+                .map_err(api_error)?;
+            to_json(&applied)
+        })
+    }
+
+    fn delete(&self, type_meta: TypeMeta, target: ObjectRef) -> BackendFuture<'_, ()> {
+        Box::pin(async move {
+            let api = self
+                .api_for(&type_meta, target.namespace.as_deref())
+                .await?;
+            api.delete(&target.name, &DeleteParams::default())
+                .await
+                .map_err(api_error)?;
+            Ok(())
+        })
+    }
+
+    fn update_status(
+        &self,
+        type_meta: TypeMeta,
+        target: ObjectRef,
+        update: StatusUpdate,
+    ) -> BackendFuture<'_, String> {
+        Box::pin(async move {
+            let api = self
+                .api_for(&type_meta, target.namespace.as_deref())
+                .await?;
+            let updated = match update {
+                StatusUpdate::Replace(object) => {
+                    let parsed = parse(&object)?;
+                    api.replace_status(&target.name, &PostParams::default(), &parsed)
+                        .await
+                }
+                StatusUpdate::MergePatch(patch) => {
+                    let parsed: Value = serde_json::from_str(&patch)
+                        .map_err(|error| bad_request("merge patch is not JSON", error))?;
+                    api.patch_status(&target.name, &PatchParams::default(), &Patch::Merge(parsed))
+                        .await
+                }
+            };
+            to_json(&updated.map_err(api_error)?)
+        })
+    }
+
+    fn emit_event(&self, regarding: InvolvedObject, event: WitEvent) -> BackendFuture<'_, ()> {
+        Box::pin(async move {
+            let reference = ObjectReference {
+                api_version: Some(regarding.type_meta.api_version),
+                kind: Some(regarding.type_meta.kind),
+                namespace: regarding.object.namespace,
+                name: Some(regarding.object.name),
+                uid: regarding.uid,
+                ..ObjectReference::default()
+            };
+            let event = Event {
+                type_: match event.event_type {
+                    WitEventType::Normal => EventType::Normal,
+                    WitEventType::Warning => EventType::Warning,
+                },
+                reason: event.reason,
+                note: Some(event.message),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            self.recorder
+                .publish(&event, &reference)
+                .await
+                .map_err(api_error)
+        })
+    }
+    fn log(&self, level: Level, message: &str, fields: &[Field], object: Option<&str>) {
+        let plugin = self.plugin.as_str();
+        let object = object.unwrap_or_default();
+        let fields: String = fields
+            .iter()
+            .map(|field| format!("{}={}", field.key, field.value))
+            .collect::<Vec<_>>()
+            .join(" ");
+        match level {
+            Level::Trace => tracing::trace!(plugin, object, fields, "{message}"),
+            Level::Debug => tracing::debug!(plugin, object, fields, "{message}"),
+            Level::Info => tracing::info!(plugin, object, fields, "{message}"),
+            Level::Warn => tracing::warn!(plugin, object, fields, "{message}"),
+            Level::Error => tracing::error!(plugin, object, fields, "{message}"),
+        }
+    }
+}
+
+fn parse(object: &str) -> Result<DynamicObject, ApiError> {
+    serde_json::from_str(object)
+        .map_err(|error| bad_request("object is not a Kubernetes object in JSON", error))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::time::Instant;
+
+    use super::*;
+
+    /// A bridge whose client would reach nothing: any answer but the
+    /// fence's would be a connection error.
+    fn bridge(guard: LeaderGuard) -> KubeBridge {
+        let config = kube::Config::new(http::Uri::from_static("http://127.0.0.1:1"));
+        KubeBridge::impersonating(&config, "p", "ns", "sa", "replica", guard).unwrap()
+    }
+
+    fn config_map() -> TypeMeta {
+        TypeMeta {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_plugin_call_after_the_term_is_refused_as_not_leader() {
+        let bridge = bridge(LeaderGuard::new(Instant::now()));
+        let target = ObjectRef {
+            namespace: Some("ns".into()),
+            name: "settings".into(),
+        };
+        let error = bridge.get(config_map(), target).await.unwrap_err();
+        assert_eq!(error.reason, "NotLeader", "{}", error.message);
+    }
+
+    #[tokio::test]
+    async fn the_hosts_own_writes_through_the_plugins_client_are_fenced_too() {
+        let bridge = bridge(LeaderGuard::new(Instant::now()));
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            bridge.client().clone(),
+            "ns",
+            &ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&()),
+        );
+        let patch = Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}}));
+        let error = api
+            .patch("settings", &PatchParams::default(), &patch)
+            .await
+            .unwrap_err();
+        assert!(fence::refused(&error), "{error}");
+    }
+}
