@@ -31,11 +31,16 @@ fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// Asserts the command failed and said `expected` on stderr.
+/// Asserts the command failed and said `expected` on stderr, once: the
+/// error is printed one time, and no cause repeats inside its own message.
 fn assert_fails_with(output: &Output, expected: &str) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "succeeded: {}", stdout(output));
-    assert!(stderr.contains(expected), "{expected:?} not in:\n{stderr}");
+    assert_eq!(
+        stderr.matches(expected).count(),
+        1,
+        "{expected:?} not said exactly once in:\n{stderr}"
+    );
 }
 
 fn assert_succeeds(output: &Output) {
@@ -122,6 +127,7 @@ async fn validate_refuses_what_is_not_a_controller_component_with_the_reason() {
         path.to_string_lossy().into_owned()
     };
     let garbage = file("garbage.wasm", b"definitely not wasm");
+    let module = file("module.wasm", &wat::parse_str("(module)").unwrap());
     let empty = file("empty.wasm", &wat::parse_str("(component)").unwrap());
     let newer = file(
         "newer.wasm",
@@ -132,6 +138,12 @@ async fn validate_refuses_what_is_not_a_controller_component_with_the_reason() {
     let output = plugin(&["validate", &garbage]).await;
     assert_fails_with(&output, "garbage.wasm is not a usable plugin");
     assert_fails_with(&output, "not a valid wasm component");
+
+    let output = plugin(&["validate", &module]).await;
+    assert_fails_with(
+        &output,
+        "this is a core wasm module, not a component: build the plugin for wasm32-wasip2",
+    );
 
     let output = plugin(&["validate", &empty]).await;
     assert_fails_with(

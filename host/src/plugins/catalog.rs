@@ -406,7 +406,7 @@ async fn prepare(
 /// The condition reason for a component the runtime refused.
 fn compile_reason(error: &runtime::Error) -> &'static str {
     match error {
-        runtime::Error::Compile(_) => "NotAComponent",
+        runtime::Error::Compile(_) | runtime::Error::CoreModule => "NotAComponent",
         runtime::Error::WrongWorld(_) => "WrongWorld",
         runtime::Error::IncompatibleContract { .. } => "IncompatibleContract",
         runtime::Error::Engine(_)
