@@ -1,7 +1,11 @@
-//! Reading a plugin's limits from the text users write (`64Mi`, `2s`), the
-//! same way for manifests and Plugin objects.
+//! Reading a plugin's limits from the text users write (`64Mi`, `0.5Gi`,
+//! `2s`, `1m30s`), the same way for manifests and Plugin objects: memory as
+//! a Kubernetes quantity (`kube_quantity`), time as a Go duration
+//! (`kube::core::Duration`), as everywhere else in a Kubernetes object.
 
 use std::time::Duration;
+
+use kube_quantity::ParsedQuantity;
 
 use crate::runtime::{Limits, MAX_MEMORY_BYTES};
 
@@ -48,8 +52,9 @@ pub fn parse_limits(
     }
     let timeout = match timeout {
         None => defaults.timeout,
-        Some(text) => humantime::parse_duration(text)
-            .map_err(|error| InvalidField::new("limits.timeout", format!("{text:?}: {error}")))?,
+        Some(text) => {
+            parse_duration(text).map_err(|reason| InvalidField::new("limits.timeout", reason))?
+        }
     };
     if timeout.is_zero() || timeout > MAX_TIMEOUT {
         return Err(InvalidField::new(
@@ -68,25 +73,42 @@ pub fn parse_limits(
     })
 }
 
-/// Parses a Kubernetes-style byte quantity: `1048576`, `512Ki`, `64Mi`, `1Gi`.
+/// Parses a Kubernetes quantity of bytes: `1048576`, `512Ki`, `64Mi`,
+/// `0.5Gi`, `64M`, `1e9`. A fraction of a byte rounds up, as the kubelet's
+/// memory limits do.
 pub fn parse_quantity(text: &str) -> Result<usize, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, suffix) = text.split_at(split);
-    let number: usize = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a byte quantity (examples: 64Mi, 512Ki, 1Gi)"))?;
-    let unit: usize = match suffix {
-        "" => 1,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        _ => return Err(format!("{text:?} has an unknown unit (use Ki, Mi or Gi)")),
-    };
-    number
-        .checked_mul(unit)
-        .ok_or_else(|| format!("{text:?} is too large"))
+    let not_a_quantity =
+        || format!("{text:?} is not a Kubernetes quantity (examples: 64Mi, 0.5Gi, 512Ki, 64M)");
+    // kube_quantity reads a bare suffix ("Mi") as zero; the API server
+    // refuses it, and so do we.
+    if !text.starts_with(|c: char| c.is_ascii_digit() || matches!(c, '.' | '+' | '-')) {
+        return Err(not_a_quantity());
+    }
+    let quantity = ParsedQuantity::try_from(text).map_err(|_| not_a_quantity())?;
+    let bytes = quantity
+        .to_bytes_f64()
+        .filter(|bytes| bytes.is_finite())
+        .ok_or_else(|| format!("{text:?} is not a number of bytes"))?;
+    if bytes < 0.0 {
+        return Err(format!("{text:?} is negative"));
+    }
+    // Exact below 2^53; past that no limit the host accepts lies.
+    if bytes.ceil() > usize::MAX as f64 {
+        return Err(format!("{text:?} is too large"));
+    }
+    Ok(bytes.ceil() as usize)
+}
+
+/// Parses a Go duration (`2s`, `500ms`, `1m30s`), as Kubernetes objects
+/// write them.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration: kube::core::Duration = text.parse().map_err(|error| {
+        format!("{text:?} is not a duration ({error}; examples: 2s, 500ms, 1m30s)")
+    })?;
+    if duration.is_negative() {
+        return Err(format!("{text:?} is negative"));
+    }
+    Ok(duration.into())
 }
 
 #[cfg(test)]
@@ -94,16 +116,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quantities_use_binary_units() {
+    fn quantities_read_as_kubernetes_reads_them() {
         assert_eq!(parse_quantity("1048576"), Ok(1 << 20));
         assert_eq!(parse_quantity("512Ki"), Ok(512 << 10));
         assert_eq!(parse_quantity("1Gi"), Ok(1 << 30));
-        assert!(parse_quantity("1MB").unwrap_err().contains("unknown unit"));
+        assert_eq!(parse_quantity("0.5Gi"), Ok(512 << 20));
+        assert_eq!(parse_quantity("64M"), Ok(64_000_000));
+        assert_eq!(
+            parse_quantity("1.5"),
+            Ok(2),
+            "a fraction of a byte rounds up"
+        );
+    }
+
+    #[test]
+    fn what_is_not_a_quantity_of_bytes_says_so() {
+        assert!(
+            parse_quantity("1MB")
+                .unwrap_err()
+                .contains("not a Kubernetes quantity")
+        );
         assert!(
             parse_quantity("Mi")
                 .unwrap_err()
-                .contains("not a byte quantity")
+                .contains("not a Kubernetes quantity")
         );
+        assert!(
+            parse_quantity("")
+                .unwrap_err()
+                .contains("not a Kubernetes quantity")
+        );
+        assert!(parse_quantity("-1Mi").unwrap_err().contains("negative"));
+    }
+
+    #[test]
+    fn durations_are_go_durations() {
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(
+            parse_duration("2 seconds")
+                .unwrap_err()
+                .contains("examples: 2s")
+        );
+        assert!(parse_duration("-1s").unwrap_err().contains("negative"));
     }
 
     #[test]
