@@ -3,11 +3,11 @@
 //!
 //! Every replica serves the [`api`]; replicas elect a leader through a Lease
 //! ([`election`]); work that must run exactly once is a leader-only
-//! [`roles::LeaderRole`], started on acquisition and stopped before the
+//! [`election::roles::LeaderRole`], started on acquisition and stopped before the
 //! Lease can pass to anyone else. [`replica::Replica`] wires it together.
 
-pub mod activity;
 pub mod api;
+pub mod backoff;
 pub mod cli;
 pub mod controllers;
 pub mod election;
@@ -16,8 +16,6 @@ pub mod oci;
 pub mod plugin_cli;
 pub mod plugins;
 pub mod replica;
-pub mod replicas;
-pub mod roles;
 pub mod telemetry;
 
 pub use cli::Cli;

@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 use super::bridge::KubeBridge;
 use super::metrics::PluginMetrics;
 use super::{access, finalizer};
+use crate::backoff::Backoff;
 use crate::election::LeaderGuard;
 use crate::election::fence;
 use crate::plugins::LoadedPlugin;
@@ -32,11 +33,10 @@ use crate::runtime::{
     Registration, Request,
 };
 
-/// The first retry of a failed reconcile; doubled per consecutive failure.
-const BACKOFF_BASE: Duration = Duration::from_millis(500);
-/// Backoff never grows beyond this (kube-controller-manager uses 1000 s;
-/// a plugin fix should be picked up sooner).
-const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Retries of a failed reconcile: from 0.5 s, doubled per consecutive
+/// failure, never beyond 300 s before jitter (kube-controller-manager goes
+/// to 1000 s; a plugin fix should be picked up sooner).
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(300));
 /// How often an `absent` call that fails with a retryable error is made.
 const ABSENT_ATTEMPTS: u32 = 4;
 /// Registration gets the plugin's timeout, but at least this long.
@@ -134,7 +134,7 @@ pub async fn run(
             Err(Failure::NotLeader) => return,
             Err(failure) => {
                 failures += 1;
-                let delay = backoff(failures);
+                let delay = BACKOFF.delay(failures);
                 warn!(reason = failure.reason(), error = %failure, retry_in = ?delay, "plugin did not start");
                 report.set_phase(Phase::Failed {
                     reason: failure.reason(),
@@ -509,7 +509,7 @@ async fn absent(run: &PluginRun, gone: &QueueRef<DynamicObject>, stop: &Cancella
             Ok(_) => return,
             Err(Failure::Plugin(error)) if error.retryable && attempt < ABSENT_ATTEMPTS => {
                 tokio::select! {
-                    () = tokio::time::sleep(backoff(attempt)) => {}
+                    () = tokio::time::sleep(BACKOFF.delay(attempt)) => {}
                     () = stop.cancelled() => return,
                 }
             }
@@ -580,30 +580,11 @@ fn error_policy(object: Arc<DynamicObject>, failure: &Failure, run: Arc<PluginRu
     let mut failures = run.failures.lock().unwrap_or_else(|e| e.into_inner());
     let count = failures.entry(queue_ref).or_default();
     *count = count.saturating_add(1);
-    let delay = backoff(*count);
+    let delay = BACKOFF.delay(*count);
     warn!(object = %object.name_any(), error = %failure, retryable, attempt = *count, "reconcile failed");
     if retryable {
         QueueAction::requeue(delay)
     } else {
         QueueAction::await_change()
-    }
-}
-
-/// 0.5 s, 1 s, 2 s, ... capped at [`BACKOFF_MAX`].
-fn backoff(consecutive_failures: u32) -> Duration {
-    let exponent = consecutive_failures.saturating_sub(1).min(16);
-    BACKOFF_BASE.saturating_mul(1 << exponent).min(BACKOFF_MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_per_failure_up_to_a_cap() {
-        assert_eq!(backoff(1), Duration::from_millis(500));
-        assert_eq!(backoff(2), Duration::from_secs(1));
-        assert_eq!(backoff(4), Duration::from_secs(4));
-        assert_eq!(backoff(30), BACKOFF_MAX);
     }
 }

@@ -11,7 +11,7 @@
 //! change of configuration reuses the compiled code.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -28,12 +28,12 @@ use super::LoadedPlugin;
 use super::definition::Definition;
 use super::resource::{Plugin, PluginStatus};
 use super::source::Fetcher;
-use crate::runtime::{self, Compiled, Runtime};
+use crate::backoff::Backoff;
+use crate::runtime::{self, Compiler};
 
-/// The first retry of a fetch that may heal; doubled per failure.
-const RETRY_BASE: Duration = Duration::from_secs(1);
-/// Retries never wait longer than this.
-const RETRY_MAX: Duration = Duration::from_secs(120);
+/// Retries of a fetch that may heal: from 1 s, doubled per failure, never
+/// beyond 120 s before jitter.
+const RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(120));
 
 /// Every plugin this replica knows, by [`Definition::name`].
 #[derive(Clone, Debug, Default)]
@@ -131,13 +131,6 @@ impl std::fmt::Debug for PluginWatcher {
     }
 }
 
-/// Compiles off the async workers and remembers what it compiled by digest.
-#[derive(Clone)]
-struct Compiler {
-    runtime: Arc<Runtime>,
-    compiled: Arc<Mutex<HashMap<String, Compiled>>>,
-}
-
 /// What one prepare task reports: which plugin, which attempt, and how it went.
 type Prepared = (String, u64, State);
 
@@ -158,7 +151,7 @@ impl PluginWatcher {
     pub fn new(
         client: kube::Client,
         namespace: Option<&str>,
-        runtime: Arc<Runtime>,
+        compiler: Compiler,
         fetcher: Fetcher,
         catalog: watch::Sender<Catalog>,
     ) -> Self {
@@ -169,10 +162,7 @@ impl PluginWatcher {
         Self {
             api,
             fetcher,
-            compiler: Compiler {
-                runtime,
-                compiled: Arc::default(),
-            },
+            compiler,
             catalog,
         }
     }
@@ -227,7 +217,7 @@ impl PluginWatcher {
                     match &state {
                         State::Failed(problem) if problem.retryable => {
                             plugin.failures = plugin.failures.saturating_add(1);
-                            let delay = retry_delay(plugin.failures);
+                            let delay = RETRY.delay(plugin.failures);
                             warn!(plugin = %key, reason = problem.reason, error = %problem.message, retry_in = ?delay, "plugin not ready");
                             retries.insert(key.clone(), Instant::now() + delay);
                         }
@@ -344,14 +334,14 @@ impl PluginWatcher {
                 entry.state = state;
             }
         });
-        self.compiler.keep_only_used(&self.catalog.borrow());
+        keep_only_used(&self.compiler, &self.catalog.borrow());
     }
 
     fn remove(&self, key: &str) {
         self.catalog.send_modify(|catalog| {
             catalog.entries.remove(key);
         });
-        self.compiler.keep_only_used(&self.catalog.borrow());
+        keep_only_used(&self.compiler, &self.catalog.borrow());
     }
 }
 
@@ -388,7 +378,7 @@ async fn prepare(
             digest: None,
         })?;
     let compiled = compiler
-        .compile(fetched.bytes, &fetched.digest)
+        .compile(fetched.bytes)
         .await
         .map_err(|error| Problem {
             stage: Stage::Compile,
@@ -415,63 +405,22 @@ fn compile_reason(error: &runtime::Error) -> &'static str {
     }
 }
 
-impl Compiler {
-    async fn compile(&self, bytes: Vec<u8>, digest: &str) -> Result<Compiled, runtime::Error> {
-        if let Some(compiled) = self.lock().get(digest) {
-            return Ok(compiled.clone());
-        }
-        let runtime = self.runtime.clone();
-        // Compiling is seconds of CPU: off the async workers, so the election
-        // keeps renewing while a replica compiles.
-        let compiled = tokio::task::spawn_blocking(move || runtime.compile(&bytes))
-            .await
-            .map_err(|error| {
-                runtime::Error::Engine(wasmtime::format_err!("compile task: {error}"))
-            })??;
-        self.lock().insert(digest.to_owned(), compiled.clone());
-        Ok(compiled)
-    }
-
-    /// Forgets compiled code no plugin uses any more.
-    fn keep_only_used(&self, catalog: &Catalog) {
-        let used: HashSet<&str> = catalog
-            .entries
-            .values()
-            .filter_map(|entry| match &entry.state {
-                State::Ready(loaded) => Some(loaded.compiled.digest.as_str()),
-                _ => None,
-            })
-            .collect();
-        self.lock()
-            .retain(|digest, _| used.contains(digest.as_str()));
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Compiled>> {
-        self.compiled.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// 1 s, 2 s, 4 s, ... capped at [`RETRY_MAX`].
-fn retry_delay(failures: u32) -> Duration {
-    let exponent = failures.saturating_sub(1).min(16);
-    RETRY_BASE.saturating_mul(1 << exponent).min(RETRY_MAX)
+/// Forgets compiled code no plugin uses any more.
+fn keep_only_used(compiler: &Compiler, catalog: &Catalog) {
+    let used: HashSet<&str> = catalog
+        .entries
+        .values()
+        .filter_map(|entry| match &entry.state {
+            State::Ready(loaded) => Some(loaded.compiled.digest.as_str()),
+            _ => None,
+        })
+        .collect();
+    compiler.retain(|digest| used.contains(digest));
 }
 
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retries_back_off_to_a_cap() {
-        assert_eq!(retry_delay(1), Duration::from_secs(1));
-        assert_eq!(retry_delay(3), Duration::from_secs(4));
-        assert_eq!(retry_delay(40), RETRY_MAX);
     }
 }
