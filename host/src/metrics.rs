@@ -3,22 +3,11 @@
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::controllers::PluginMetrics;
-use crate::election::{Role, Status};
-
-/// Metrics the elector records as things happen.
-#[derive(Clone, Debug)]
-pub struct ElectionMetrics {
-    /// Duration of successful acquire and renew requests.
-    pub renew_duration: Histogram,
-    /// Times this replica became the leader.
-    pub acquisitions: Counter,
-}
+use crate::election::{ElectionMetrics, Role, Status};
 
 /// The replica's metric registry.
 #[derive(Debug)]
@@ -40,11 +29,7 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        // 1 ms .. ~4 s: a healthy renew is a few ms; seconds mean trouble.
-        let election = ElectionMetrics {
-            renew_duration: Histogram::new(exponential_buckets(0.001, 2.0, 13)),
-            acquisitions: Counter::default(),
-        };
+        let election = ElectionMetrics::new();
         let (is_leader, lease_transitions) = (Gauge::default(), Gauge::default());
         let seconds_since_renew = Gauge::<f64, AtomicU64>::default();
         let mut registry = Registry::with_prefix("leasehold");

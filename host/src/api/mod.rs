@@ -47,9 +47,9 @@ pub use self::auth::{Action, Authenticator, CACHE_TTL, Caller};
 pub use self::error::ApiError;
 pub use self::plugins::{COMPONENT_KEY, MAX_COMPONENT_BYTES, PLUGIN_LABEL, PluginList, Validator};
 pub use self::tls::{TlsError, TlsFiles, load as load_tls};
+use crate::election::directory::{Directory, Member};
 use crate::election::{self, Role, Status};
 use crate::metrics::Metrics;
-use crate::replicas::{Directory, Replica};
 
 /// Port 8080 is what a Kubernetes probe and Service expect by convention.
 const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -258,7 +258,7 @@ async fn leader(State(state): State<AppState>) -> Json<LeaderView> {
 /// The body of `GET /api/v1/replicas`.
 #[derive(Debug, Serialize)]
 pub struct ReplicasView {
-    pub replicas: Vec<Replica>,
+    pub replicas: Vec<Member>,
 }
 
 async fn replicas(State(state): State<AppState>) -> Result<Json<ReplicasView>, ApiError> {

@@ -11,20 +11,20 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn};
 
-use super::lease_client::{LeaseClient, LeaseError};
-use super::{Config, LeaderGuard, LeaderRecord, Role, Status};
-use crate::metrics::ElectionMetrics;
-use crate::roles::LeaderRoles;
+use super::lease_client::{LeaseClient, LeaseError, Leases};
+use super::roles::LeaderRoles;
+use super::{Config, ElectionMetrics, LeaderGuard, LeaderRecord, Role, Status};
 
 /// Followers poll up to this fraction later than the retry period, so that
 /// replicas started together do not hit the API server in lockstep.
 const POLL_JITTER: f64 = 0.2;
 
-/// Runs one replica's side of the election.
+/// Runs one replica's side of the election, on the Lease that `L` reads
+/// and writes (the API server's, except in unit tests).
 #[derive(Debug)]
-pub struct Elector {
+pub struct Elector<L = LeaseClient> {
     config: Config,
-    leases: LeaseClient,
+    leases: L,
     status: watch::Sender<Status>,
     metrics: ElectionMetrics,
     /// The last version of the Lease this replica read or wrote.
@@ -56,10 +56,10 @@ enum Attempt {
     HeldBy { holder: String, expires_at: Instant },
 }
 
-impl Elector {
+impl<L: Leases> Elector<L> {
     pub fn new(
         config: Config,
-        leases: LeaseClient,
+        leases: L,
         status: watch::Sender<Status>,
         metrics: ElectionMetrics,
     ) -> Self {
@@ -308,10 +308,343 @@ impl Elector {
 
 /// Forwards every change of the Lease from its watch into `changes`, so the
 /// follower loop wakes on a release instead of on its next poll.
-async fn forward_changes(leases: LeaseClient, changes: watch::Sender<Option<Lease>>) {
+async fn forward_changes(leases: impl Leases, changes: watch::Sender<Option<Lease>>) {
     use futures::StreamExt;
     let mut stream = std::pin::pin!(leases.watch());
     while let Some(lease) = stream.next().await {
         changes.send_replace(lease);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The elector's transitions against an in-memory Lease, under tokio's
+    //! paused clock: what a replica does, and when, as the Lease changes.
+
+    use std::sync::{Arc, Mutex};
+
+    use futures::Stream;
+    use futures::future::BoxFuture;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+    use crate::election::roles::LeaderRole;
+
+    const LEASE: Duration = Duration::from_secs(15);
+    const RENEW_DEADLINE: Duration = Duration::from_secs(10);
+    const RETRY: Duration = Duration::from_secs(2);
+
+    /// What happened, in order: the Lease's writes and the role's starts
+    /// and stops.
+    type Journal = Arc<Mutex<Vec<String>>>;
+
+    /// One Lease in memory, with compare-and-swap on its resourceVersion.
+    #[derive(Clone)]
+    struct Memory {
+        state: Arc<Mutex<MemoryState>>,
+        changes: watch::Sender<Option<Lease>>,
+        journal: Journal,
+    }
+
+    #[derive(Default)]
+    struct MemoryState {
+        lease: Option<Lease>,
+        version: u64,
+        /// Every request times out, as from a partitioned replica.
+        unreachable: bool,
+    }
+
+    impl Memory {
+        fn new(journal: &Journal) -> Self {
+            Self {
+                state: Arc::default(),
+                changes: watch::channel(None).0,
+                journal: journal.clone(),
+            }
+        }
+
+        fn holder(&self) -> Option<String> {
+            let state = self.state.lock().unwrap();
+            LeaderRecord::from_lease(state.lease.as_ref()?).holder
+        }
+
+        fn record(&self) -> Option<LeaderRecord> {
+            let state = self.state.lock().unwrap();
+            Some(LeaderRecord::from_lease(state.lease.as_ref()?))
+        }
+
+        /// Another replica writes the Lease (or, with `None`, releases it).
+        fn written_by(&self, holder: Option<&str>) {
+            let record = match (self.record(), holder) {
+                (record, Some(holder)) => {
+                    record
+                        .unwrap_or_default()
+                        .acquired_by(holder, 15, Timestamp::now())
+                }
+                (Some(record), None) => record.released(Timestamp::now()),
+                (None, None) => return,
+            };
+            self.store(&record, "another replica");
+        }
+
+        fn cut_off(&self) {
+            self.state.lock().unwrap().unreachable = true;
+        }
+
+        fn store(&self, record: &LeaderRecord, writer: &str) -> Lease {
+            let mut state = self.state.lock().unwrap();
+            state.version += 1;
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some("election".into()),
+                    resource_version: Some(state.version.to_string()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(record.to_spec()),
+            };
+            state.lease = Some(lease.clone());
+            self.journal.lock().unwrap().push(format!(
+                "{writer} wrote holder {:?}",
+                record.holder.as_deref().unwrap_or("")
+            ));
+            self.changes.send_replace(Some(lease.clone()));
+            lease
+        }
+
+        /// Fails the way an unreachable API server does: at the deadline.
+        async fn reachable(&self, deadline: Option<Instant>) -> Result<(), LeaseError> {
+            if !self.state.lock().unwrap().unreachable {
+                return Ok(());
+            }
+            let limit = deadline.map_or(RETRY, |deadline| {
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(RETRY)
+            });
+            tokio::time::sleep(limit).await;
+            Err(LeaseError::Timeout(limit))
+        }
+    }
+
+    impl Leases for Memory {
+        async fn get(&self, deadline: Option<Instant>) -> Result<Option<Lease>, LeaseError> {
+            self.reachable(deadline).await?;
+            Ok(self.state.lock().unwrap().lease.clone())
+        }
+
+        async fn create(
+            &self,
+            record: &LeaderRecord,
+            deadline: Option<Instant>,
+        ) -> Result<Lease, LeaseError> {
+            self.reachable(deadline).await?;
+            if self.state.lock().unwrap().lease.is_some() {
+                return Err(LeaseError::Conflict);
+            }
+            Ok(self.store(record, "elector"))
+        }
+
+        async fn replace(
+            &self,
+            current: &Lease,
+            record: &LeaderRecord,
+            deadline: Option<Instant>,
+        ) -> Result<Lease, LeaseError> {
+            self.reachable(deadline).await?;
+            let version = self.state.lock().unwrap().version.to_string();
+            if current.metadata.resource_version.as_deref() != Some(version.as_str()) {
+                return Err(LeaseError::Conflict);
+            }
+            Ok(self.store(record, "elector"))
+        }
+
+        fn watch(&self) -> impl Stream<Item = Option<Lease>> + Send + 'static {
+            futures::stream::unfold(self.changes.subscribe(), |mut changes| async move {
+                changes.changed().await.ok()?;
+                let lease = changes.borrow_and_update().clone();
+                Some((lease, changes))
+            })
+        }
+    }
+
+    /// A leader-only role that notes its starts and stops in the journal.
+    struct Noting(Journal);
+
+    impl LeaderRole for Noting {
+        fn name(&self) -> &str {
+            "noting"
+        }
+
+        fn lead(&self, guard: LeaderGuard) -> BoxFuture<'static, ()> {
+            let journal = self.0.clone();
+            Box::pin(async move {
+                journal.lock().unwrap().push("role started".into());
+                guard.lost().await;
+                journal.lock().unwrap().push("role stopped".into());
+            })
+        }
+    }
+
+    struct Replica {
+        status: watch::Receiver<Status>,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Replica {
+        fn start(leases: &Memory, journal: &Journal) -> Self {
+            let config = Config {
+                namespace: "default".into(),
+                lease_name: "election".into(),
+                identity: "me".into(),
+                lease_duration: LEASE,
+                renew_deadline: RENEW_DEADLINE,
+                retry_period: RETRY,
+            };
+            let (status_tx, status) = watch::channel(Status::default());
+            let elector = Elector::new(config, leases.clone(), status_tx, ElectionMetrics::new());
+            let roles = LeaderRoles::new().with(Noting(journal.clone()));
+            let shutdown = CancellationToken::new();
+            let task = tokio::spawn(elector.run(roles, shutdown.clone()));
+            Self {
+                status,
+                shutdown,
+                task,
+            }
+        }
+
+        /// Waits (in paused time, so at no cost) until the replica's role
+        /// is `role`; an hour without it fails the test.
+        async fn becomes(&mut self, role: Role) {
+            let became = self.status.wait_for(|status| status.role == role);
+            tokio::time::timeout(Duration::from_secs(3600), became)
+                .await
+                .unwrap_or_else(|_| panic!("not {role:?} after an hour"))
+                .expect("the elector is running");
+        }
+    }
+
+    fn journal() -> Journal {
+        Arc::default()
+    }
+
+    fn entries(journal: &Journal) -> Vec<String> {
+        journal.lock().unwrap().clone()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_replica_creates_the_lease_and_keeps_renewing_it() {
+        let journal = journal();
+        let leases = Memory::new(&journal);
+        let mut replica = Replica::start(&leases, &journal);
+        replica.becomes(Role::Leader).await;
+        assert_eq!(leases.holder().as_deref(), Some("me"));
+        tokio::time::sleep(RETRY * 3 + RETRY / 2).await;
+        let writes = entries(&journal)
+            .iter()
+            .filter(|entry| *entry == "elector wrote holder \"me\"")
+            .count();
+        assert_eq!(writes, 4, "one create and a renewal every retry period");
+        assert_eq!(replica.status.borrow().role, Role::Leader);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_follower_takes_over_only_once_the_lease_went_unrenewed_for_its_duration() {
+        let journal = journal();
+        let leases = Memory::new(&journal);
+        leases.written_by(Some("other"));
+        let started = Instant::now();
+        let mut replica = Replica::start(&leases, &journal);
+        replica.becomes(Role::Follower).await;
+        replica.becomes(Role::Leader).await;
+        let waited = started.elapsed();
+        assert!(waited >= LEASE, "took over after {waited:?}");
+        assert!(
+            waited <= LEASE + RETRY.mul_f64(1.0 + POLL_JITTER),
+            "took over after {waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewing_leader_is_never_taken_over() {
+        let journal = journal();
+        let leases = Memory::new(&journal);
+        leases.written_by(Some("other"));
+        let mut replica = Replica::start(&leases, &journal);
+        replica.becomes(Role::Follower).await;
+        for _ in 0..20 {
+            tokio::time::sleep(RETRY).await;
+            leases.written_by(Some("other"));
+        }
+        assert_eq!(replica.status.borrow().role, Role::Follower);
+        assert_eq!(leases.holder().as_deref(), Some("other"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_released_lease_is_taken_at_once_through_the_watch() {
+        let journal = journal();
+        let leases = Memory::new(&journal);
+        leases.written_by(Some("other"));
+        let mut replica = Replica::start(&leases, &journal);
+        replica.becomes(Role::Follower).await;
+        let released = Instant::now();
+        leases.written_by(None);
+        replica.becomes(Role::Leader).await;
+        assert_eq!(released.elapsed(), Duration::ZERO, "waited for a poll");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_cut_off_from_the_api_server_stops_its_roles_by_the_renew_deadline() {
+        let journal = journal();
+        let leases = Memory::new(&journal);
+        let mut replica = Replica::start(&leases, &journal);
+        replica.becomes(Role::Leader).await;
+        let cut = Instant::now();
+        leases.cut_off();
+        replica.becomes(Role::Follower).await;
+        let stepped_down = cut.elapsed();
+        assert!(
+            stepped_down <= RENEW_DEADLINE,
+            "led {stepped_down:?} unrenewed"
+        );
+        assert!(stepped_down < LEASE, "a follower may already lead");
+        assert_eq!(
+            entries(&journal).last().map(String::as_str),
+            Some("role stopped"),
+            "the role must stop before the replica calls itself a follower"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_overwritten_by_another_writer_steps_down() {
+        let journal = journal();
+        let leases = Memory::new(&journal);
+        let mut replica = Replica::start(&leases, &journal);
+        replica.becomes(Role::Leader).await;
+        leases.written_by(Some("other"));
+        replica.becomes(Role::Follower).await;
+        assert_eq!(replica.status.borrow().holder.as_deref(), Some("other"));
+        assert!(entries(&journal).contains(&"role stopped".to_owned()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_stops_the_roles_then_hands_the_lease_over() {
+        let journal = journal();
+        let leases = Memory::new(&journal);
+        let mut replica = Replica::start(&leases, &journal);
+        replica.becomes(Role::Leader).await;
+        replica.shutdown.cancel();
+        replica.task.await.unwrap();
+        let record = leases.record().unwrap();
+        assert_eq!(record.holder, None);
+        assert_eq!(record.lease_duration_seconds, 1);
+        let tail = entries(&journal);
+        assert_eq!(
+            tail[tail.len() - 2..],
+            [
+                "role stopped".to_owned(),
+                "elector wrote holder \"\"".to_owned()
+            ]
+        );
     }
 }

@@ -1,5 +1,9 @@
 //! Compare-and-swap access to one Lease, with a timeout on every request and
 //! a Kubernetes client of its own.
+//!
+//! [`Leases`] is the narrow boundary the elector talks through:
+//! [`LeaseClient`] answers it from the API server; the elector's unit tests
+//! answer it from memory, under a paused clock.
 
 use std::time::Duration;
 
@@ -83,60 +87,6 @@ impl LeaseClient {
         }
     }
 
-    /// The Lease, or `None` if it does not exist.
-    pub async fn get(&self, deadline: Option<Instant>) -> Result<Option<Lease>> {
-        self.bounded(deadline, self.api.get_opt(&self.name)).await
-    }
-
-    /// Creates the Lease with `record`; `Conflict` if it already exists.
-    pub async fn create(&self, record: &LeaderRecord, deadline: Option<Instant>) -> Result<Lease> {
-        let lease = Lease {
-            metadata: ObjectMeta {
-                name: Some(self.name.clone()),
-                ..ObjectMeta::default()
-            },
-            spec: Some(record.to_spec()),
-        };
-        self.bounded(deadline, self.api.create(&PostParams::default(), &lease))
-            .await
-    }
-
-    /// Replaces `current`'s spec with `record`, only if the Lease still has
-    /// `current`'s resourceVersion; `Conflict` otherwise.
-    pub async fn replace(
-        &self,
-        current: &Lease,
-        record: &LeaderRecord,
-        deadline: Option<Instant>,
-    ) -> Result<Lease> {
-        let mut next = current.clone();
-        next.spec = Some(record.to_spec());
-        self.bounded(
-            deadline,
-            self.api.replace(&self.name, &PostParams::default(), &next),
-        )
-        .await
-    }
-
-    /// Every change to the Lease as it happens: `Some(lease)` when it is
-    /// written, `None` when it is deleted. Reconnects with backoff.
-    pub fn watch(&self) -> impl Stream<Item = Option<Lease>> + Send + 'static {
-        let config = watcher::Config::default().fields(&format!("metadata.name={}", self.name));
-        watcher::watcher(self.api.clone(), config)
-            .default_backoff()
-            .filter_map(|event| async move {
-                match event {
-                    Ok(Event::Apply(lease) | Event::InitApply(lease)) => Some(Some(lease)),
-                    Ok(Event::Delete(_)) => Some(None),
-                    Ok(Event::Init | Event::InitDone) => None,
-                    Err(error) => {
-                        tracing::debug!(%error, "lease watch interrupted; reconnecting");
-                        None
-                    }
-                }
-            })
-    }
-
     /// Runs `request` with the client-go timeout, cut short so it never runs
     /// past `deadline` (the end of the current term).
     async fn bounded<T>(
@@ -154,5 +104,83 @@ impl LeaseClient {
             Ok(Err(error)) => Err(LeaseError::Api(error)),
             Ok(Ok(value)) => Ok(value),
         }
+    }
+}
+
+/// One Lease, read and written by compare-and-swap. Every method is bounded
+/// by the request timeout and, when given, by `deadline` (the end of the
+/// current term).
+pub trait Leases: Clone + Send + Sync + 'static {
+    /// The Lease, or `None` if it does not exist.
+    fn get(&self, deadline: Option<Instant>) -> impl Future<Output = Result<Option<Lease>>> + Send;
+
+    /// Creates the Lease with `record`; `Conflict` if it already exists.
+    fn create(
+        &self,
+        record: &LeaderRecord,
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = Result<Lease>> + Send;
+
+    /// Replaces `current`'s spec with `record`, only if the Lease still has
+    /// `current`'s resourceVersion; `Conflict` otherwise.
+    fn replace(
+        &self,
+        current: &Lease,
+        record: &LeaderRecord,
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = Result<Lease>> + Send;
+
+    /// Every change to the Lease as it happens: `Some(lease)` when it is
+    /// written, `None` when it is deleted. Reconnects by itself.
+    fn watch(&self) -> impl Stream<Item = Option<Lease>> + Send + 'static;
+}
+
+impl Leases for LeaseClient {
+    async fn get(&self, deadline: Option<Instant>) -> Result<Option<Lease>> {
+        self.bounded(deadline, self.api.get_opt(&self.name)).await
+    }
+
+    async fn create(&self, record: &LeaderRecord, deadline: Option<Instant>) -> Result<Lease> {
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(record.to_spec()),
+        };
+        self.bounded(deadline, self.api.create(&PostParams::default(), &lease))
+            .await
+    }
+
+    async fn replace(
+        &self,
+        current: &Lease,
+        record: &LeaderRecord,
+        deadline: Option<Instant>,
+    ) -> Result<Lease> {
+        let mut next = current.clone();
+        next.spec = Some(record.to_spec());
+        self.bounded(
+            deadline,
+            self.api.replace(&self.name, &PostParams::default(), &next),
+        )
+        .await
+    }
+
+    fn watch(&self) -> impl Stream<Item = Option<Lease>> + Send + 'static {
+        let config = watcher::Config::default().fields(&format!("metadata.name={}", self.name));
+        watcher::watcher(self.api.clone(), config)
+            .default_backoff()
+            .filter_map(|event| async move {
+                match event {
+                    Ok(Event::Apply(lease) | Event::InitApply(lease)) => Some(Some(lease)),
+                    Ok(Event::Delete(_)) => Some(None),
+                    Ok(Event::Init | Event::InitDone) => None,
+                    Err(error) => {
+                        tracing::debug!(%error, "lease watch interrupted; reconnecting");
+                        None
+                    }
+                }
+            })
     }
 }

@@ -1,7 +1,7 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease.
 //!
 //! Every replica runs an [`Elector`]. One of them holds the Lease and runs the
-//! leader-only [`roles`](crate::roles); the others follow, watching the Lease
+//! leader-only [`roles`]; the others follow, watching the Lease
 //! so that a release is seen at once, and polling as a fallback.
 //!
 //! # How it works
@@ -48,17 +48,22 @@
 //! holder with `leaseDurationSeconds: 1`. Followers see that on their watch
 //! and acquire within a round trip instead of waiting for expiry.
 
+pub mod activity;
 mod config;
+pub mod directory;
 mod elector;
 pub mod fence;
 mod guard;
 mod lease_client;
+mod metrics;
 mod record;
+pub mod roles;
 mod status;
 
 pub use config::{Config, ConfigError, Options};
 pub use elector::Elector;
 pub use guard::{LeaderGuard, NotLeader};
-pub use lease_client::{LeaseClient, LeaseError};
+pub use lease_client::{LeaseClient, LeaseError, Leases};
+pub use metrics::ElectionMetrics;
 pub use record::LeaderRecord;
 pub use status::{Role, Status};
