@@ -14,15 +14,15 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::activity::{self, ActivityLog};
 use crate::api::{self, AppState};
 use crate::controllers::Controllers;
+use crate::election::activity::{self, ActivityLog};
+use crate::election::directory::Directory;
+use crate::election::roles::LeaderRoles;
 use crate::election::{self, Elector, LeaseClient, Status};
 use crate::metrics::Metrics;
 use crate::plugins::{self, Catalog, Fetcher, LoadedPlugin, PluginWatcher};
-use crate::replicas::Directory;
-use crate::roles::LeaderRoles;
-use crate::runtime::{self, Runtime};
+use crate::runtime::{self, Compiler, Runtime};
 
 /// Options of `leasehold run`.
 #[derive(Clone, Debug, clap::Args)]
@@ -125,9 +125,9 @@ pub struct Replica {
     client: kube::Client,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
-    // Kept alive for the compiled plugins (its epoch ticker bounds them);
-    // the API compiles uploads with it too.
-    runtime: Arc<Runtime>,
+    // Holds the runtime, kept alive for the compiled plugins (its epoch
+    // ticker bounds them); the catalogue and the API compile through it.
+    compiler: Compiler,
     /// Plugins given as manifests, compiled.
     manifests: Vec<LoadedPlugin>,
 }
@@ -148,8 +148,11 @@ impl Replica {
     pub async fn new(config: Config) -> Result<Self, Error> {
         let runtime =
             Arc::new(Runtime::new(config.plugins.compile_cache.clone()).map_err(Error::Runtime)?);
+        let compiler = Compiler::new(runtime);
         let paths = config.plugins.manifest_paths().map_err(Error::Plugins)?;
-        let manifests = plugins::load_all(&runtime, &paths).map_err(Error::Plugins)?;
+        let manifests = plugins::load_all(&compiler, &paths)
+            .await
+            .map_err(Error::Plugins)?;
         let kube_config = kube::Config::infer().await.map_err(Error::KubeConfig)?;
         let client = kube::Client::try_from(kube_config.clone()).map_err(Error::Client)?;
         let tls = config
@@ -170,7 +173,7 @@ impl Replica {
             client,
             listener,
             tls,
-            runtime,
+            compiler,
             manifests,
         })
     }
@@ -190,7 +193,7 @@ impl Replica {
             client,
             listener,
             tls,
-            runtime,
+            compiler,
             manifests,
         } = self;
         let election_config = config.election;
@@ -205,7 +208,6 @@ impl Replica {
         let metrics = Arc::new(Metrics::new());
         let directory = Directory::new(client.clone(), &election_config);
 
-        let plugin_runtime = runtime.clone();
         let api_stop = CancellationToken::new();
         let state = AppState {
             election: Arc::new(election_config.clone()),
@@ -214,7 +216,7 @@ impl Replica {
             directory: directory.clone(),
             auth: api::Authenticator::new(client.clone()),
             client: client.clone(),
-            validator: api::Validator::new(runtime),
+            validator: api::Validator::new(compiler.clone()),
         };
         let mut api = tokio::spawn(api::serve(
             listener,
@@ -246,7 +248,7 @@ impl Replica {
             let watcher = PluginWatcher::new(
                 client.clone(),
                 config.plugins.plugin_namespace.as_deref(),
-                plugin_runtime,
+                compiler,
                 fetcher,
                 catalog_tx,
             );

@@ -19,6 +19,7 @@
 //!   quoted when the call traps.
 
 mod bindings;
+mod compiler;
 mod imports;
 mod output;
 
@@ -39,6 +40,7 @@ pub use self::bindings::exports::leasehold::controller::reconciler::{
 };
 pub use self::bindings::leasehold::controller::types::ObjectRef;
 use self::bindings::{Controller, ControllerPre};
+pub use self::compiler::{COMPILES_AT_ONCE, Compiler};
 pub use self::imports::{Backend, BackendFuture, HostContext};
 use self::output::Output;
 

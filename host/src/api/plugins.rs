@@ -9,7 +9,6 @@
 //! the replica keeps no copy, so every replica answers the same.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -26,14 +25,13 @@ use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::Semaphore;
 
 use super::AppState;
 use super::auth::{Action, Caller};
 use super::error::{ApiError, ErrorChain};
 use crate::plugins::resource::{ConfigMapSource, Source};
 use crate::plugins::{Plugin, PluginSpec};
-use crate::runtime::{self, Runtime};
+use crate::runtime::{self, Compiler};
 
 /// A ConfigMap holds at most 1 MiB (the API server's limit on `data` plus
 /// `binaryData`), so a larger component could never be stored.
@@ -59,10 +57,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Who wrote the objects, in their managed fields.
 const FIELD_MANAGER: &str = "leasehold-api";
 
-/// Compiling takes a core for up to a second: one upload compiles at a
-/// time, so probes and reads stay quick on a small replica.
-const CONCURRENT_COMPILES: usize = 1;
-
 /// The routes; `auth::require_caller` is layered on by the caller.
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -77,34 +71,24 @@ pub(super) fn routes() -> Router<AppState> {
 // === impl Validator ===
 
 /// Checks that uploaded bytes are a controller component by compiling them
-/// with the replica's runtime, bounded to [`CONCURRENT_COMPILES`] at once.
+/// through the replica's compile service (bounded, and shared with the
+/// catalogue, which then finds the upload compiled).
 #[derive(Clone, Debug)]
 pub struct Validator {
-    runtime: Arc<Runtime>,
-    permits: Arc<Semaphore>,
+    compiler: Compiler,
 }
 
 impl Validator {
-    pub fn new(runtime: Arc<Runtime>) -> Self {
-        Self {
-            runtime,
-            permits: Arc::new(Semaphore::new(CONCURRENT_COMPILES)),
-        }
+    pub fn new(compiler: Compiler) -> Self {
+        Self { compiler }
     }
 
     /// The component's `sha256:<hex>` digest when it compiles as a
     /// controller; 422 with the runtime's reason when it does not.
     async fn controller_digest(&self, bytes: Bytes) -> Result<String, ApiError> {
-        let _permit = self
-            .permits
-            .acquire()
+        self.compiler
+            .compile(bytes.to_vec())
             .await
-            .map_err(|_| ApiError::Unavailable("the replica is shutting down".into()))?;
-        let runtime = self.runtime.clone();
-        let compiled = tokio::task::spawn_blocking(move || runtime.compile(&bytes))
-            .await
-            .map_err(|error| ApiError::Internal(Box::new(error)))?;
-        compiled
             .map(|compiled| compiled.digest)
             .map_err(component_rejected)
     }

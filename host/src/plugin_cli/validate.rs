@@ -8,7 +8,9 @@ use std::sync::Arc;
 use super::{Error, Result, read};
 use crate::controllers::bridge::KubeBridge;
 use crate::election::LeaderGuard;
-use crate::runtime::{self, GroupVersionKind, HostContext, Limits, Mapping, Registration, Runtime};
+use crate::runtime::{
+    self, Compiler, GroupVersionKind, HostContext, Limits, Mapping, Registration, Runtime,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Options {
@@ -43,8 +45,8 @@ pub(super) async fn validate(path: &Path, bytes: Vec<u8>) -> Result<Validated> {
         path: path.to_owned(),
         source,
     };
-    let runtime = Runtime::new(None).map_err(rejected)?;
-    let compiled = runtime.compile(&bytes).map_err(rejected)?;
+    let compiler = Compiler::new(Arc::new(Runtime::new(None).map_err(rejected)?));
+    let compiled = compiler.compile(bytes.clone()).await.map_err(rejected)?;
     let limits = Limits::default();
     let mut instance = compiled
         .instantiate(offline_context()?, &limits)

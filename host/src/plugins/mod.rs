@@ -35,7 +35,7 @@ pub use self::limits::{InvalidField, parse_quantity};
 pub use self::manifest::{Manifest, ManifestError};
 pub use self::resource::{Plugin, PluginSpec, PluginStatus};
 pub use self::source::{FetchError, Fetched, Fetcher};
-use crate::runtime::{self, Compiled, Runtime};
+use crate::runtime::{self, Compiled, Compiler};
 
 /// Plugin sources, flattened into `leasehold run`.
 #[derive(Clone, Debug, Default, clap::Args)]
@@ -151,10 +151,10 @@ impl Options {
 
 /// Reads every manifest and compiles every component. One bad plugin fails
 /// start-up with a message naming it: nothing starts half-configured.
-pub fn load_all(runtime: &Runtime, paths: &[PathBuf]) -> Result<Vec<LoadedPlugin>, Error> {
+pub async fn load_all(compiler: &Compiler, paths: &[PathBuf]) -> Result<Vec<LoadedPlugin>, Error> {
     let mut loaded: Vec<LoadedPlugin> = Vec::new();
     for path in paths {
-        let plugin = load(runtime, path)?;
+        let plugin = load(compiler, path).await?;
         if loaded
             .iter()
             .any(|other| other.definition.name == plugin.definition.name)
@@ -172,7 +172,7 @@ pub fn load_all(runtime: &Runtime, paths: &[PathBuf]) -> Result<Vec<LoadedPlugin
     Ok(loaded)
 }
 
-fn load(runtime: &Runtime, path: &Path) -> Result<LoadedPlugin, Error> {
+async fn load(compiler: &Compiler, path: &Path) -> Result<LoadedPlugin, Error> {
     let manifest = Manifest::read(path).map_err(|source| Error::Manifest {
         path: path.to_owned(),
         source,
@@ -182,10 +182,13 @@ fn load(runtime: &Runtime, path: &Path) -> Result<LoadedPlugin, Error> {
         path: manifest.component.clone(),
         source,
     })?;
-    let compiled = runtime.compile(&bytes).map_err(|source| Error::Compile {
-        plugin: manifest.definition.name.clone(),
-        source,
-    })?;
+    let compiled = compiler
+        .compile(bytes)
+        .await
+        .map_err(|source| Error::Compile {
+            plugin: manifest.definition.name.clone(),
+            source,
+        })?;
     Ok(LoadedPlugin {
         definition: manifest.definition,
         compiled,

@@ -34,13 +34,12 @@
 mod backend;
 mod build;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use leasehold_runtime::{
-    self as runtime, Compiled, HostContext, Limits, Registration, Request, Runtime,
+    self as runtime, Compiled, Compiler, HostContext, Limits, Registration, Request, Runtime,
 };
 use leasehold_sdk::api::ApiError;
 use leasehold_sdk::testing::{Host, Primary};
@@ -98,30 +97,20 @@ impl std::fmt::Debug for Harness {
     }
 }
 
-/// Compiles `component` on one engine shared by every harness of a test
-/// process (an engine reserves address space for its instance pool, and
-/// tests run in parallel), once per distinct component.
-fn compile(component: &[u8]) -> Result<Compiled> {
-    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-    static COMPILED: Mutex<BTreeMap<String, Compiled>> = Mutex::new(BTreeMap::new());
-    let runtime = match RUNTIME.get() {
-        Some(runtime) => runtime,
+/// Compiles `component` through one compile service shared by every
+/// harness of a test process (an engine reserves address space for its
+/// instance pool, and tests run in parallel): once per distinct component,
+/// however many tests load it at once.
+fn compile(executor: &tokio::runtime::Runtime, component: &[u8]) -> Result<Compiled> {
+    static COMPILER: OnceLock<Compiler> = OnceLock::new();
+    let compiler = match COMPILER.get() {
+        Some(compiler) => compiler,
         None => {
             let runtime = Runtime::new(None)?;
-            RUNTIME.get_or_init(|| runtime)
+            COMPILER.get_or_init(|| Compiler::new(Arc::new(runtime)))
         }
     };
-    // Held while compiling: parallel tests of one plugin compile it once.
-    let mut compiled = COMPILED
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let digest = runtime::digest_of(component);
-    if let Some(found) = compiled.get(&digest) {
-        return Ok(found.clone());
-    }
-    let fresh = runtime.compile(component)?;
-    compiled.insert(digest, fresh.clone());
-    Ok(fresh)
+    Ok(executor.block_on(compiler.compile(component.to_vec()))?)
 }
 
 impl Harness {
@@ -143,7 +132,7 @@ impl Harness {
             .enable_time()
             .build()
             .expect("a current-thread runtime without I/O builds");
-        let compiled = compile(component)?;
+        let compiled = compile(&executor, component)?;
         let cluster = FakeCluster::new();
         let limits = Limits::default();
         let registration = register(&executor, &compiled, &cluster, &limits)?;
