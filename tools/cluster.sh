@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# A real Kubernetes control plane on loopback: etcd + kube-apiserver, RBAC on,
-# an admin client certificate, data on tmpfs. Used by `make test`, `make demo`
+# A real Kubernetes control plane on loopback: etcd + kube-apiserver +
+# kube-controller-manager, RBAC on, an admin client certificate, data on
+# tmpfs. The controller manager runs the loops a user's cluster has and no
+# node: garbage collection (owned objects go with their owner), namespace
+# deletion, ClusterRole aggregation (the built-in view/edit/admin roles),
+# ServiceAccounts and their tokens, and each namespace's kube-root-ca.crt. Used by `make test`, `make demo`
 # and the Rust test support (host/src/testing).
 #
-#   tools/cluster.sh install   build/cache kube-apiserver, kubectl, helm and etcd (never touches a system etcd)
+#   tools/cluster.sh install   build/cache kube-apiserver, kube-controller-manager, kubectl, helm and etcd (never touches a system etcd)
 #   tools/cluster.sh up        start (or reuse) the control plane; prints the kubeconfig path
 #   tools/cluster.sh down      stop it and remove its state
 #   tools/cluster.sh status    exit 0 when it is up and ready
@@ -60,9 +64,12 @@ check_prerequisites() {
   ((missing == 0)) || die "prerequisites missing (see above)"
 }
 
+# The controller manager's loops that make sense without nodes or a cloud.
+KCM_CONTROLLERS=garbage-collector-controller,namespace-controller,clusterrole-aggregation-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller
+
 build_kubernetes() {
-  [[ -x $BIN/kube-apiserver && -x $BIN/kubectl ]] && return
-  log "building kube-apiserver and kubectl $K8S_VERSION from the Go module proxy (once per machine; cached in $BIN)"
+  [[ -x $BIN/kube-apiserver && -x $BIN/kube-controller-manager && -x $BIN/kubectl ]] && return
+  log "building kube-apiserver, kube-controller-manager and kubectl $K8S_VERSION from the Go module proxy (once per machine; cached in $BIN)"
   local minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
   local ldflags="" pkg
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
@@ -70,7 +77,7 @@ build_kubernetes() {
   done
   mkdir -p "$BIN.tmp"
   (cd "$ROOT/tools/k8s" && go build -trimpath -ldflags "$ldflags" -o "$BIN.tmp/" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl)
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl)
   rm -rf "$BIN" && mv "$BIN.tmp" "$BIN"
 }
 
@@ -154,6 +161,8 @@ EOF
 
 is_ready() {
   [[ -f $STATE/kubeconfig ]] || return 1
+  # A control plane whose controller manager died is not the one tests expect.
+  [[ ! -f $STATE/controller-manager.pid ]] || kill -0 "$(cat "$STATE/controller-manager.pid")" 2>/dev/null || return 1
   local server
   server=$(awk '/server:/ {print $2}' "$STATE/kubeconfig")
   curl -fsS --max-time 2 --cacert "$STATE/pki/ca.crt" --cert "$STATE/pki/admin.crt" \
@@ -216,11 +225,22 @@ cmd_up() {
     ((SECONDS < deadline)) || die "kube-apiserver not ready after 120 s; log: $STATE/apiserver.log"
     sleep 0.1
   done
+  # After the API server: it reads its kubeconfig once at start.
+  setsid "$BIN/kube-controller-manager" \
+    --kubeconfig "$STATE/kubeconfig" \
+    --leader-elect=false --secure-port 0 \
+    --controllers "$KCM_CONTROLLERS" \
+    --service-account-private-key-file "$STATE/pki/sa.key" \
+    --root-ca-file "$STATE/pki/ca.crt" \
+    --use-service-account-credentials=false \
+    >"$STATE/controller-manager.log" 2>&1 </dev/null 9>&- &
+  echo $! > "$STATE/controller-manager.pid"
   log "control plane $K8S_VERSION ready at https://127.0.0.1:$api_port (state in $STATE)"
   echo "$STATE/kubeconfig"
 }
 
 cmd_down() {
+  stop_pid "$STATE/controller-manager.pid"
   stop_pid "$STATE/apiserver.pid"
   stop_pid "$STATE/etcd.pid"
   rm -rf "$STATE"

@@ -34,9 +34,9 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use leasehold::controllers::bridge::KubeBridge;
+use leasehold::election::roles::{LeaderRole, LeaderRoles};
 use leasehold::election::{self, Elector, LeaderGuard, LeaseClient, Status};
 use leasehold::metrics::Metrics;
-use leasehold::roles::{LeaderRole, LeaderRoles};
 use leasehold::runtime::{EPOCH_TICK, HostContext, Limits, ObjectRef, Request, Runtime};
 use leasehold_tests::fixtures::{
     config_map, grant, labelled_namespace, load_average, percentile, rule,

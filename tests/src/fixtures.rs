@@ -9,9 +9,13 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, Client, ResourceExt};
 
-use crate::{TestCluster, eventually, repo_root, unique_name};
+use crate::{TestCluster, repo_root, unique_name};
+
+/// How long a CRD may take to be served on a busy 2-core machine.
+const CRD_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Object metadata with a name and labels.
 pub fn meta(name: &str, labels: &[(&str, &str)]) -> ObjectMeta {
@@ -130,26 +134,25 @@ pub fn counter(metrics: &str, sample: &str) -> f64 {
 pub async fn install_plugin_crd(client: &Client) -> anyhow::Result<()> {
     let path = repo_root().join("charts/leasehold/crds/plugins.leasehold.dev.yaml");
     let crd: CustomResourceDefinition = serde_saphyr::from_str(&std::fs::read_to_string(path)?)?;
+    apply_crd(client, &crd).await
+}
+
+/// Applies `crd` (server-side, so a control plane reused from an earlier
+/// run gets the current schema) and waits until the API server serves it.
+pub async fn apply_crd(client: &Client, crd: &CustomResourceDefinition) -> anyhow::Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = crd.name_any();
     api.patch(
-        "plugins.leasehold.dev",
+        &name,
         &PatchParams::apply("leasehold-tests").force(),
-        &Patch::Apply(&crd),
+        &Patch::Apply(crd),
     )
     .await?;
-    eventually(
-        Duration::from_secs(30),
-        "the Plugin CRD to be established",
-        || async {
-            let crd = api.get("plugins.leasehold.dev").await.ok()?;
-            let established =
-                crd.status?.conditions?.into_iter().any(|condition| {
-                    condition.type_ == "Established" && condition.status == "True"
-                });
-            established.then_some(())
-        },
-    )
-    .await
+    let established = await_condition(api, &name, conditions::is_crd_established());
+    tokio::time::timeout(CRD_PATIENCE, established)
+        .await
+        .map_err(|_| anyhow::anyhow!("CRD {name} not Established after {CRD_PATIENCE:?}"))??;
+    Ok(())
 }
 
 /// Where a test or benchmark deploys Plugin objects: the CRD installed, a

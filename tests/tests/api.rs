@@ -13,14 +13,13 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use leasehold::plugins::{Plugin, PluginSpec};
+use leasehold_tests::fixtures::install_plugin_crd;
 use leasehold_tests::{
-    ReplicaProcess, ReplicaSettings, TestCluster, eventually, plugin_component, repo_root,
-    unique_name,
+    ReplicaProcess, ReplicaSettings, TestCluster, eventually, plugin_component, unique_name,
 };
 use nix::sys::signal::Signal;
 use reqwest::StatusCode;
@@ -51,7 +50,7 @@ impl Fixture {
         tls: impl FnOnce(&Path) -> anyhow::Result<(Vec<String>, Option<String>)>,
     ) -> anyhow::Result<Self> {
         let cluster = TestCluster::shared().await;
-        install_plugin_crd(cluster).await?;
+        install_plugin_crd(&cluster.client()?).await?;
         let namespace = cluster.namespace(prefix).await?;
         let lease_name = "leasehold";
         hold_lease_elsewhere(cluster, &namespace, lease_name).await?;
@@ -215,28 +214,6 @@ fn upload_rules() -> Vec<PolicyRule> {
         rule("leasehold.dev", &["plugins"], &["get", "create", "update"]),
         rule("", &["configmaps"], &["get", "create", "update"]),
     ]
-}
-
-/// The committed CRD, applied once per control plane (other tests may have
-/// applied it already), and Established.
-async fn install_plugin_crd(cluster: &TestCluster) -> anyhow::Result<()> {
-    let path = repo_root().join("charts/leasehold/crds/plugins.leasehold.dev.yaml");
-    let crd: CustomResourceDefinition = serde_saphyr::from_str(&std::fs::read_to_string(&path)?)?;
-    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client()?);
-    match crds.create(&PostParams::default(), &crd).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(error) => return Err(error.into()),
-    }
-    eventually(PATIENCE, "the Plugin CRD to be Established", || async {
-        let crd = crds.get(&crd.name_any()).await.ok()?;
-        crd.status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-            .then_some(())
-    })
-    .await
 }
 
 /// A Lease held by someone else for an hour: the test's replica stays a
@@ -461,7 +438,13 @@ async fn uploading_a_component_creates_its_configmap_and_plugin_and_a_new_one_ch
     })
     .await?;
 
-    for not_a_component in [b"not wasm".to_vec(), b"\0asm\x01\0\0\0".to_vec()] {
+    for (not_a_component, reason) in [
+        (b"not wasm".to_vec(), "not a valid wasm component"),
+        (
+            b"\0asm\x01\0\0\0".to_vec(),
+            "a core wasm module, not a component",
+        ),
+    ] {
         let (code, body) = fixture
             .upload("greeter", create, Some(&deployer), not_a_component)
             .await?;
@@ -470,7 +453,7 @@ async fn uploading_a_component_creates_its_configmap_and_plugin_and_a_new_one_ch
             body["error"]["message"]
                 .as_str()
                 .unwrap_or_default()
-                .contains("not a valid wasm component"),
+                .contains(reason),
             "{body}"
         );
     }

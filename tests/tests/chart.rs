@@ -29,7 +29,7 @@ use leasehold::cli::Command as HostCommand;
 use leasehold::plugins::{Definition, Plugin, ServiceAccount};
 use leasehold::replica::Config as HostConfig;
 use leasehold::telemetry::LogFormat;
-use leasehold_tests::fixtures::{config_map, install_plugin_crd, labelled_namespace};
+use leasehold_tests::fixtures::{apply_crd, config_map, install_plugin_crd, labelled_namespace};
 use leasehold_tests::{
     TestCluster, eventually, leasehold_binary, plugin_component, repo_root, unique_name,
 };
@@ -1330,29 +1330,7 @@ async fn install_service_monitor_crd(cluster: &TestCluster) -> anyhow::Result<()
             }]
         }
     }))?;
-    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client()?);
-    match crds.create(&PostParams::default(), &crd).await {
-        Ok(_) => {}
-        // Installed by an earlier run (or a real Prometheus Operator CRD).
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(error) => return Err(error.into()),
-    }
-    eventually(
-        Duration::from_secs(30),
-        "the ServiceMonitor CRD to be Established",
-        || async {
-            let crd = crds
-                .get("servicemonitors.monitoring.coreos.com")
-                .await
-                .ok()?;
-            crd.status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-                .then_some(())
-        },
-    )
-    .await
+    apply_crd(&cluster.client()?, &crd).await
 }
 
 async fn kubectl(cluster: &TestCluster, args: &[&str], stdin: &str) -> anyhow::Result<Output> {

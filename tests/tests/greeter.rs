@@ -11,14 +11,13 @@ use kube::api::{
     ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
 };
 use kube::{Api, Client, ResourceExt};
-use leasehold_tests::fixtures::{rule, service_account_with};
+use leasehold_tests::fixtures::{apply_crd, rule, service_account_with};
 use leasehold_tests::{
     ReplicaProcess, ReplicaSettings, TestCluster, eventually, plugin_component, repo_root,
 };
 use serde_json::{Value, json};
 
 const PATIENCE: Duration = Duration::from_secs(60);
-const CRD_NAME: &str = "greetings.examples.leasehold.dev";
 
 /// The Greeting kind, as the CRD in `plugins/examples/greeter` serves it.
 fn greetings(client: &Client, namespace: &str) -> Api<DynamicObject> {
@@ -41,25 +40,8 @@ fn greeting(name: &str, spec: Value) -> anyhow::Result<DynamicObject> {
 /// reused from an earlier run gets the current schema.
 async fn install_greeting_crd(cluster: &TestCluster) -> anyhow::Result<()> {
     let path = repo_root().join("plugins/examples/greeter/crd.json");
-    let crd: Value = serde_json::from_slice(&std::fs::read(path)?)?;
-    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client()?);
-    crds.patch(
-        CRD_NAME,
-        &PatchParams::apply("leasehold-tests").force(),
-        &Patch::Apply(crd),
-    )
-    .await?;
-    eventually(PATIENCE, "the Greeting CRD to be Established", || async {
-        crds.get(CRD_NAME)
-            .await
-            .ok()?
-            .status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-            .then_some(())
-    })
-    .await
+    let crd: CustomResourceDefinition = serde_json::from_slice(&std::fs::read(path)?)?;
+    apply_crd(&cluster.client()?, &crd).await
 }
 
 /// A ServiceAccount that may do what the greeter does and nothing more:
@@ -189,6 +171,24 @@ async fn a_greeting_gets_an_owned_config_map_and_a_status_that_follow_its_spec()
         let text = owned_greeting(&config_maps, "hello-greeting", &uid).await?;
         (text == "Hello, Grace!").then_some(())
     })
+    .await
+    .map_err(|error| error.context(replica.log()))?;
+
+    // What the Greeting owned goes with it: the control plane's garbage
+    // collector follows the owner reference the plugin set.
+    greetings.delete("hello", &DeleteParams::default()).await?;
+    eventually(
+        PATIENCE,
+        "the owned ConfigMap to go with its Greeting",
+        || async {
+            config_maps
+                .get_opt("hello-greeting")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
     .await
     .map_err(|error| error.context(replica.log()))?;
     Ok(())

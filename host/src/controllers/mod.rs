@@ -30,8 +30,8 @@ pub use self::metrics::PluginMetrics;
 use self::run::{Host, Report};
 use self::status::Running;
 use crate::election::LeaderGuard;
+use crate::election::roles::LeaderRole;
 use crate::plugins::{Catalog, LoadedPlugin, State};
-use crate::roles::LeaderRole;
 
 /// How often the leader looks at whether a Plugin's status should change.
 const STATUS_PERIOD: Duration = Duration::from_millis(250);
