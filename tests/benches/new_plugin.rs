@@ -123,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
         "bench new_plugin_total {:.1} min",
         reconciled.as_secs_f64() / 60.0
     );
-    println!("bench new_plugin_target {TARGET_MINUTES:.1} min");
+    println!("target new_plugin {TARGET_MINUTES:.1} min");
     Ok(())
 }
 

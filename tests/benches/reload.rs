@@ -126,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
         "bench reload_hot_speedup_over_restart {:.1} ratio",
         restart_p50 / hot_p50
     );
-    println!("bench reload_target_p50 500 ms");
+    println!("target reload_p50 500 ms");
     if !compiles.is_empty() {
         println!(
             "bench reload_compile_p50 {:.1} ms",

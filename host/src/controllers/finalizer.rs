@@ -3,6 +3,13 @@
 //! Writes are JSON patches guarded by a `test` of the current finalizer
 //! list, so a concurrent change makes the patch fail and the reconcile
 //! retry, instead of overwriting someone else's finalizer.
+//!
+//! Why not kube-runtime's `finalizer()`: its patches are these, but it
+//! removes the finalizer whenever cleanup returns `Ok`, and the plugin
+//! contract lets a cleanup return `requeue-after` to say "not finished,
+//! call me again", which must keep the finalizer. Mapping that to an error
+//! would count an unfinished cleanup as a failure, with backoff, on the
+//! Plugin's status.
 
 use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::{Api, ResourceExt};

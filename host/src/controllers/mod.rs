@@ -4,9 +4,11 @@
 //! [`Catalog`] and keeps one controller per runnable plugin (see [`run`]):
 //! a new or changed plugin starts, a changed one is reloaded (its in-flight
 //! reconciles drain first; other plugins are untouched), a suspended or
-//! deleted one stops. It also writes every Plugin's status. When the term
-//! ends, every controller stops; the guard refuses their host calls from
-//! the deadline on, even before they notice.
+//! deleted one stops. It also writes every Plugin's status, when the
+//! catalogue or a controller's report changes (counters alone at most every
+//! [`status::COUNTS_PERIOD`]). When the term ends, every controller stops;
+//! the fence refuses their requests from the deadline on, even before they
+//! notice.
 
 mod access;
 pub mod bridge;
@@ -21,7 +23,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use k8s_openapi::jiff::Timestamp;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
@@ -30,11 +32,10 @@ pub use self::metrics::PluginMetrics;
 use self::run::{Host, Report};
 use self::status::Running;
 use crate::election::LeaderGuard;
+use crate::election::fence::Fence;
 use crate::election::roles::LeaderRole;
 use crate::plugins::{Catalog, LoadedPlugin, State};
 
-/// How often the leader looks at whether a Plugin's status should change.
-const STATUS_PERIOD: Duration = Duration::from_millis(250);
 /// How long a stopping controller may take beyond its reconcile timeout
 /// before it is cancelled outright.
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
@@ -80,22 +81,39 @@ impl LeaderRole for Controllers {
     }
 
     fn lead(&self, guard: LeaderGuard) -> BoxFuture<'static, ()> {
-        let mut term = Term {
-            host: self.host.clone(),
-            guard,
-            running: HashMap::new(),
-            status: status::Writer::new(self.host.client.clone()),
-        };
+        // Statuses are written through a client fenced to this term, like
+        // everything else done for a plugin.
+        let status_client = kube::client::ClientBuilder::try_from(self.host.kube_config.clone())
+            .map(|builder| builder.with_layer(&Fence::new(guard.clone())).build());
         let mut catalog = self.catalog.clone();
+        let host = self.host.clone();
         Box::pin(async move {
-            let mut status_tick = tokio::time::interval(STATUS_PERIOD);
-            status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let status_client = match status_client {
+                Ok(client) => client,
+                Err(error) => {
+                    warn!(%error, "cannot build the status client; statuses go unwritten this term");
+                    return;
+                }
+            };
+            let mut term = Term {
+                host,
+                guard,
+                running: HashMap::new(),
+                status: status::Writer::new(status_client),
+                changed: Arc::default(),
+            };
+            // Counters alone change without a notification; they are
+            // written at most this often anyway.
+            let mut counts_tick = tokio::time::interval(status::COUNTS_PERIOD);
+            counts_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             // Without a watcher (manifests only) the catalog never changes.
             let mut changing = true;
             loop {
                 let snapshot = catalog.borrow_and_update().clone();
                 term.converge(&snapshot).await;
+                term.write_statuses(&snapshot).await;
                 loop {
+                    let changed = term.changed.clone();
                     tokio::select! {
                         changed = catalog.changed(), if changing => {
                             changing = changed.is_ok();
@@ -103,7 +121,8 @@ impl LeaderRole for Controllers {
                                 break;
                             }
                         }
-                        _ = status_tick.tick() => term.write_statuses(&snapshot).await,
+                        () = changed.notified() => term.write_statuses(&snapshot).await,
+                        _ = counts_tick.tick() => term.write_statuses(&snapshot).await,
                         () = term.guard.lost() => return term.stop_all().await,
                     }
                 }
@@ -118,6 +137,8 @@ struct Term {
     guard: LeaderGuard,
     running: HashMap<String, RunningPlugin>,
     status: status::Writer,
+    /// Told by every running plugin's report when what it says changes.
+    changed: Arc<Notify>,
 }
 
 /// A controller this term started.
@@ -174,7 +195,7 @@ impl Term {
     fn start(&mut self, name: &str, is_object: bool, plugin: LoadedPlugin) {
         info!(plugin = name, digest = %plugin.compiled.digest, from_object = is_object, "starting plugin");
         let stop = CancellationToken::new();
-        let report = Arc::new(Report::default());
+        let report = Arc::new(Report::new(self.changed.clone()));
         let span = tracing::info_span!("plugin", plugin = %name);
         let task = tokio::spawn(
             run::run(

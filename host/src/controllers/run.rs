@@ -17,6 +17,7 @@ use kube::runtime::controller::{self, Action as QueueAction, Controller};
 use kube::runtime::reflector::ObjectRef as QueueRef;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, ResourceExt};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -56,8 +57,11 @@ pub struct Host {
 
 /// How far one plugin's controller got, and how its reconciles went: what
 /// its status reports.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Report {
+    /// Told when the phase or the last error changes (not the counters,
+    /// which the status writer reads on its own period).
+    changed: Arc<Notify>,
     phase: Mutex<Phase>,
     ok: AtomicU64,
     error: AtomicU64,
@@ -80,6 +84,18 @@ pub enum Phase {
 }
 
 impl Report {
+    /// A report that tells `changed` when what it says changes.
+    pub fn new(changed: Arc<Notify>) -> Self {
+        Self {
+            changed,
+            phase: Mutex::default(),
+            ok: AtomicU64::default(),
+            error: AtomicU64::default(),
+            trap: AtomicU64::default(),
+            last_error: Mutex::default(),
+        }
+    }
+
     pub fn phase(&self) -> Phase {
         self.phase.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -105,11 +121,13 @@ impl Report {
             self.failed(message.clone());
         }
         *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = phase;
+        self.changed.notify_one();
     }
 
     fn failed(&self, message: String) {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((message, Timestamp::now()));
+        self.changed.notify_one();
     }
 }
 
@@ -586,5 +604,30 @@ fn error_policy(object: Arc<DynamicObject>, failure: &Failure, run: Arc<PluginRu
         QueueAction::requeue(delay)
     } else {
         QueueAction::await_change()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+
+    use super::*;
+
+    fn told(changed: &Notify) -> bool {
+        changed.notified().now_or_never().is_some()
+    }
+
+    #[test]
+    fn a_report_tells_the_status_writer_of_a_new_phase_or_error_and_not_of_counts() {
+        let changed = Arc::new(Notify::new());
+        let report = Report::new(changed.clone());
+        report.ok.fetch_add(1, Ordering::Relaxed);
+        assert!(!told(&changed), "a counter alone woke the writer");
+        report.set_phase(Phase::Running {
+            primary: "ConfigMap".into(),
+        });
+        assert!(told(&changed), "a new phase went unwritten");
+        report.failed("default/x: plugin error".into());
+        assert!(told(&changed), "a new last error went unwritten");
     }
 }
