@@ -18,7 +18,7 @@ ARG PLUGINS=none
 # === build ===
 # The tag pins the toolchain (rust-toolchain.toml is left out of the build
 # context: it would make rustup fetch clippy, rustfmt and the wasm target).
-FROM rust:1.95-bookworm AS builder
+FROM rust:1.97-bookworm AS builder
 WORKDIR /src
 COPY . .
 # Cache mounts keep the crate registry and compiled dependencies between

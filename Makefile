@@ -23,6 +23,7 @@ help:
 deps:
 	@command -v rustup >/dev/null || { echo "deps: missing rustup: install it from https://rustup.rs"; exit 1; }
 	@command -v npm >/dev/null || { echo "deps: missing Node.js and npm (the JavaScript plugin's build): apt-get install nodejs npm"; exit 1; }
+	@rustup component add rustfmt clippy 2>&1 | grep -v 'is up to date' || true
 	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 	@tools/cluster.sh install
 	@tools/registry.sh install
