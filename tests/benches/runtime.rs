@@ -22,8 +22,8 @@
 //!   in the same run: see [`race`].
 //!
 //! Prints `bench <name> <value> <unit>` lines for what it measured, and
-//! `target <name> ...` and `stated <name> ...` lines, apart, for the goals
-//! and the figures others publish. `LEASEHOLD_BENCH_SOURCES`
+//! `target`, `config` and `stated` lines, apart, for the goals, the host's
+//! own settings and the figures others publish. `LEASEHOLD_BENCH_SOURCES`
 //! (default 50) sets how many sources each mirror round creates.
 
 use std::sync::Arc;
@@ -317,7 +317,7 @@ impl PerCall {
             anyhow::ensure!(outcome.is_err(), "a spinning plugin was not stopped");
             overshoots.push(ms(started.elapsed()) - ms(SHORT_TIMEOUT));
         }
-        println!("bench runtime_epoch_tick {:.0} ms", ms(EPOCH_TICK));
+        println!("config runtime_epoch_tick {:.0} ms", ms(EPOCH_TICK));
         println!(
             "stated kubewarden_epoch_tick {:.0} ms",
             ms(KUBEWARDEN_EPOCH_TICK)
@@ -331,7 +331,7 @@ impl PerCall {
             percentile(&overshoots, 1.0)
         );
         println!(
-            "bench runtime_default_timeout {:.0} ms",
+            "config runtime_default_timeout {:.0} ms",
             ms(Limits::default().timeout)
         );
         println!(
@@ -570,7 +570,12 @@ async fn mirror_round(cluster: &TestCluster, admin: &Client, count: usize) -> an
         )
         .await?;
     eventually(patience, "the mirror to clean up", || async {
-        let left = sources.list_metadata(&ListParams::default()).await.ok()?;
+        // Only the sources: the control plane keeps kube-root-ca.crt in
+        // every namespace.
+        let left = sources
+            .list_metadata(&ListParams::default().labels("leasehold.dev/mirror=true"))
+            .await
+            .ok()?;
         (left.items.is_empty() && copies().await? == 0).then_some(())
     })
     .await?;

@@ -95,3 +95,12 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// `Some(())` once the object `name` no longer exists: a check for
+/// [`eventually`].
+pub async fn gone<K>(api: &kube::Api<K>, name: &str) -> Option<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.get_opt(name).await.ok()?.is_none().then_some(())
+}

@@ -276,31 +276,15 @@ pub fn leasehold_binary() -> PathBuf {
 }
 
 /// The component of a plugin crate (an example or a test fixture), built
-/// for wasm32-wasip2 once per test process.
+/// for wasm32-wasip2 the way plugin authors' tests build theirs (the
+/// harness's `build_component`: once per crate per test process).
 pub fn plugin_component(crate_name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .current_dir(repo_root())
-            .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2"])
-            .args([
-                "-p",
-                "configmap-mirror",
-                "-p",
-                "greeter",
-                "-p",
-                "misbehaving",
-            ])
-            .status()
-            .expect("running cargo build for plugins");
-        assert!(status.success(), "building the plugin components failed");
-    });
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| repo_root().join("target"), PathBuf::from);
-    target
-        .join("wasm32-wasip2/release")
-        .join(format!("{}.wasm", crate_name.replace('-', "_")))
+    let crate_dir = match crate_name {
+        "misbehaving" => repo_root().join("tests/fixtures/misbehaving"),
+        example => repo_root().join("plugins/examples").join(example),
+    };
+    leasehold_harness::build_component(&crate_dir)
+        .unwrap_or_else(|error| panic!("building the {crate_name} plugin: {error}"))
 }
 
 /// A copy of `kubeconfig` whose server is `server` (e.g. a [`TcpProxy`]).

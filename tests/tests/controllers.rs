@@ -13,7 +13,7 @@ use leasehold_tests::fixtures::{
     config_map, counter, labelled_namespace, rule, service_account_with,
 };
 use leasehold_tests::{
-    ReplicaProcess, ReplicaSettings, TestCluster, eventually, plugin_component, unique_name,
+    ReplicaProcess, ReplicaSettings, TestCluster, eventually, gone, plugin_component, unique_name,
 };
 use nix::sys::signal::Signal;
 use serde_json::json;
@@ -190,21 +190,13 @@ async fn configmap_mirror_copies_keeps_in_sync_and_cleans_up_through_its_finaliz
     sources.delete("settings", &DeleteParams::default()).await?;
     eventually(PATIENCE, "copies and source to be gone", || async {
         for target in &targets {
-            if Api::<ConfigMap>::namespaced(admin.clone(), target)
-                .get_opt("settings")
-                .await
-                .ok()?
-                .is_some()
-            {
-                return None;
-            }
+            gone(
+                &Api::<ConfigMap>::namespaced(admin.clone(), target),
+                "settings",
+            )
+            .await?;
         }
-        sources
-            .get_opt("settings")
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
+        gone(&sources, "settings").await
     })
     .await
     .map_err(|error| error.context(replica.log()))?;

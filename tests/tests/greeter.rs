@@ -13,7 +13,7 @@ use kube::api::{
 use kube::{Api, Client, ResourceExt};
 use leasehold_tests::fixtures::{apply_crd, rule, service_account_with};
 use leasehold_tests::{
-    ReplicaProcess, ReplicaSettings, TestCluster, eventually, plugin_component, repo_root,
+    ReplicaProcess, ReplicaSettings, TestCluster, eventually, gone, plugin_component, repo_root,
 };
 use serde_json::{Value, json};
 
@@ -180,14 +180,7 @@ async fn a_greeting_gets_an_owned_config_map_and_a_status_that_follow_its_spec()
     eventually(
         PATIENCE,
         "the owned ConfigMap to go with its Greeting",
-        || async {
-            config_maps
-                .get_opt("hello-greeting")
-                .await
-                .ok()?
-                .is_none()
-                .then_some(())
-        },
+        || gone(&config_maps, "hello-greeting"),
     )
     .await
     .map_err(|error| error.context(replica.log()))?;
