@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod backoff;
+pub mod body;
 pub mod cli;
 pub mod controllers;
 pub mod election;

@@ -38,6 +38,8 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, StatusCode, Url};
 use serde::{Deserialize, Serialize};
 
+use crate::body::{self, ReadError};
+
 /// Media type of the config blob of a wasm OCI artifact.
 pub const WASM_CONFIG_MEDIA_TYPE: &str = "application/vnd.wasm.config.v0+json";
 /// Media type of the layer that holds the component.
@@ -1028,34 +1030,16 @@ impl Session {
     }
 
     /// Reads a body, failing as soon as it is larger than `limit`.
-    async fn read_bounded(&self, mut response: Response, limit: u64) -> Result<Vec<u8>> {
-        if response
-            .content_length()
-            .is_some_and(|length| length > limit)
-        {
-            return Err(Error::TooLarge { limit });
-        }
-        // Preallocate what the registry announced, but never trust it for
-        // more than a few MiB.
-        let hint = response
-            .content_length()
-            .unwrap_or(0)
-            .min(MAX_MANIFEST_BYTES);
-        let mut body = Vec::with_capacity(usize::try_from(hint).unwrap_or(0));
-        while let Some(chunk) = response
-            .chunk()
+    async fn read_bounded(&self, response: Response, limit: u64) -> Result<Vec<u8>> {
+        body::read_bounded(response, limit)
             .await
-            .map_err(|source| Error::Unreachable {
-                registry: self.registry.clone(),
-                source,
-            })?
-        {
-            if (body.len() + chunk.len()) as u64 > limit {
-                return Err(Error::TooLarge { limit });
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
+            .map_err(|error| match error {
+                ReadError::TooLarge { limit } => Error::TooLarge { limit },
+                ReadError::Http(source) => Error::Unreachable {
+                    registry: self.registry.clone(),
+                    source,
+                },
+            })
     }
 
     /// `registry/repository@target` or `registry/repository:target`.

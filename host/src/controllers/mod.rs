@@ -226,8 +226,9 @@ impl Term {
                 None if entry.suspend => Running::Suspended,
                 None => Running::No,
             };
-            let previous = self.status.previous(name, entry);
-            let desired = status::desired(entry, running, &self.host.identity, previous, now);
+            let previous = self.status.previous(name, entry).await;
+            let desired =
+                status::desired(entry, running, &self.host.identity, previous.as_ref(), now);
             self.status.write(name, entry, desired, &self.guard).await;
         }
         self.status

@@ -191,6 +191,10 @@ impl Conditions<'_> {
 pub struct Writer {
     client: kube::Client,
     written: HashMap<String, (PluginStatus, Instant)>,
+    /// What each Plugin's status was when this term first looked (once per
+    /// plugin and term): conditions keep their transition times across
+    /// leaders, and an unchanged status is not written again.
+    read: HashMap<String, Option<PluginStatus>>,
 }
 
 impl Writer {
@@ -198,15 +202,29 @@ impl Writer {
         Self {
             client,
             written: HashMap::new(),
+            read: HashMap::new(),
         }
     }
 
-    /// The status last written for `key` this term, else the one read.
-    pub fn previous<'a>(&'a self, key: &str, entry: &'a Entry) -> Option<&'a PluginStatus> {
-        self.written
-            .get(key)
-            .map(|(status, _)| status)
-            .or_else(|| entry.object.as_ref()?.status.as_ref())
+    /// The status last written for `key` this term, else the one the API
+    /// server has (read once).
+    pub async fn previous(&mut self, key: &str, entry: &Entry) -> Option<PluginStatus> {
+        if let Some((status, _)) = self.written.get(key) {
+            return Some(status.clone());
+        }
+        if let Some(status) = self.read.get(key) {
+            return status.clone();
+        }
+        let object = entry.object.as_ref()?;
+        let api: Api<Plugin> = Api::namespaced(self.client.clone(), &object.namespace);
+        // Unreadable is unknown: try again on the next write.
+        let status = api
+            .get_opt(&object.name)
+            .await
+            .ok()?
+            .and_then(|plugin| plugin.status);
+        self.read.insert(key.to_owned(), status.clone());
+        status
     }
 
     /// Writes `status` for the Plugin behind `entry` if it differs enough
@@ -224,7 +242,10 @@ impl Writer {
                 same_except_counts(written, &status)
                     && (written.reconciles == status.reconciles || at.elapsed() < COUNTS_PERIOD)
             }
-            None => object.status.as_ref() == Some(&status),
+            None => self
+                .read
+                .get(key)
+                .is_some_and(|read| read.as_ref() == Some(&status)),
         };
         if unchanged || guard.check().is_err() {
             return;
@@ -252,6 +273,7 @@ impl Writer {
     /// Forgets plugins that are gone.
     pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
         self.written.retain(|key, _| keep(key));
+        self.read.retain(|key, _| keep(key));
     }
 }
 
@@ -276,7 +298,6 @@ mod tests {
                 namespace: "team-a".into(),
                 name: "mirror".into(),
                 generation: Some(3),
-                status: None,
             }),
             source: "configMap:mirror/component.wasm".into(),
             suspend: false,

@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use super::LoadedPlugin;
 use super::definition::Definition;
-use super::resource::{Plugin, PluginStatus};
+use super::resource::Plugin;
 use super::source::Fetcher;
 use crate::backoff::Backoff;
 use crate::runtime::{self, Compiler};
@@ -59,8 +59,6 @@ pub struct ObjectInfo {
     pub namespace: String,
     pub name: String,
     pub generation: Option<i64>,
-    /// The status as last read from the API server.
-    pub status: Option<PluginStatus>,
 }
 
 /// How far a plugin got towards running.
@@ -248,8 +246,9 @@ impl PluginWatcher {
         }
     }
 
-    /// A Plugin was created or changed: prepare it if its spec changed,
-    /// otherwise only remember its latest status.
+    /// A Plugin was created or changed: prepare it if its spec changed.
+    /// A status-only change is the leader's own write coming back: the
+    /// catalogue holds what can run, not what the API server last said.
     fn applied(
         &self,
         plugin: Plugin,
@@ -265,18 +264,6 @@ impl PluginWatcher {
             && seen.uid == uid
         {
             seen.object = plugin.clone();
-            let status = plugin.status.clone();
-            self.catalog.send_if_modified(|catalog| {
-                if let Some(info) = catalog
-                    .entries
-                    .get_mut(&key)
-                    .and_then(|e| e.object.as_mut())
-                {
-                    info.status = status;
-                }
-                // Status is for the status writer to read, not a change to act on.
-                false
-            });
             return;
         }
         let attempt = known.get(&key).map_or(0, |seen| seen.attempt + 1);
@@ -299,7 +286,6 @@ impl PluginWatcher {
                         namespace: plugin.namespace().unwrap_or_default(),
                         name: plugin.name_any(),
                         generation,
-                        status: plugin.status.clone(),
                     }),
                     source: plugin.spec.source.describe(),
                     suspend: plugin.spec.suspend,

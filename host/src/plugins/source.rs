@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 
 use super::resource::{ConfigMapSource, HttpSource, ImageSource, Source};
+use crate::body::{self, ReadError};
 use crate::oci;
 
 /// How long one HTTP fetch may take, start to finish.
@@ -208,7 +209,7 @@ impl Fetcher {
             url: source.url.clone(),
             message: error.without_url().to_string(),
         };
-        let mut response = self
+        let response = self
             .http
             .get(&source.url)
             .send()
@@ -220,14 +221,13 @@ impl Fetcher {
                 status: response.status().as_u16(),
             });
         }
-        if let Some(length) = response.content_length() {
-            self.check_size(length)?;
-        }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
-            bytes.extend_from_slice(&chunk);
-            self.check_size(bytes.len() as u64)?;
-        }
+        let bytes =
+            body::read_bounded(response, self.max_bytes)
+                .await
+                .map_err(|error| match error {
+                    ReadError::TooLarge { limit } => FetchError::TooLarge { limit },
+                    ReadError::Http(error) => unreachable(error),
+                })?;
         verify(Fetched::new(bytes), Some(&source.sha256))
     }
 
