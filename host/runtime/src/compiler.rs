@@ -82,7 +82,8 @@ impl Compiler {
     }
 
     /// The digests compiled (or being compiled) now.
-    pub fn digests(&self) -> Vec<String> {
+    #[cfg(test)]
+    fn digests(&self) -> Vec<String> {
         self.lock().keys().cloned().collect()
     }
 
