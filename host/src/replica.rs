@@ -234,7 +234,7 @@ impl Replica {
             roles = roles.with(Controllers::new(
                 catalog,
                 client.clone(),
-                kube_config,
+                kube_config.clone(),
                 election_config.identity.clone(),
                 metrics.plugins.clone(),
             ));
@@ -242,6 +242,7 @@ impl Replica {
         let plugin_watcher = watch_plugins.then(|| {
             let fetcher = Fetcher::new(
                 client.clone(),
+                kube_config,
                 config.plugins.plugin_root.clone(),
                 config.plugins.max_component_size,
             );

@@ -22,7 +22,7 @@ fn greeter() -> Vec<u8> {
 }
 
 fn reference(text: &str) -> Reference {
-    Reference::parse(text).unwrap_or_else(|error| panic!("{error}"))
+    oci::parse(text).unwrap_or_else(|error| panic!("{error}"))
 }
 
 #[tokio::test]
@@ -39,7 +39,7 @@ async fn a_pushed_component_pulls_back_by_tag_and_by_digest() -> anyhow::Result<
     assert_eq!(by_tag.digest, pushed.digest);
     assert_eq!(by_tag.manifest_digest, pushed.manifest_digest);
 
-    let pinned = tagged.with_digest(&pushed.manifest_digest);
+    let pinned = tagged.clone_with_digest(pushed.manifest_digest.clone());
     let by_digest = oci::pull(&pinned, &PullOptions::default()).await?;
     assert!(by_digest.bytes == component);
 
@@ -57,7 +57,8 @@ async fn a_component_can_be_pushed_by_its_manifest_digest_only() -> anyhow::Resu
     let component = greeter();
     let tagged = reference(&format!("{repository}:first"));
     let pushed = oci::push(&tagged, &component, &PushOptions::default()).await?;
-    let other = reference(&format!("{}-copy:x", repository)).with_digest(&pushed.manifest_digest);
+    let other = reference(&format!("{}-copy:x", repository))
+        .clone_with_digest(pushed.manifest_digest.clone());
     let copied = oci::push(&other, &component, &PushOptions::default()).await?;
     assert_eq!(copied.manifest_digest, pushed.manifest_digest);
     assert!(oci::pull(&other, &PullOptions::default()).await?.bytes == component);
@@ -154,7 +155,7 @@ async fn an_artifact_without_a_wasm_layer_is_not_wasm() -> anyhow::Result<()> {
     .unwrap_err();
     match &error {
         Error::NotWasm { found, .. } => {
-            assert_eq!(found, &["application/vnd.oci.image.layer.v1.tar+gzip"]);
+            assert_eq!(found, "application/vnd.oci.image.layer.v1.tar+gzip");
         }
         other => panic!("expected NotWasm, got {other:?}"),
     }
@@ -207,7 +208,7 @@ async fn a_registry_nobody_listens_on_is_unreachable() -> anyhow::Result<()> {
     assert!(error.is_retryable());
     let pushed = oci::push(
         &reference(&format!("127.0.0.1:{port}/a/b:1")),
-        b"\0asm",
+        &greeter(),
         &PushOptions::default(),
     )
     .await;
@@ -215,5 +216,53 @@ async fn a_registry_nobody_listens_on_is_unreachable() -> anyhow::Result<()> {
         matches!(pushed, Err(Error::Unreachable { .. })),
         "{pushed:?}"
     );
+    Ok(())
+}
+
+/// The client `wkg` is built on, over plain HTTP to the loopback registry.
+fn wasm_client() -> oci_wasm::WasmClient {
+    oci_wasm::WasmClient::new(oci_client::Client::new(oci_client::client::ClientConfig {
+        protocol: oci_client::client::ClientProtocol::Http,
+        ..Default::default()
+    }))
+}
+
+/// What `leasehold plugin push` writes, `wkg oci pull` reads (its config is
+/// a `WasmConfig` naming the component's world), and what `wkg oci push`
+/// writes, a Plugin can run.
+#[tokio::test]
+async fn artifacts_are_exchanged_with_wkg_both_ways() -> anyhow::Result<()> {
+    use oci_client::secrets::RegistryAuth::Anonymous;
+    let repository = registry().await.repository("wkg");
+    let component = greeter();
+
+    let ours = reference(&format!("{repository}:ours"));
+    let pushed = oci::push(&ours, &component, &PushOptions::default()).await?;
+    let (manifest, config, _) = wasm_client()
+        .pull_manifest_and_config(&ours, &Anonymous)
+        .await?;
+    assert_eq!(manifest.layers[0].digest, pushed.digest);
+    assert_eq!(config.layer_digests, std::slice::from_ref(&pushed.digest));
+    let world = config
+        .component
+        .expect("the config names the component's world");
+    assert!(
+        world
+            .exports
+            .iter()
+            .any(|export| export.starts_with("leasehold:controller/reconciler@")),
+        "{:?}",
+        world.exports
+    );
+    let image = wasm_client().pull(&ours, &Anonymous).await?;
+    assert!(image.layers[0].data == component);
+
+    let theirs = reference(&format!("{repository}:theirs"));
+    let (config, layer) = oci_wasm::WasmConfig::from_raw_component(component.clone(), None)?;
+    wasm_client()
+        .push(&theirs, &Anonymous, layer, config, None)
+        .await?;
+    let pulled = oci::pull(&theirs, &PullOptions::default()).await?;
+    assert!(pulled.bytes == component);
     Ok(())
 }

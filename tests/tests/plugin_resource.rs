@@ -634,7 +634,7 @@ async fn a_plugin_from_an_oci_registry_runs_and_a_missing_tag_is_reported() -> a
     let bytes = misbehaving();
     let reference = format!("{}:v1", registry.repository("plugins"));
     oci::push(
-        &oci::Reference::parse(&reference)?,
+        &oci::parse(&reference)?,
         &bytes,
         &oci::PushOptions::default(),
     )
@@ -672,6 +672,73 @@ async fn a_plugin_from_an_oci_registry_runs_and_a_missing_tag_is_reported() -> a
             "SourceNotFound",
             &replica,
         )
+        .await?;
+    Ok(())
+}
+
+/// A pull Secret is read as the Plugin's account, never as the host: until
+/// the account may `get` it, the Plugin reports that it cannot read it (the
+/// host, which may read every Secret here, would have read it at once).
+#[tokio::test]
+async fn a_pull_secret_is_read_as_the_plugins_account() -> anyhow::Result<()> {
+    let setup = Setup::new().await?;
+    let registry = TestRegistry::shared().await?;
+    let reference = format!("{}:v1", registry.repository("with-secret"));
+    oci::push(
+        &oci::parse(&reference)?,
+        &misbehaving(),
+        &oci::PushOptions::default(),
+    )
+    .await?;
+    let login = json!({"auths": {registry.address(): {"username": "u", "password": "p"}}});
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(setup.admin.clone(), &setup.namespace)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "registry-login"},
+                "type": "kubernetes.io/dockerconfigjson",
+                "stringData": {".dockerconfigjson": login.to_string()},
+            }))?,
+        )
+        .await?;
+    setup
+        .apply(
+            "with-secret",
+            json!({"source": {"oci": {"reference": reference, "pullSecret": "registry-login"}}}),
+        )
+        .await?;
+    let replica = setup.replica("solo", &[]).await?;
+    let refused = setup
+        .wait_for(
+            "with-secret",
+            "Fetched",
+            "False",
+            "SourceUnauthorized",
+            &replica,
+        )
+        .await?;
+    let message = &refused
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Fetched")
+        .unwrap()
+        .message;
+    assert!(
+        message.contains(&format!(
+            "as ServiceAccount {}/{}",
+            setup.namespace, setup.account
+        )),
+        "{message}"
+    );
+    grant(
+        &setup.admin,
+        &setup.namespace,
+        &setup.account,
+        vec![rule(&[""], &["secrets"], &["get"])],
+    )
+    .await?;
+    setup
+        .wait_for("with-secret", "Ready", "True", "Ready", &replica)
         .await?;
     Ok(())
 }

@@ -20,6 +20,7 @@ use serde_json::Value;
 use crate::election::LeaderGuard;
 use crate::election::NotLeader;
 use crate::election::fence::{self, Fence};
+use crate::plugins::ServiceAccount;
 use crate::runtime::contract::{
     ApiError, ApplyParams, Event as WitEvent, EventType as WitEventType, Field, InvolvedObject,
     Level, ListParams as WitListParams, ObjectRef, StatusUpdate, TypeMeta,
@@ -55,12 +56,7 @@ impl KubeBridge {
         replica: &str,
         guard: LeaderGuard,
     ) -> Result<Self, kube::Error> {
-        let mut config = base.clone();
-        // Only the user: the API server then gives the request the groups a
-        // real token of that account carries (system:serviceaccounts, the
-        // namespace's, system:authenticated). Naming groups too would need
-        // `impersonate` on groups, which would let the host claim any group.
-        config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{account}"));
+        let config = ServiceAccount::new(namespace, account).impersonated_by(base);
         let client = ClientBuilder::try_from(config)?
             .with_layer(&Fence::new(guard))
             .build();

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::{Error, Result, validate};
 use crate::api::{COMPONENT_KEY, MAX_COMPONENT_BYTES, PLUGIN_LABEL};
-use crate::oci::{self, PullOptions, Reference};
+use crate::oci::{self, PullOptions};
 use crate::plugins::{Plugin, PluginSpec};
 
 /// The field manager of everything `deploy` writes.
@@ -167,7 +167,7 @@ impl Deploy<'_> {
     /// Pulls the artifact as the cluster will, so a typo or an artifact
     /// that is not a controller fails here rather than on the leader.
     async fn check_artifact(&self, reference: &str) -> Result<serde_json::Value> {
-        let parsed = Reference::parse(reference).map_err(Error::Reference)?;
+        let parsed = oci::parse(reference).map_err(Error::Reference)?;
         let pulled = oci::pull(
             &parsed,
             &PullOptions {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use super::{Error, Result, validate};
-use crate::oci::{self, PushOptions, Reference};
+use crate::oci::{self, PushOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct Options {
@@ -18,7 +18,7 @@ pub struct Options {
 
 pub(super) async fn run(options: Options) -> Result<()> {
     // A malformed reference is reported before the slower validation.
-    let reference = Reference::parse(&options.reference).map_err(Error::Reference)?;
+    let reference = oci::parse(&options.reference).map_err(Error::Reference)?;
     let validated = validate::validate_file(&options.file).await?;
     let pushed = oci::push(
         &reference,
@@ -39,7 +39,7 @@ pub(super) async fn run(options: Options) -> Result<()> {
     println!("manifest:  {}", pushed.manifest_digest);
     println!(
         "pinned:    {}",
-        reference.with_digest(&pushed.manifest_digest)
+        reference.clone_with_digest(pushed.manifest_digest.clone())
     );
     Ok(())
 }

@@ -354,7 +354,7 @@ async fn prepare(
     })?;
     let namespace = plugin.namespace().unwrap_or_default();
     let fetched = fetcher
-        .fetch(&namespace, &plugin.spec.source)
+        .fetch(&namespace, &definition.service_account, &plugin.spec.source)
         .await
         .map_err(|error| Problem {
             stage: Stage::Fetch,

@@ -39,6 +39,23 @@ impl ServiceAccount {
     }
 }
 
+impl ServiceAccount {
+    /// `base`, acting as this account: everything sent with it is judged by
+    /// the API server against the account's RBAC, not the host's.
+    pub fn impersonated_by(&self, base: &kube::Config) -> kube::Config {
+        let mut config = base.clone();
+        // Only the user: the API server then gives the request the groups a
+        // real token of that account carries (system:serviceaccounts, the
+        // namespace's, system:authenticated). Naming groups too would need
+        // `impersonate` on groups, which would let the host claim any group.
+        config.auth_info.impersonate = Some(format!(
+            "system:serviceaccount:{}:{}",
+            self.namespace, self.name
+        ));
+        config
+    }
+}
+
 impl std::fmt::Display for ServiceAccount {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)

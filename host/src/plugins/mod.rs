@@ -24,6 +24,7 @@ mod catalog;
 mod definition;
 mod limits;
 mod manifest;
+mod pull_secret;
 pub mod resource;
 mod source;
 

@@ -117,6 +117,11 @@ pub struct OciSource {
     /// Use plain HTTP (for a registry on a trusted network or loopback).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure: bool,
+    /// A `kubernetes.io/dockerconfigjson` Secret in the Plugin's namespace
+    /// with credentials for the registry. It is read as the Plugin's
+    /// ServiceAccount, which must be allowed to `get` it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_secret: Option<String>,
 }
 
 /// A component baked into the host's image.

@@ -4,10 +4,12 @@
 use std::path::{Component as PathPart, Path, PathBuf};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
 
-use super::resource::{ConfigMapSource, HttpSource, ImageSource, Source};
+use super::definition::ServiceAccount;
+use super::pull_secret::{self, PullSecretError};
+use super::resource::{ConfigMapSource, HttpSource, ImageSource, OciSource, Source};
 use crate::body::{self, ReadError};
 use crate::oci;
 
@@ -66,6 +68,17 @@ pub enum FetchError {
     },
     #[error(transparent)]
     Oci(#[from] oci::Error),
+    #[error("pull Secret {namespace}/{name} does not exist")]
+    PullSecretNotFound { namespace: String, name: String },
+    #[error("cannot read pull Secret {name} as ServiceAccount {account}")]
+    PullSecretUnreadable {
+        name: String,
+        account: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    PullSecret(#[from] PullSecretError),
 }
 
 impl FetchError {
@@ -73,7 +86,14 @@ impl FetchError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::NoSource | Self::PathOutsideRoot { .. } => "InvalidSource",
-            Self::ConfigMapNotFound { .. } | Self::KeyMissing { .. } => "SourceNotFound",
+            Self::ConfigMapNotFound { .. }
+            | Self::KeyMissing { .. }
+            | Self::PullSecretNotFound { .. } => "SourceNotFound",
+            Self::PullSecretUnreadable {
+                source: kube::Error::Api(status),
+                ..
+            } if status.code == 403 => "SourceUnauthorized",
+            Self::PullSecret(_) => "InvalidSource",
             Self::ImageFile { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 "SourceNotFound"
             }
@@ -83,12 +103,17 @@ impl FetchError {
                 oci::Error::InvalidReference { .. } => "InvalidSource",
                 oci::Error::NotFound { .. } => "SourceNotFound",
                 oci::Error::Unauthorized { .. } => "SourceUnauthorized",
-                oci::Error::NotWasm { .. } | oci::Error::InvalidManifest { .. } => "NotWasm",
+                oci::Error::NotWasm { .. }
+                | oci::Error::NotComponent { .. }
+                | oci::Error::InvalidManifest { .. } => "NotWasm",
                 oci::Error::DigestMismatch { .. } => "DigestMismatch",
                 oci::Error::TooLarge { .. } => "TooLarge",
-                oci::Error::Unreachable { .. } | oci::Error::Registry { .. } => "SourceUnreachable",
+                oci::Error::Unreachable { .. }
+                | oci::Error::TimedOut { .. }
+                | oci::Error::Registry { .. } => "SourceUnreachable",
             },
             Self::ConfigMapUnreadable { .. }
+            | Self::PullSecretUnreadable { .. }
             | Self::Unreachable { .. }
             | Self::HttpStatus { .. }
             | Self::ImageFile { .. } => "SourceUnreachable",
@@ -113,6 +138,8 @@ impl FetchError {
 #[derive(Clone)]
 pub struct Fetcher {
     client: kube::Client,
+    /// The base of the clients that read pull Secrets as a plugin's account.
+    config: kube::Config,
     http: reqwest::Client,
     plugin_root: PathBuf,
     max_bytes: u64,
@@ -128,21 +155,33 @@ impl std::fmt::Debug for Fetcher {
 }
 
 impl Fetcher {
-    pub fn new(client: kube::Client, plugin_root: PathBuf, max_bytes: u64) -> Self {
+    pub fn new(
+        client: kube::Client,
+        config: kube::Config,
+        plugin_root: PathBuf,
+        max_bytes: u64,
+    ) -> Self {
         let http = reqwest::Client::builder()
             .timeout(HTTP_TIMEOUT)
             .build()
             .expect("a default reqwest client builds");
         Self {
             client,
+            config,
             http,
             plugin_root,
             max_bytes,
         }
     }
 
-    /// Fetches the component a Plugin in `namespace` names.
-    pub async fn fetch(&self, namespace: &str, source: &Source) -> Result<Fetched, FetchError> {
+    /// Fetches the component a Plugin in `namespace`, acting as `account`,
+    /// names.
+    pub async fn fetch(
+        &self,
+        namespace: &str,
+        account: &ServiceAccount,
+        source: &Source,
+    ) -> Result<Fetched, FetchError> {
         match source {
             Source {
                 config_map: Some(source),
@@ -153,19 +192,7 @@ impl Fetcher {
             } => self.http(source).await,
             Source {
                 oci: Some(source), ..
-            } => {
-                let reference = oci::Reference::parse(&source.reference)?;
-                let options = oci::PullOptions {
-                    insecure: source.insecure,
-                    max_bytes: self.max_bytes,
-                    ..oci::PullOptions::default()
-                };
-                let pulled = oci::pull(&reference, &options).await?;
-                Ok(Fetched {
-                    bytes: pulled.bytes,
-                    digest: pulled.digest,
-                })
-            }
+            } => self.oci(account, source).await,
             Source {
                 image: Some(source),
                 ..
@@ -229,6 +256,60 @@ impl Fetcher {
                     ReadError::Http(error) => unreachable(error),
                 })?;
         verify(Fetched::new(bytes), Some(&source.sha256))
+    }
+
+    async fn oci(
+        &self,
+        account: &ServiceAccount,
+        source: &OciSource,
+    ) -> Result<Fetched, FetchError> {
+        let reference = oci::parse(&source.reference)?;
+        let credentials = match &source.pull_secret {
+            Some(name) => Some(
+                self.credentials(account, name, reference.registry())
+                    .await?,
+            ),
+            None => None,
+        };
+        let options = oci::PullOptions {
+            insecure: source.insecure,
+            max_bytes: self.max_bytes,
+            credentials,
+            ..oci::PullOptions::default()
+        };
+        let pulled = oci::pull(&reference, &options).await?;
+        Ok(Fetched {
+            bytes: pulled.bytes,
+            digest: pulled.digest,
+        })
+    }
+
+    /// Reads pull Secret `name` as the plugin's account, not as the host:
+    /// a Plugin's author must not be able to send the host's view of every
+    /// Secret in the namespace to a registry of their choosing.
+    async fn credentials(
+        &self,
+        account: &ServiceAccount,
+        name: &str,
+        registry: &str,
+    ) -> Result<oci::Credentials, FetchError> {
+        let unreadable = |source| FetchError::PullSecretUnreadable {
+            name: name.to_owned(),
+            account: account.to_string(),
+            source,
+        };
+        let client =
+            kube::Client::try_from(account.impersonated_by(&self.config)).map_err(unreadable)?;
+        let secrets: Api<Secret> = Api::namespaced(client, &account.namespace);
+        let secret = secrets
+            .get_opt(name)
+            .await
+            .map_err(unreadable)?
+            .ok_or_else(|| FetchError::PullSecretNotFound {
+                namespace: account.namespace.clone(),
+                name: name.to_owned(),
+            })?;
+        Ok(pull_secret::credentials_for(&secret, registry)?)
     }
 
     async fn image(&self, source: &ImageSource) -> Result<Fetched, FetchError> {
