@@ -276,6 +276,33 @@ async fn deploying_a_file_stores_it_and_points_the_plugin_at_its_digest() -> any
         "another"
     );
 
+    // Someone edits the Plugin by hand: another source, a configuration.
+    // Deploying replaces both whole, whoever wrote them.
+    let edit = kube::api::PatchParams {
+        field_manager: Some("kubectl-edit".into()),
+        ..Default::default()
+    };
+    let hand_edit = serde_json::json!({"spec": {
+        "source": {"configMap": null, "http": {"url": "https://example.com/p.wasm", "sha256": "0".repeat(64)}},
+        "config": {"a": 1, "b": 2},
+    }});
+    plugins
+        .patch(&name, &edit, &kube::api::Patch::Merge(&hand_edit))
+        .await?;
+    let mut with_config = args("another")(mirror());
+    with_config.extend(["--config".to_owned(), r#"{"a": 3}"#.to_owned()]);
+    assert_succeeds(&deploy_owned(cluster, with_config).await);
+    let spec = plugins.get(&name).await?.spec;
+    assert!(spec.source.http.is_none(), "{:?}", spec.source);
+    assert!(spec.source.config_map.is_some(), "{:?}", spec.source);
+    assert_eq!(spec.config, Some(serde_json::json!({"a": 3})));
+    // Deploying without --config keeps the configuration.
+    assert_succeeds(&deploy_owned(cluster, args("another")(mirror())).await);
+    assert_eq!(
+        plugins.get(&name).await?.spec.config,
+        Some(serde_json::json!({"a": 3}))
+    );
+
     // A file that is not a component never reaches the cluster.
     let garbage = tempfile::NamedTempFile::new()?;
     std::fs::write(garbage.path(), b"nope")?;

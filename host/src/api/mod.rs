@@ -45,7 +45,7 @@ use tower_http::trace::TraceLayer;
 
 pub use self::auth::{Action, Authenticator, CACHE_TTL, Caller};
 pub use self::error::ApiError;
-pub use self::plugins::{COMPONENT_KEY, MAX_COMPONENT_BYTES, PLUGIN_LABEL, PluginList, Validator};
+pub use self::plugins::{PluginList, Validator};
 pub use self::tls::{TlsError, TlsFiles, load as load_tls};
 use crate::election::directory::{Directory, Member};
 use crate::election::{self, Role, Status};

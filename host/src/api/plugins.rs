@@ -8,7 +8,6 @@
 //! Objects are read from and written to the Kubernetes API server directly;
 //! the replica keeps no copy, so every replica answers the same.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -18,32 +17,16 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, put};
 use axum::{Extension, Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::{Api, Resource, ResourceExt};
+use kube::Api;
+use kube::api::ListParams;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::AppState;
 use super::auth::{Action, Caller};
 use super::error::{ApiError, ErrorChain};
-use crate::plugins::resource::{ConfigMapSource, Source};
-use crate::plugins::{Plugin, PluginSpec};
+use crate::plugins::Plugin;
+use crate::plugins::store::{Component, Intent, MAX_COMPONENT_BYTES, Store, StoreError};
 use crate::runtime::{self, Compiler};
-
-/// A ConfigMap holds at most 1 MiB (the API server's limit on `data` plus
-/// `binaryData`), so a larger component could never be stored.
-pub const MAX_COMPONENT_BYTES: usize = 1 << 20;
-
-/// The `binaryData` key an uploaded component is stored under (the
-/// Plugin's default key).
-pub const COMPONENT_KEY: &str = "component.wasm";
-
-/// Marks the ConfigMaps the API writes, with the Plugin's name: an upload
-/// never overwrites a ConfigMap that lacks it.
-pub const PLUGIN_LABEL: &str = "leasehold.dev/plugin";
 
 /// A request answered before its body was read (refused, or too large by
 /// a little) still has the rest of its body read and dropped, up to this
@@ -208,132 +191,49 @@ async fn store_component(
     check_content_type(headers)?;
     check_declared_length(headers)?;
 
-    let plugins: Api<Plugin> = Api::namespaced(state.client.clone(), namespace);
-    let config_maps: Api<ConfigMap> = Api::namespaced(state.client.clone(), namespace);
-    let plugin_ref = format!("plugin {namespace}/{name}");
-    let config_map_name = config_map_name(name);
-    let config_map_ref = format!("configmap {namespace}/{config_map_name}");
-    let existing = plugins
-        .get_opt(name)
-        .await
-        .map_err(|error| kube_failed(error, &plugin_ref))?;
-    let existing_config_map = config_maps
-        .get_metadata_opt(&config_map_name)
-        .await
-        .map_err(|error| kube_failed(error, &config_map_ref))?;
+    let store = Store::new(state.client.clone(), namespace, FIELD_MANAGER);
+    let existing = store.existing(name).await.map_err(store_failed)?;
     let verb = |exists: bool| if exists { "update" } else { "create" };
     let actions = [
-        plugins_action(verb(existing.is_some()), Some(namespace), Some(name)),
+        plugins_action(verb(existing.plugin()), Some(namespace), Some(name)),
         Action {
-            verb: verb(existing_config_map.is_some()),
+            verb: verb(existing.config_map()),
             group: "",
             resource: "configmaps",
             namespace: Some(namespace.to_owned()),
-            name: Some(config_map_name.clone()),
+            name: Some(Store::config_map_name(name)),
         },
     ];
     state.auth.authorize_all(caller, &actions).await?;
-
-    if let Some(found) = &existing_config_map
-        && found.labels().get(PLUGIN_LABEL).map(String::as_str) != Some(name)
-    {
-        return Err(ApiError::Conflict(format!(
-            "{config_map_ref} exists and is not labelled {PLUGIN_LABEL}={name}; \
-             the API does not overwrite it"
-        )));
-    }
-    if existing.is_none() && query.service_account_name.is_none() {
+    if !existing.plugin() && query.service_account_name.is_none() {
         return Err(ApiError::BadRequest(format!(
-            "{plugin_ref} does not exist: give ?serviceAccountName= to create it"
+            "plugin {namespace}/{name} does not exist: give ?serviceAccountName= to create it"
         )));
     }
 
     let bytes = read_component(body.take().unwrap_or_default()).await?;
     let digest = state.validator.controller_digest(bytes.clone()).await?;
-    let source = Source {
-        config_map: Some(ConfigMapSource {
-            name: config_map_name.clone(),
-            key: COMPONENT_KEY.to_owned(),
-            sha256: Some(digest.clone()),
-        }),
-        ..Source::default()
+    let stored = store
+        .put(
+            name,
+            existing,
+            Component {
+                bytes: bytes.to_vec(),
+                digest: &digest,
+            },
+            Intent {
+                service_account: query.service_account_name.as_deref(),
+                config: None,
+            },
+        )
+        .await
+        .map_err(store_failed)?;
+    let status = if stored.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
     };
-    let write = PostParams {
-        field_manager: Some(FIELD_MANAGER.to_owned()),
-        ..PostParams::default()
-    };
-    let dry_run = PostParams {
-        dry_run: true,
-        ..write.clone()
-    };
-    let patch_params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.to_owned()),
-        ..PatchParams::default()
-    };
-    let writer = ConfigMapWriter {
-        api: &config_maps,
-        name: &config_map_name,
-        plugin: name,
-        reference: &config_map_ref,
-        params: &patch_params,
-    };
-
-    // The Plugin is checked by a dry run first, so that a Plugin the API
-    // server would reject leaves no ConfigMap behind. The ConfigMap is
-    // written before the Plugin: when the new digest reaches the leader,
-    // the bytes it names are already there.
-    let (status, plugin) = match existing {
-        None => {
-            let plugin = Plugin::new(
-                name,
-                PluginSpec {
-                    source,
-                    service_account_name: query.service_account_name.unwrap_or_default(),
-                    ..PluginSpec::default()
-                },
-            );
-            plugins
-                .create(&dry_run, &plugin)
-                .await
-                .map_err(|error| kube_failed(error, &plugin_ref))?;
-            let created_config_map = existing_config_map.is_none();
-            writer.write(created_config_map, bytes, None).await?;
-            let created = match plugins.create(&write, &plugin).await {
-                Ok(created) => created,
-                Err(error) => {
-                    if created_config_map {
-                        writer.remove().await;
-                    }
-                    return Err(kube_failed(error, &plugin_ref));
-                }
-            };
-            writer.own(&created).await?;
-            (StatusCode::CREATED, created)
-        }
-        Some(current) => {
-            let patch = Patch::Merge(source_patch(&source, query.service_account_name.as_deref()));
-            let check = PatchParams {
-                dry_run: true,
-                ..patch_params.clone()
-            };
-            plugins
-                .patch(name, &check, &patch)
-                .await
-                .map_err(|error| kube_failed(error, &plugin_ref))?;
-            writer
-                .write(
-                    existing_config_map.is_none(),
-                    bytes,
-                    Some(owner_reference(&current)),
-                )
-                .await?;
-            let updated = plugins
-                .patch(name, &patch_params, &patch)
-                .await
-                .map_err(|error| kube_failed(error, &plugin_ref))?;
-            (StatusCode::OK, updated)
-        }
-    };
+    let plugin = stored.plugin;
     tracing::info!(
         plugin = %format!("{namespace}/{name}"),
         user = %caller.username,
@@ -343,78 +243,7 @@ async fn store_component(
     Ok((status, Json(presentable(plugin))))
 }
 
-/// Writes the ConfigMap of one upload.
-struct ConfigMapWriter<'a> {
-    api: &'a Api<ConfigMap>,
-    name: &'a str,
-    plugin: &'a str,
-    reference: &'a str,
-    params: &'a PatchParams,
-}
-
-impl ConfigMapWriter<'_> {
-    /// Creates the ConfigMap, or replaces the component in it.
-    async fn write(
-        &self,
-        create: bool,
-        bytes: Bytes,
-        owner: Option<OwnerReference>,
-    ) -> Result<(), ApiError> {
-        let config_map = ConfigMap {
-            metadata: ObjectMeta {
-                name: Some(self.name.to_owned()),
-                labels: Some(BTreeMap::from([(
-                    PLUGIN_LABEL.to_owned(),
-                    self.plugin.to_owned(),
-                )])),
-                owner_references: owner.map(|owner| vec![owner]),
-                ..ObjectMeta::default()
-            },
-            binary_data: Some(BTreeMap::from([(
-                COMPONENT_KEY.to_owned(),
-                ByteString(bytes.to_vec()),
-            )])),
-            ..ConfigMap::default()
-        };
-        let written = if create {
-            let params = PostParams {
-                field_manager: self.params.field_manager.clone(),
-                ..PostParams::default()
-            };
-            self.api.create(&params, &config_map).await.map(drop)
-        } else {
-            // A merge patch replaces this one key and keeps any others.
-            self.api
-                .patch(self.name, self.params, &Patch::Merge(&config_map))
-                .await
-                .map(drop)
-        };
-        written.map_err(|error| kube_failed(error, self.reference))
-    }
-
-    /// Makes the Plugin own the ConfigMap, so deleting it deletes both.
-    async fn own(&self, plugin: &Plugin) -> Result<(), ApiError> {
-        let patch = json!({"metadata": {"ownerReferences": [owner_reference(plugin)]}});
-        self.api
-            .patch(self.name, self.params, &Patch::Merge(&patch))
-            .await
-            .map(drop)
-            .map_err(|error| kube_failed(error, self.reference))
-    }
-
-    /// Best effort: undoes a ConfigMap created for a Plugin that was not.
-    async fn remove(&self) {
-        if let Err(error) = self.api.delete(self.name, &Default::default()).await {
-            tracing::warn!(configmap = %self.reference, error = %ErrorChain(&error), "cannot remove the configmap of a failed upload");
-        }
-    }
-}
-
 // === pure helpers, unit-tested ===
-
-fn config_map_name(plugin: &str) -> String {
-    format!("{plugin}-component")
-}
 
 fn plugins_action(verb: &'static str, namespace: Option<&str>, name: Option<&str>) -> Action {
     Action {
@@ -423,34 +252,6 @@ fn plugins_action(verb: &'static str, namespace: Option<&str>, name: Option<&str
         resource: "plugins",
         namespace: namespace.map(str::to_owned),
         name: name.map(str::to_owned),
-    }
-}
-
-/// The merge patch that points an existing Plugin at the uploaded
-/// component; the other kinds of source are cleared (exactly one is set).
-fn source_patch(source: &Source, service_account_name: Option<&str>) -> serde_json::Value {
-    let mut patch = json!({"spec": {"source": {
-        "configMap": source.config_map,
-        "http": null,
-        "oci": null,
-        "image": null,
-    }}});
-    if let Some(account) = service_account_name {
-        patch["spec"]["serviceAccountName"] = json!(account);
-    }
-    patch
-}
-
-/// A controller reference without `blockOwnerDeletion`, which would need
-/// the right to update `plugins/finalizers` where that is enforced.
-fn owner_reference(plugin: &Plugin) -> OwnerReference {
-    OwnerReference {
-        api_version: Plugin::api_version(&()).into_owned(),
-        kind: Plugin::kind(&()).into_owned(),
-        name: plugin.name_any(),
-        uid: plugin.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: None,
     }
 }
 
@@ -538,6 +339,16 @@ fn bad_query(rejection: QueryRejection) -> ApiError {
     ApiError::BadRequest(rejection.body_text())
 }
 
+/// Maps a store that failed to what the caller can do.
+fn store_failed(error: StoreError) -> ApiError {
+    match error {
+        StoreError::ForeignConfigMap { .. } => ApiError::Conflict(error.to_string()),
+        StoreError::NoServiceAccount { .. } => ApiError::BadRequest(error.to_string()),
+        StoreError::TooLarge { size } => too_large(Some(size as u64)),
+        StoreError::Kube { object, source, .. } => kube_failed(source, &object),
+    }
+}
+
 /// Maps a failed call to the API server about `what`. The API server's
 /// words about the caller's input (invalid, conflicting) are passed on;
 /// its own failures become 503 and go to the log.
@@ -617,40 +428,6 @@ mod tests {
         assert_eq!(error.status(), StatusCode::PAYLOAD_TOO_LARGE);
         let error = read_component(Body::empty()).await.unwrap_err();
         assert_eq!(error.status(), StatusCode::BAD_REQUEST);
-    }
-
-    #[test]
-    fn an_update_points_the_plugin_at_the_configmap_alone() {
-        let source = Source {
-            config_map: Some(ConfigMapSource {
-                name: "mirror-component".into(),
-                key: COMPONENT_KEY.into(),
-                sha256: Some("sha256:00".into()),
-            }),
-            ..Source::default()
-        };
-        let patch = source_patch(&source, None);
-        assert_eq!(
-            patch,
-            json!({"spec": {"source": {
-                "configMap": {"name": "mirror-component", "key": "component.wasm", "sha256": "sha256:00"},
-                "http": null, "oci": null, "image": null,
-            }}})
-        );
-        let patch = source_patch(&source, Some("deployer"));
-        assert_eq!(patch["spec"]["serviceAccountName"], "deployer");
-    }
-
-    #[test]
-    fn the_owner_reference_names_the_plugin_without_blocking_deletion() {
-        let mut plugin = Plugin::new("mirror", PluginSpec::default());
-        plugin.metadata.uid = Some("uid-1".into());
-        let owner = owner_reference(&plugin);
-        assert_eq!(owner.api_version, "leasehold.dev/v1alpha1");
-        assert_eq!(owner.kind, "Plugin");
-        assert_eq!(owner.name, "mirror");
-        assert_eq!(owner.uid, "uid-1");
-        assert_eq!(owner.block_owner_deletion, None);
     }
 
     #[test]

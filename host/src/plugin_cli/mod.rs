@@ -125,23 +125,9 @@ pub enum Error {
     /// `--config` is not a JSON object.
     #[error("--config must be a JSON object: {reason}")]
     InvalidConfig { reason: String },
-    /// A ConfigMap of the name `deploy` writes belongs to something else.
-    #[error(
-        "configmap {namespace}/{name} exists and is not labelled {label}={plugin}; \
-         delete it or deploy under another --name"
-    )]
-    ForeignConfigMap {
-        namespace: String,
-        name: String,
-        label: &'static str,
-        plugin: String,
-    },
-    /// A ConfigMap cannot hold the component.
-    #[error(
-        "the component is {size} bytes; a ConfigMap holds at most {limit} bytes \
-         (push it with `leasehold plugin push` and deploy with --oci)"
-    )]
-    TooLarge { size: usize, limit: usize },
+    /// The component store refused or failed.
+    #[error(transparent)]
+    Store(#[from] crate::plugins::store::StoreError),
     /// The Kubernetes API refused or could not be reached.
     #[error("cannot {action}")]
     Kube {

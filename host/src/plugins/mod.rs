@@ -27,6 +27,7 @@ mod manifest;
 mod pull_secret;
 pub mod resource;
 mod source;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 

@@ -54,8 +54,12 @@ pub struct PluginSpec {
 }
 
 /// Where a plugin's component comes from. Exactly one field is set.
+///
+/// Atomic for server-side apply: applying a new source replaces the old one
+/// whole, whichever manager set it, instead of leaving two kinds set.
 #[derive(KubeSchema, Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-map-type" = "atomic"))]
 #[x_kube(validation = Rule::new(
     "[has(self.configMap), has(self.http), has(self.oci), has(self.image)].filter(x, x).size() == 1"
 ).message("set exactly one of configMap, http, oci, image"))]
@@ -201,6 +205,8 @@ fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": true,
+        // Replaced whole by server-side apply: configuration is one value.
+        "x-kubernetes-map-type": "atomic",
     })
 }
 
