@@ -114,6 +114,14 @@ impl Catalog {
 }
 
 /// Keeps a [`Catalog`] up to date with the Plugin objects in the cluster.
+///
+/// A loop over kube-runtime's watcher rather than its `Controller`: the
+/// catalogue must drop a deleted Plugin at once (a `Controller` reconciles
+/// only objects still in its store, and a finalizer on Plugins would make
+/// every replica a writer), must prepare again only when the spec changes
+/// (the leader's status writes come back as events), and must drop the
+/// result of a prepare overtaken by a newer spec. The watch, its backoff
+/// and the retry delays are maintained crates' (kube-runtime, backon).
 pub struct PluginWatcher {
     api: Api<Plugin>,
     fetcher: Fetcher,
@@ -167,9 +175,18 @@ impl PluginWatcher {
 
     /// Runs until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut events = watcher::watcher(self.api.clone(), watcher::Config::default())
+        let events = watcher::watcher(self.api.clone(), watcher::Config::default())
             .default_backoff()
             .boxed();
+        self.run_on(events, shutdown).await;
+    }
+
+    /// Runs on `events` (the watch of Plugin objects) until `shutdown`.
+    async fn run_on(
+        self,
+        mut events: impl futures::Stream<Item = Result<Event<Plugin>, watcher::Error>> + Unpin,
+        shutdown: CancellationToken,
+    ) {
         let mut known: HashMap<String, Known> = HashMap::new();
         let mut preparing: JoinSet<Prepared> = JoinSet::new();
         let mut retries: BTreeMap<String, Instant> = BTreeMap::new();
@@ -408,5 +425,146 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::channel::mpsc;
+
+    use super::*;
+
+    /// A watcher on a fake event stream, fetching `image` sources from a
+    /// temporary plugin root (no API server is ever asked).
+    struct Harness {
+        events: mpsc::UnboundedSender<Result<Event<Plugin>, watcher::Error>>,
+        catalog: watch::Receiver<Catalog>,
+        root: tempfile::TempDir,
+        _stop: tokio_util::sync::DropGuard,
+    }
+
+    impl Harness {
+        fn start() -> Self {
+            let root = tempfile::tempdir().unwrap();
+            let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
+            let client = kube::Client::try_from(config.clone()).unwrap();
+            let fetcher = Fetcher::new(client.clone(), config, root.path().to_owned(), 1 << 20);
+            let runtime = Arc::new(runtime::Runtime::new(None).unwrap());
+            let (catalog_tx, catalog) = watch::channel(Catalog::default());
+            let watcher = PluginWatcher::new(
+                client,
+                Some("team"),
+                Compiler::new(runtime),
+                fetcher,
+                catalog_tx,
+            );
+            let (events, stream) = mpsc::unbounded();
+            let stop = CancellationToken::new();
+            tokio::spawn(watcher.run_on(stream, stop.clone()));
+            Self {
+                events,
+                catalog,
+                root,
+                _stop: stop.drop_guard(),
+            }
+        }
+
+        fn send(&self, event: Event<Plugin>) {
+            self.events.unbounded_send(Ok(event)).unwrap();
+        }
+
+        /// Waits until the catalogue satisfies `check`.
+        async fn until(&mut self, what: &str, check: impl Fn(&Catalog) -> bool) {
+            let waited = tokio::time::timeout(
+                Duration::from_secs(30),
+                self.catalog.wait_for(|catalog| check(catalog)),
+            )
+            .await
+            .is_ok();
+            assert!(
+                waited,
+                "{what}; the catalogue is {:?}",
+                self.catalog.borrow().entries.keys().collect::<Vec<_>>()
+            );
+        }
+
+        /// Waits until plugin `name` failed with `reason`.
+        async fn failed_with(&mut self, name: &str, reason: &str) {
+            let key = format!("team/{name}");
+            self.until(&format!("{key} failed with {reason}"), |catalog| {
+                matches!(
+                    catalog.entries.get(&key).map(|e| &e.state),
+                    Some(State::Failed(problem)) if problem.reason == reason
+                )
+            })
+            .await;
+        }
+    }
+
+    fn plugin(name: &str, generation: i64) -> Plugin {
+        let mut plugin: Plugin = serde_json::from_value(serde_json::json!({
+            "apiVersion": "leasehold.dev/v1alpha1",
+            "kind": "Plugin",
+            "metadata": {"name": name, "namespace": "team", "uid": format!("uid-{name}"), "generation": generation},
+            "spec": {"source": {"image": {"path": format!("{name}.wasm")}}, "serviceAccountName": "sa"},
+        }))
+        .unwrap();
+        plugin.status = None;
+        plugin
+    }
+
+    #[tokio::test]
+    async fn a_source_that_heals_is_fetched_again_without_a_spec_change() {
+        let mut harness = Harness::start();
+        harness.send(Event::Apply(plugin("late", 1)));
+        harness.failed_with("late", "SourceNotFound").await;
+        std::fs::write(harness.root.path().join("late.wasm"), b"not wasm").unwrap();
+        // The retry fetches it, so it gets as far as the compiler.
+        harness.failed_with("late", "NotAComponent").await;
+    }
+
+    #[tokio::test]
+    async fn only_a_new_generation_prepares_a_plugin_again() {
+        let mut harness = Harness::start();
+        std::fs::write(harness.root.path().join("p.wasm"), b"not wasm").unwrap();
+        harness.send(Event::Apply(plugin("p", 1)));
+        harness.failed_with("p", "NotAComponent").await;
+        std::fs::remove_file(harness.root.path().join("p.wasm")).unwrap();
+        // The leader's status write coming back: same generation.
+        let mut written = plugin("p", 1);
+        written.status = Some(Default::default());
+        harness.send(Event::Apply(written));
+        // A marker after it: once the marker is in, the status event was handled.
+        harness.send(Event::Apply(plugin("marker", 1)));
+        harness
+            .until("the marker is in", |c| {
+                c.entries.contains_key("team/marker")
+            })
+            .await;
+        harness.failed_with("p", "NotAComponent").await;
+        harness.send(Event::Apply(plugin("p", 2)));
+        harness.failed_with("p", "SourceNotFound").await;
+    }
+
+    #[tokio::test]
+    async fn deleted_plugins_and_plugins_missing_from_a_relist_leave_the_catalogue() {
+        let mut harness = Harness::start();
+        for name in ["a", "b", "c"] {
+            harness.send(Event::Apply(plugin(name, 1)));
+        }
+        harness
+            .until("three plugins", |c| c.entries.len() == 3)
+            .await;
+        harness.send(Event::Delete(plugin("a", 1)));
+        harness
+            .until("a deleted", |c| !c.entries.contains_key("team/a"))
+            .await;
+        // After a watch restart the list has only b: c was deleted meanwhile.
+        harness.send(Event::Init);
+        harness.send(Event::InitApply(plugin("b", 1)));
+        harness.send(Event::InitDone);
+        harness
+            .until("only b", |c| c.entries.keys().eq(["team/b"]))
+            .await;
     }
 }
