@@ -17,7 +17,7 @@ use serde_json::json;
 
 /// Where a primary stands with respect to the plugin's finalizer.
 #[derive(Debug, PartialEq, Eq)]
-pub enum State {
+pub enum Standing {
     /// Live, without the finalizer: add it before reconciling.
     Missing,
     /// Live, with the finalizer: reconcile.
@@ -28,13 +28,13 @@ pub enum State {
     Released,
 }
 
-pub fn state(object: &DynamicObject, finalizer: &str) -> State {
+pub fn standing(object: &DynamicObject, finalizer: &str) -> Standing {
     let present = object.finalizers().iter().any(|f| f == finalizer);
     match (object.metadata.deletion_timestamp.is_some(), present) {
-        (false, false) => State::Missing,
-        (false, true) => State::Present,
-        (true, true) => State::Cleanup,
-        (true, false) => State::Released,
+        (false, false) => Standing::Missing,
+        (false, true) => Standing::Present,
+        (true, true) => Standing::Cleanup,
+        (true, false) => Standing::Released,
     }
 }
 
@@ -112,9 +112,12 @@ mod tests {
 
     #[test]
     fn finalizer_state_follows_deletion_and_presence() {
-        assert_eq!(state(&object(&[], false), "f"), State::Missing);
-        assert_eq!(state(&object(&["other", "f"], false), "f"), State::Present);
-        assert_eq!(state(&object(&["f"], true), "f"), State::Cleanup);
-        assert_eq!(state(&object(&["other"], true), "f"), State::Released);
+        assert_eq!(standing(&object(&[], false), "f"), Standing::Missing);
+        assert_eq!(
+            standing(&object(&["other", "f"], false), "f"),
+            Standing::Present
+        );
+        assert_eq!(standing(&object(&["f"], true), "f"), Standing::Cleanup);
+        assert_eq!(standing(&object(&["other"], true), "f"), Standing::Released);
     }
 }

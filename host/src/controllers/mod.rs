@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
 
 pub use self::metrics::PluginMetrics;
-use self::run::{Host, Report};
+use self::run::{Report, Shared};
 use self::status::Running;
 use crate::election::LeaderGuard;
 use crate::election::fence::Fence;
@@ -44,7 +44,7 @@ const DRAIN_GRACE: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct Controllers {
     catalog: watch::Receiver<Catalog>,
-    host: Host,
+    host: Shared,
 }
 
 impl std::fmt::Debug for Controllers {
@@ -65,7 +65,7 @@ impl Controllers {
     ) -> Self {
         Self {
             catalog,
-            host: Host {
+            host: Shared {
                 client,
                 kube_config,
                 identity,
@@ -133,7 +133,7 @@ impl LeaderRole for Controllers {
 
 /// One term's controllers.
 struct Term {
-    host: Host,
+    host: Shared,
     guard: LeaderGuard,
     running: HashMap<String, RunningPlugin>,
     status: status::Writer,

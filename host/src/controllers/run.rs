@@ -43,9 +43,9 @@ const ABSENT_ATTEMPTS: u32 = 4;
 /// Registration gets the plugin's timeout, but at least this long.
 const MIN_REGISTER_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// What a plugin's controller needs from the host.
+/// What every plugin's controller shares: the host's client and identity.
 #[derive(Clone)]
-pub struct Host {
+pub struct Shared {
     /// The host's own client (checks the plugin's ServiceAccount exists).
     pub client: kube::Client,
     /// The base of each plugin's impersonating client.
@@ -134,7 +134,7 @@ impl Report {
 /// Runs `plugin` until `stop` (draining in-flight reconciles) or the end
 /// of the term, retrying a start that fails.
 pub async fn run(
-    host: Host,
+    host: Shared,
     plugin: LoadedPlugin,
     guard: LeaderGuard,
     stop: CancellationToken,
@@ -208,7 +208,7 @@ pub async fn run(
 /// Checks the plugin's account, instantiates it once to read its
 /// registration, and resolves its primary kind.
 async fn start(
-    host: &Host,
+    host: &Shared,
     plugin: &LoadedPlugin,
     guard: &LeaderGuard,
     report: &Arc<Report>,
@@ -473,17 +473,17 @@ async fn reconcile(
     };
     let cleanup = match &run.registration.finalizer {
         None => false,
-        Some(finalizer) => match finalizer::state(&object, finalizer) {
-            finalizer::State::Missing => {
+        Some(finalizer) => match finalizer::standing(&object, finalizer) {
+            finalizer::Standing::Missing => {
                 finalizer::add(&api_for_object(&run, &object), &object, finalizer)
                     .await
                     .map_err(Failure::finalizer)?;
                 // The update triggers the next reconcile.
                 return Ok(QueueAction::await_change());
             }
-            finalizer::State::Present => false,
-            finalizer::State::Cleanup => true,
-            finalizer::State::Released => return Ok(QueueAction::await_change()),
+            finalizer::Standing::Present => false,
+            finalizer::Standing::Cleanup => true,
+            finalizer::Standing::Released => return Ok(QueueAction::await_change()),
         },
     };
     let json = serde_json::to_string(object.as_ref()).unwrap_or_default();
