@@ -36,9 +36,11 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use leasehold::controllers::bridge::KubeBridge;
+use leasehold::controllers::throttle::Unaccounted;
 use leasehold::election::roles::{LeaderRole, LeaderRoles};
 use leasehold::election::{self, Elector, LeaderGuard, LeaseClient, Status};
 use leasehold::metrics::Metrics;
+use leasehold::plugins::{Budget, ServiceAccount};
 use leasehold::runtime::{EPOCH_TICK, HostContext, Limits, ObjectRef, Request, Runtime};
 use leasehold_tests::fixtures::{
     config_map, grant, labelled_namespace, load_average, percentile, rule,
@@ -49,6 +51,7 @@ use leasehold_tests::{
 };
 use nix::sys::signal::Signal;
 use serde_json::json;
+use std::num::NonZeroU32;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -200,13 +203,21 @@ struct PerCall {
 
 impl PerCall {
     async fn new(cluster: &TestCluster, guard: LeaderGuard) -> anyhow::Result<Self> {
+        // A budget no measured loop reaches: the benchmark measures the
+        // runtime, not the throttle.
+        let budget = Budget {
+            qps: NonZeroU32::new(100_000).expect("non-zero"),
+            burst: NonZeroU32::new(100_000).expect("non-zero"),
+            ..Budget::default()
+        };
         let bridge = KubeBridge::impersonating(
             cluster.config(),
             "bench",
-            "default",
-            "default",
+            &ServiceAccount::new("default", "default"),
             "bench-runtime",
             guard,
+            &budget,
+            Arc::new(Unaccounted),
         )?;
         Ok(Self {
             runtime: Runtime::new(None)?,
@@ -444,7 +455,8 @@ async fn race(cluster: &TestCluster, sources: usize) -> anyhow::Result<()> {
             "component": plugin_component("configmap-mirror"),
             "serviceAccount": format!("{home}/{account}"),
             "config": {"namespaceSelector": selector},
-            "limits": {"concurrency": CONCURRENCY},
+            // The native baseline has no client-side throttle either.
+            "limits": {"concurrency": CONCURRENCY, "apiQPS": 1000, "apiBurst": 2000},
         }))?,
     )?;
 

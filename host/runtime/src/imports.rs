@@ -13,6 +13,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use wasmtime::component::{HasSelf, Linker};
 
@@ -72,7 +73,19 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn emit_event(&self, regarding: InvolvedObject, event: WitEvent) -> BackendFuture<'_, ()>;
     /// Writes one log record of the plugin, made while reconciling `object`.
     fn log(&self, level: Level, message: &str, fields: &[Field], object: Option<&str>);
+    /// A bound refused or cut something the plugin did (`reason` is the
+    /// error's, such as `TooManyCalls`): count it, say it. Nothing by default.
+    fn limited(&self, reason: &'static str, message: &str) {
+        let _ = (reason, message);
+    }
 }
+
+/// A log record's message is cut at this many bytes, a field's value too.
+pub const MAX_LOG_BYTES: usize = 4096;
+/// Log records one call may write; further ones are dropped (counted).
+pub const MAX_LOGS_PER_CALL: u32 = 256;
+/// Fields one log record may carry; further ones are dropped.
+pub const MAX_LOG_FIELDS: usize = 32;
 
 /// What a plugin's store needs to answer its imports during one call.
 #[derive(Clone, Debug)]
@@ -89,6 +102,16 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     Controller::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
 }
 
+/// [`HostState::admit`] in an import: a refusal is the import's error value.
+macro_rules! admit {
+    ($state:expr, $request_bytes:expr) => {
+        match $state.admit($request_bytes) {
+            Ok(deadline) => deadline,
+            Err(refused) => return Ok(Err(refused)),
+        }
+    };
+}
+
 impl types::Host for HostState {}
 
 impl kubernetes::Host for HostState {
@@ -97,7 +120,11 @@ impl kubernetes::Host for HostState {
         type_meta: TypeMeta,
         object: ObjectRef,
     ) -> wasmtime::Result<Result<Option<String>, ApiError>> {
-        Ok(self.context.backend.get(type_meta, object).await)
+        let deadline = admit!(self, 0);
+        Ok(bounded(self.context.backend.clone(), deadline, |b| {
+            b.get(type_meta, object)
+        })
+        .await)
     }
 
     async fn list(
@@ -105,7 +132,11 @@ impl kubernetes::Host for HostState {
         type_meta: TypeMeta,
         params: WitListParams,
     ) -> wasmtime::Result<Result<String, ApiError>> {
-        Ok(self.context.backend.list(type_meta, params).await)
+        let deadline = admit!(self, 0);
+        Ok(bounded(self.context.backend.clone(), deadline, |b| {
+            b.list(type_meta, params)
+        })
+        .await)
     }
 
     async fn create(
@@ -114,11 +145,11 @@ impl kubernetes::Host for HostState {
         namespace: Option<String>,
         object: String,
     ) -> wasmtime::Result<Result<String, ApiError>> {
-        Ok(self
-            .context
-            .backend
-            .create(type_meta, namespace, object)
-            .await)
+        let deadline = admit!(self, object.len());
+        Ok(bounded(self.context.backend.clone(), deadline, |b| {
+            b.create(type_meta, namespace, object)
+        })
+        .await)
     }
 
     async fn replace(
@@ -127,11 +158,11 @@ impl kubernetes::Host for HostState {
         target: ObjectRef,
         object: String,
     ) -> wasmtime::Result<Result<String, ApiError>> {
-        Ok(self
-            .context
-            .backend
-            .replace(type_meta, target, object)
-            .await)
+        let deadline = admit!(self, object.len());
+        Ok(bounded(self.context.backend.clone(), deadline, |b| {
+            b.replace(type_meta, target, object)
+        })
+        .await)
     }
 
     async fn apply(
@@ -141,11 +172,11 @@ impl kubernetes::Host for HostState {
         object: String,
         params: ApplyParams,
     ) -> wasmtime::Result<Result<String, ApiError>> {
-        Ok(self
-            .context
-            .backend
-            .apply(type_meta, target, object, params)
-            .await)
+        let deadline = admit!(self, object.len());
+        Ok(bounded(self.context.backend.clone(), deadline, |b| {
+            b.apply(type_meta, target, object, params)
+        })
+        .await)
     }
 
     async fn delete(
@@ -153,7 +184,11 @@ impl kubernetes::Host for HostState {
         type_meta: TypeMeta,
         target: ObjectRef,
     ) -> wasmtime::Result<Result<(), ApiError>> {
-        Ok(self.context.backend.delete(type_meta, target).await)
+        let deadline = admit!(self, 0);
+        Ok(bounded(self.context.backend.clone(), deadline, |b| {
+            b.delete(type_meta, target)
+        })
+        .await)
     }
 
     async fn update_status(
@@ -162,11 +197,16 @@ impl kubernetes::Host for HostState {
         target: ObjectRef,
         update: StatusUpdate,
     ) -> wasmtime::Result<Result<String, ApiError>> {
-        Ok(self
-            .context
-            .backend
-            .update_status(type_meta, target, update)
-            .await)
+        let deadline = admit!(
+            self,
+            match &update {
+                StatusUpdate::Replace(text) | StatusUpdate::MergePatch(text) => text.len(),
+            }
+        );
+        Ok(bounded(self.context.backend.clone(), deadline, |b| {
+            b.update_status(type_meta, target, update)
+        })
+        .await)
     }
 
     async fn emit_event(
@@ -174,7 +214,12 @@ impl kubernetes::Host for HostState {
         regarding: InvolvedObject,
         event: WitEvent,
     ) -> wasmtime::Result<Result<(), ApiError>> {
-        Ok(self.context.backend.emit_event(regarding, event).await)
+        let size = event.reason.len() + event.message.len();
+        let deadline = admit!(self, size);
+        Ok(bounded(self.context.backend.clone(), deadline, |b| {
+            b.emit_event(regarding, event)
+        })
+        .await)
     }
 }
 
@@ -185,11 +230,107 @@ impl log::Host for HostState {
         message: String,
         fields: Vec<Field>,
     ) -> wasmtime::Result<()> {
+        self.logs = self.logs.saturating_add(1);
         let context = &self.context;
+        if self.logs > MAX_LOGS_PER_CALL {
+            if self.logs == MAX_LOGS_PER_CALL + 1 {
+                let said = format!(
+                    "more than {MAX_LOGS_PER_CALL} log records in one call; the rest of this call's are dropped"
+                );
+                context.backend.limited("LogsDropped", &said);
+            }
+            return Ok(());
+        }
+        let fields: Vec<Field> = fields
+            .into_iter()
+            .take(MAX_LOG_FIELDS)
+            .map(|field| Field {
+                value: cut(field.value),
+                ..field
+            })
+            .collect();
         context
             .backend
-            .log(level, &message, &fields, context.object.as_deref());
+            .log(level, &cut(message), &fields, context.object.as_deref());
         Ok(())
+    }
+}
+
+/// `text` cut at [`MAX_LOG_BYTES`] on a character boundary, marked as cut.
+fn cut(mut text: String) -> String {
+    if text.len() > MAX_LOG_BYTES {
+        let mut end = MAX_LOG_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("… (cut)");
+    }
+    text
+}
+
+impl HostState {
+    /// Admits one Kubernetes call of a request of `request_bytes`: refused
+    /// past the call budget or the size bound, else the deadline it must
+    /// meet (the current call's).
+    fn admit(&mut self, request_bytes: usize) -> Result<Instant, ApiError> {
+        self.calls = self.calls.saturating_add(1);
+        let refusal = if self.calls > self.max_calls {
+            Some((
+                "TooManyCalls",
+                429,
+                format!(
+                    "more than {} Kubernetes calls in one reconcile; requeue and continue in the next",
+                    self.max_calls
+                ),
+            ))
+        } else if request_bytes > self.max_request_bytes {
+            Some((
+                "RequestTooLarge",
+                413,
+                format!(
+                    "the request is {request_bytes} bytes, over the {} a plugin may send",
+                    self.max_request_bytes
+                ),
+            ))
+        } else {
+            None
+        };
+        match refusal {
+            None => Ok(self.deadline),
+            Some((reason, code, message)) => {
+                self.context.backend.limited(reason, &message);
+                Err(ApiError {
+                    code,
+                    reason: reason.to_owned(),
+                    message,
+                })
+            }
+        }
+    }
+}
+
+/// Runs a backend call, cut off at `deadline` with a `Timeout` error. (Not
+/// a method: the store's state is not `Sync`, the backend is.)
+async fn bounded<T>(
+    backend: Arc<dyn Backend>,
+    deadline: Instant,
+    call: impl for<'a> FnOnce(&'a dyn Backend) -> BackendFuture<'a, T>,
+) -> Result<T, ApiError> {
+    {
+        let backend = backend.as_ref();
+        match tokio::time::timeout_at(deadline.into(), call(backend)).await {
+            Ok(result) => result,
+            Err(_) => {
+                let message = "the call did not finish before the reconcile's deadline".to_owned();
+                backend.limited("Timeout", &message);
+                Err(ApiError {
+                    code: 504,
+                    reason: "Timeout".to_owned(),
+                    message,
+                })
+            }
+        }
     }
 }
 

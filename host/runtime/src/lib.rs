@@ -11,7 +11,11 @@
 //!   [`EPOCH_TICK`] on a thread of its own; at every tick a running plugin
 //!   yields to the executor (so a busy plugin never holds a tokio worker,
 //!   and the election keeps renewing) and traps once past its deadline. A
-//!   trap, timeout or memory overrun fails that call only.
+//!   trap, timeout or memory overrun fails that call only. The same deadline
+//!   bounds every host call: a Kubernetes call still waiting at the deadline
+//!   returns a `Timeout` error value, and the next tick traps, so a
+//!   reconcile ends within its timeout plus one [`EPOCH_TICK`] even when
+//!   the API server stalls.
 //! * **Nothing ambient.** WASI is linked because Rust's standard library
 //!   imports it, but the context grants no files, sockets, environment or
 //!   arguments. Stdout and stderr are captured ([`output`]): forwarded to
@@ -82,16 +86,29 @@ pub struct Limits {
     pub timeout: Duration,
     /// Reconciles of this plugin that may run at once.
     pub concurrency: u16,
+    /// Kubernetes calls one reconcile may make; past it, each call is
+    /// refused with `TooManyCalls`.
+    pub max_calls: u32,
+    /// Largest object a plugin may send in one call, in bytes; a larger one
+    /// is refused with `RequestTooLarge` before the host parses it.
+    pub max_request_bytes: usize,
 }
+
+/// The API server refuses request bodies over 3 MiB; nothing larger is
+/// worth parsing.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 3 << 20;
 
 impl Default for Limits {
     /// 64 MiB, 2 s and 4 at once: enough for a controller that handles a few
-    /// objects per call, small enough that a runaway is noticed.
+    /// objects per call, small enough that a runaway is noticed. 100 calls
+    /// per reconcile: a reconcile that needs more is a loop.
     fn default() -> Self {
         Self {
             memory_bytes: 64 << 20,
             timeout: Duration::from_secs(2),
             concurrency: 4,
+            max_calls: 100,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
         }
     }
 }
@@ -335,8 +352,15 @@ pub struct HostState {
     table: ResourceTable,
     limits: StoreLimits,
     context: HostContext,
-    /// When the current call must end; checked at every epoch tick.
+    /// When the current call must end; checked at every epoch tick and
+    /// bounding every host call the plugin makes.
     deadline: Instant,
+    /// Kubernetes calls made in the current call, and the most allowed.
+    calls: u32,
+    max_calls: u32,
+    max_request_bytes: usize,
+    /// Log records written in the current call.
+    logs: u32,
 }
 
 impl std::fmt::Debug for HostState {
@@ -394,6 +418,10 @@ impl Compiled {
                 .build(),
             context,
             deadline: Instant::now() + limits.timeout,
+            calls: 0,
+            max_calls: limits.max_calls,
+            max_request_bytes: limits.max_request_bytes,
+            logs: 0,
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limits);
@@ -445,7 +473,10 @@ impl Instance {
     }
 
     fn start_call(&mut self, timeout: Duration) {
-        self.store.data_mut().deadline = Instant::now() + timeout;
+        let state = self.store.data_mut();
+        state.deadline = Instant::now() + timeout;
+        state.calls = 0;
+        state.logs = 0;
         self.store.set_epoch_deadline(1);
     }
 }

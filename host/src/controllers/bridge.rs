@@ -4,7 +4,7 @@
 //! made in ([`crate::election::fence`]).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{
@@ -17,21 +17,32 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
 use serde_json::Value;
 
+use super::throttle::{Accounting, Throttle};
 use crate::election::LeaderGuard;
 use crate::election::NotLeader;
 use crate::election::fence::{self, Fence};
-use crate::plugins::ServiceAccount;
+use crate::plugins::{Budget, ServiceAccount};
 use crate::runtime::contract::{
     ApiError, ApplyParams, Event as WitEvent, EventType as WitEventType, Field, InvolvedObject,
     Level, ListParams as WitListParams, ObjectRef, StatusUpdate, TypeMeta,
 };
 use crate::runtime::{Backend, BackendFuture};
 
+/// A list is read in pages of this many objects...
+const LIST_PAGE: u32 = 500;
+/// ...and refused once its objects pass this many bytes of JSON: the host
+/// never holds an unbounded list for a plugin.
+pub const MAX_LIST_BYTES: usize = 16 << 20;
+/// Event notes are cut here (the events.k8s.io limit is 1 KiB).
+const MAX_EVENT_NOTE_BYTES: usize = 1024;
+
 /// Answers one plugin's Kubernetes calls with a client that impersonates
 /// the plugin's ServiceAccount, so the API server's RBAC bounds the plugin.
 pub struct KubeBridge {
     plugin: String,
     client: Client,
+    /// Told of every bound the plugin met (metrics, status).
+    accounting: Arc<dyn Accounting>,
     recorder: Recorder,
     /// (apiVersion, kind) → resource, learnt through discovery once.
     resources: Mutex<HashMap<(String, String), (ApiResource, ApiCapabilities)>>,
@@ -51,14 +62,16 @@ impl KubeBridge {
     pub fn impersonating(
         base: &kube::Config,
         plugin: &str,
-        namespace: &str,
-        account: &str,
+        account: &ServiceAccount,
         replica: &str,
         guard: LeaderGuard,
+        budget: &Budget,
+        accounting: Arc<dyn Accounting>,
     ) -> Result<Self, kube::Error> {
-        let config = ServiceAccount::new(namespace, account).impersonated_by(base);
+        let config = account.impersonated_by(base);
         let client = ClientBuilder::try_from(config)?
             .with_layer(&Fence::new(guard))
+            .with_layer(&Throttle::new(budget.qps, budget.burst, accounting.clone()))
             .build();
         let recorder = Recorder::new(
             client.clone(),
@@ -70,6 +83,7 @@ impl KubeBridge {
         Ok(Self {
             plugin: plugin.to_owned(),
             client,
+            accounting,
             recorder,
             resources: Mutex::default(),
         })
@@ -211,17 +225,40 @@ impl Backend for KubeBridge {
             if let Some(fields) = &params.field_selector {
                 list_params = list_params.fields(fields);
             }
-            let list = api.list(&list_params).await.map_err(api_error)?;
-            let items: Vec<Value> = list
-                .items
-                .iter()
-                .map(serde_json::to_value)
-                .collect::<Result<_, _>>()
-                .map_err(|error| bad_request("cannot encode list", error))?;
+            let mut items = Vec::new();
+            let mut bytes = 0;
+            let mut resource_version;
+            let mut page = list_params.limit(LIST_PAGE);
+            loop {
+                let list = api.list(&page).await.map_err(api_error)?;
+                for item in &list.items {
+                    let item = serde_json::to_value(item)
+                        .map_err(|error| bad_request("cannot encode list", error))?;
+                    bytes += item.to_string().len();
+                    if bytes > MAX_LIST_BYTES {
+                        let message = format!(
+                            "the list of {} is over {MAX_LIST_BYTES} bytes; narrow it with a label or field selector",
+                            type_meta.kind
+                        );
+                        self.accounting.limited("ResponseTooLarge", &message);
+                        return Err(ApiError {
+                            code: 413,
+                            reason: "ResponseTooLarge".into(),
+                            message,
+                        });
+                    }
+                    items.push(item);
+                }
+                resource_version = list.metadata.resource_version;
+                match list.metadata.continue_.filter(|token| !token.is_empty()) {
+                    Some(token) => page = page.continue_token(&token),
+                    None => break,
+                }
+            }
             Ok(serde_json::json!({
                 "apiVersion": "v1",
                 "kind": format!("{}List", type_meta.kind),
-                "metadata": {"resourceVersion": list.metadata.resource_version},
+                "metadata": {"resourceVersion": resource_version},
                 "items": items,
             })
             .to_string())
@@ -344,7 +381,7 @@ impl Backend for KubeBridge {
                     WitEventType::Warning => EventType::Warning,
                 },
                 reason: event.reason,
-                note: Some(event.message),
+                note: Some(cut(event.message, MAX_EVENT_NOTE_BYTES)),
                 action: "Reconcile".into(),
                 secondary: None,
             };
@@ -354,6 +391,10 @@ impl Backend for KubeBridge {
                 .map_err(api_error)
         })
     }
+    fn limited(&self, reason: &'static str, message: &str) {
+        self.accounting.limited(reason, message);
+    }
+
     fn log(&self, level: Level, message: &str, fields: &[Field], object: Option<&str>) {
         let plugin = self.plugin.as_str();
         let object = object.unwrap_or_default();
@@ -377,6 +418,18 @@ fn parse(object: &str) -> Result<DynamicObject, ApiError> {
         .map_err(|error| bad_request("object is not a Kubernetes object in JSON", error))
 }
 
+/// `text` cut at `max` bytes on a character boundary.
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use tokio::time::Instant;
@@ -387,7 +440,16 @@ mod tests {
     /// fence's would be a connection error.
     fn bridge(guard: LeaderGuard) -> KubeBridge {
         let config = kube::Config::new(http::Uri::from_static("http://127.0.0.1:1"));
-        KubeBridge::impersonating(&config, "p", "ns", "sa", "replica", guard).unwrap()
+        KubeBridge::impersonating(
+            &config,
+            "p",
+            &ServiceAccount::new("ns", "sa"),
+            "replica",
+            guard,
+            &Budget::default(),
+            Arc::new(super::super::throttle::Unaccounted),
+        )
+        .unwrap()
     }
 
     fn config_map() -> TypeMeta {

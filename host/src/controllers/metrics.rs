@@ -13,6 +13,12 @@ struct PluginLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    plugin: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     plugin: String,
     result: &'static str,
@@ -23,6 +29,8 @@ struct ResultLabel {
 pub struct PluginMetrics {
     instantiations: Family<PluginLabel, Counter>,
     reconciles: Family<ResultLabel, Counter>,
+    limited: Family<ReasonLabel, Counter>,
+    api_requests: Family<PluginLabel, Counter>,
 }
 
 impl PluginMetrics {
@@ -37,6 +45,33 @@ impl PluginMetrics {
             "Plugin calls by result: ok, error (the plugin returned one) or trap (trap, timeout, memory)",
             self.reconciles.clone(),
         );
+        registry.register(
+            "plugin_limited",
+            "Things a plugin did that a bound refused or cut, by reason (TooManyCalls, RequestTooLarge, ResponseTooLarge, Timeout, Throttled, RequeueFloored, LogsDropped)",
+            self.limited.clone(),
+        );
+        registry.register(
+            "plugin_api_requests",
+            "Requests sent to the API server for a plugin (its calls, discovery, its finalizers)",
+            self.api_requests.clone(),
+        );
+    }
+
+    pub fn limited(&self, plugin: &str, reason: &'static str) {
+        self.limited
+            .get_or_create(&ReasonLabel {
+                plugin: plugin.to_owned(),
+                reason,
+            })
+            .inc();
+    }
+
+    pub fn api_request(&self, plugin: &str) {
+        self.api_requests
+            .get_or_create(&PluginLabel {
+                plugin: plugin.to_owned(),
+            })
+            .inc();
     }
 
     pub fn instantiated(&self, plugin: &str) {

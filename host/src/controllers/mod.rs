@@ -16,6 +16,7 @@ mod finalizer;
 mod metrics;
 mod run;
 mod status;
+pub mod throttle;
 
 use std::collections::HashMap;
 use std::sync::Arc;

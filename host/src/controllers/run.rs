@@ -17,12 +17,13 @@ use kube::runtime::controller::{self, Action as QueueAction, Controller};
 use kube::runtime::reflector::ObjectRef as QueueRef;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, ResourceExt};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::bridge::KubeBridge;
 use super::metrics::PluginMetrics;
+use super::throttle::Accounting;
 use super::{access, finalizer};
 use crate::backoff::Backoff;
 use crate::election::LeaderGuard;
@@ -40,6 +41,9 @@ use crate::runtime::{
 const BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(300));
 /// How often an `absent` call that fails with a retryable error is made.
 const ABSENT_ATTEMPTS: u32 = 4;
+/// How long past its timeout a reconcile is abandoned. The runtime stops
+/// one within a tick of its timeout; this only backs that up.
+const OVERRUN_GRACE: Duration = Duration::from_secs(1);
 /// Registration gets the plugin's timeout, but at least this long.
 const MIN_REGISTER_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -222,13 +226,19 @@ async fn start(
         Ok(None) => return Err(Failure::NoServiceAccount(account.to_string())),
         Err(error) => return Err(Failure::Kube(error)),
     }
+    let accounting = Arc::new(PluginAccounting {
+        plugin: definition.name.clone(),
+        metrics: host.metrics.clone(),
+        report: report.clone(),
+    });
     let bridge = KubeBridge::impersonating(
         &host.kube_config,
         &definition.name,
-        &account.namespace,
-        &account.name,
+        account,
         &host.identity,
         guard.clone(),
+        &definition.budget,
+        accounting.clone(),
     )
     .map(Arc::new)
     .map_err(Failure::Kube)?;
@@ -259,8 +269,32 @@ async fn start(
         primary,
         metrics: host.metrics.clone(),
         report: report.clone(),
+        accounting,
+        instances: Semaphore::new(usize::from(definition.limits.concurrency)),
         failures: Mutex::default(),
     }))
+}
+
+/// One plugin's use of the API server, counted in its metrics; the bounds
+/// it meets also land on its status.
+struct PluginAccounting {
+    plugin: String,
+    metrics: PluginMetrics,
+    report: Arc<Report>,
+}
+
+impl Accounting for PluginAccounting {
+    fn sent(&self) {
+        self.metrics.api_request(&self.plugin);
+    }
+
+    fn limited(&self, reason: &'static str, message: &str) {
+        self.metrics.limited(&self.plugin, reason);
+        // Waiting for a token is the budget working, not a fault.
+        if reason != "Throttled" {
+            self.report.failed(format!("{reason}: {message}"));
+        }
+    }
 }
 
 /// What every reconcile of one plugin shares.
@@ -274,6 +308,10 @@ struct PluginRun {
     primary: ApiResource,
     metrics: PluginMetrics,
     report: Arc<Report>,
+    accounting: Arc<PluginAccounting>,
+    /// One permit per instance the plugin may have at once: reconciles and
+    /// `absent` calls share them, so it never runs more than configured.
+    instances: Semaphore,
     failures: Mutex<HashMap<QueueRef<DynamicObject>, u32>>,
 }
 
@@ -308,6 +346,9 @@ enum Failure {
     /// The API server could not be asked.
     #[error("Kubernetes API: {0}")]
     Kube(#[source] kube::Error),
+    /// A reconcile outlived its timeout by more than the grace.
+    #[error("the reconcile was still running after {0:?} and was abandoned")]
+    Overran(Duration),
 }
 
 impl Failure {
@@ -324,7 +365,7 @@ impl Failure {
     fn reason(&self) -> &'static str {
         match self {
             Self::Plugin(_) => "ReconcileError",
-            Self::Trap(_) => "Trap",
+            Self::Trap(_) | Self::Overran(_) => "Trap",
             Self::Finalizer(_) | Self::Kube(_) => "KubernetesError",
             Self::NotLeader => "NotLeader",
             Self::NoServiceAccount(_) => "ServiceAccountNotFound",
@@ -501,13 +542,27 @@ async fn reconcile(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&queue_ref);
-    Ok(match action {
-        Action::RequeueAfter(millis) => QueueAction::requeue(Duration::from_millis(millis)),
-        Action::Done => match run.registration.resync_period_ms {
-            Some(millis) => QueueAction::requeue(Duration::from_millis(millis)),
-            None => QueueAction::await_change(),
-        },
+    let asked = match action {
+        Action::RequeueAfter(millis) => Some(millis),
+        Action::Done => run.registration.resync_period_ms,
+    };
+    Ok(match asked {
+        Some(millis) => QueueAction::requeue(at_least_floor(&run, Duration::from_millis(millis))),
+        None => QueueAction::await_change(),
     })
+}
+
+/// A requeue or resync no sooner than the plugin's floor.
+fn at_least_floor(run: &PluginRun, asked: Duration) -> Duration {
+    let floor = run.plugin.definition.budget.min_requeue;
+    if asked >= floor {
+        return asked;
+    }
+    run.accounting.limited(
+        "RequeueFloored",
+        &format!("asked to requeue after {asked:?}; requeued after the floor, {floor:?} (limits.minRequeueAfter)"),
+    );
+    floor
 }
 
 /// Tells the plugin that a primary is gone (deleted, or no longer
@@ -554,10 +609,26 @@ async fn call(
     let request = Request { reference, object };
     let context = host_context(&run.backend, &run.plugin, Some(display.clone()));
     let limits = &run.plugin.definition.limits;
+    let _instance = run
+        .instances
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
     run.metrics.instantiated(name);
-    let outcome = match run.plugin.compiled.instantiate(context, limits).await {
-        Ok(mut instance) => instance.reconcile(&request, cleanup, limits.timeout).await,
-        Err(error) => Err(error),
+    let reconciled = async {
+        match run.plugin.compiled.instantiate(context, limits).await {
+            Ok(mut instance) => instance.reconcile(&request, cleanup, limits.timeout).await,
+            Err(error) => Err(error),
+        }
+    };
+    // The runtime ends a reconcile by its deadline, host calls included;
+    // this is the backstop should anything else ever hold it.
+    let Ok(outcome) = tokio::time::timeout(limits.timeout + OVERRUN_GRACE, reconciled).await else {
+        run.metrics.reconciled(name, "trap");
+        run.report.trap.fetch_add(1, Ordering::Relaxed);
+        let failure = Failure::Overran(limits.timeout + OVERRUN_GRACE);
+        run.report.failed(format!("{display}: {failure}"));
+        return Err(failure);
     };
     match outcome {
         Err(trap) => {

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use super::{Error, Result, read};
 use crate::controllers::bridge::KubeBridge;
+use crate::controllers::throttle::Unaccounted;
 use crate::election::LeaderGuard;
+use crate::plugins::{Budget, ServiceAccount};
 use crate::runtime::{
     self, Compiler, GroupVersionKind, HostContext, Limits, Mapping, Registration, Runtime,
 };
@@ -70,12 +72,19 @@ pub(super) async fn validate(path: &Path, bytes: Vec<u8>) -> Result<Validated> {
 fn offline_context() -> Result<HostContext> {
     let config = kube::Config::new(http::Uri::from_static("http://127.0.0.1:1"));
     let ended = LeaderGuard::new(tokio::time::Instant::now());
-    let bridge =
-        KubeBridge::impersonating(&config, "validate", "offline", "offline", "offline", ended)
-            .map_err(|source| Error::Kube {
-                action: "build an offline client".into(),
-                source,
-            })?;
+    let bridge = KubeBridge::impersonating(
+        &config,
+        "validate",
+        &ServiceAccount::new("offline", "offline"),
+        "offline",
+        ended,
+        &Budget::default(),
+        Arc::new(Unaccounted),
+    )
+    .map_err(|source| Error::Kube {
+        action: "build an offline client".into(),
+        source,
+    })?;
     Ok(HostContext {
         backend: Arc::new(bridge),
         config: Arc::from("{}"),

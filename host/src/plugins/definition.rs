@@ -6,7 +6,7 @@ use std::sync::Arc;
 use kube::ResourceExt;
 use serde_json::Value;
 
-use super::limits::{InvalidField, parse_limits};
+use super::limits::{Budget, InvalidField, parse_budget, parse_limits};
 use super::resource::Plugin;
 use crate::runtime::Limits;
 
@@ -21,6 +21,8 @@ pub struct Definition {
     /// The configuration handed to the plugin, as JSON text.
     pub config: Arc<str>,
     pub limits: Limits,
+    /// Its use of the API server: rate and requeue floor.
+    pub budget: Budget,
 }
 
 /// A ServiceAccount by namespace and name.
@@ -74,15 +76,30 @@ impl Definition {
             ));
         }
         let limits = spec.limits.clone().unwrap_or_default();
+        let mut parsed = parse_limits(
+            limits.memory.as_deref(),
+            limits.timeout.as_deref(),
+            limits.max_concurrent_reconciles,
+            "limits.maxConcurrentReconciles",
+        )?;
+        if let Some(calls) = limits.max_calls_per_reconcile {
+            if calls == 0 {
+                return Err(InvalidField::new(
+                    "limits.maxCallsPerReconcile",
+                    "must be at least 1",
+                ));
+            }
+            parsed.max_calls = calls;
+        }
         Ok(Self {
             name: format!("{namespace}/{}", plugin.name_any()),
             service_account: ServiceAccount::new(&namespace, &spec.service_account_name),
             config: config_text(spec.config.clone())?,
-            limits: parse_limits(
-                limits.memory.as_deref(),
-                limits.timeout.as_deref(),
-                limits.max_concurrent_reconciles,
-                "limits.maxConcurrentReconciles",
+            limits: parsed,
+            budget: parse_budget(
+                limits.api_qps,
+                limits.api_burst,
+                limits.min_requeue_after.as_deref(),
             )?,
         })
     }
@@ -152,7 +169,8 @@ mod tests {
             Limits {
                 memory_bytes: 32 << 20,
                 timeout: Duration::from_millis(250),
-                concurrency: 2
+                concurrency: 2,
+                ..Limits::default()
             }
         );
     }

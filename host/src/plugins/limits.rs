@@ -3,6 +3,7 @@
 //! a Kubernetes quantity (`kube_quantity`), time as a Go duration
 //! (`kube::core::Duration`), as everywhere else in a Kubernetes object.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use kube_quantity::ParsedQuantity;
@@ -70,6 +71,68 @@ pub fn parse_limits(
         memory_bytes,
         timeout,
         concurrency,
+        ..defaults
+    })
+}
+
+/// What the host holds a plugin's use of the API server to, around the
+/// runtime's per-call [`Limits`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// Requests per second its client may send, on average...
+    pub qps: NonZeroU32,
+    /// ...and at once after a quiet spell.
+    pub burst: NonZeroU32,
+    /// The shortest requeue or resync it may ask for; shorter ones wait this long.
+    pub min_requeue: Duration,
+}
+
+/// The shortest requeue floor a Plugin may set.
+pub const MIN_REQUEUE_FLOOR: Duration = Duration::from_millis(100);
+
+impl Default for Budget {
+    /// 10 requests a second with bursts of 20 (client-go's default is 5 and
+    /// 10 for a whole controller manager's client), requeues at most once a
+    /// second per object.
+    fn default() -> Self {
+        Self {
+            qps: NonZeroU32::new(10).expect("non-zero"),
+            burst: NonZeroU32::new(20).expect("non-zero"),
+            min_requeue: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A budget from a Plugin's `limits`; absent values take [`Budget::default`].
+pub fn parse_budget(
+    qps: Option<u32>,
+    burst: Option<u32>,
+    min_requeue: Option<&str>,
+) -> Result<Budget, InvalidField> {
+    let defaults = Budget::default();
+    let positive = |value: Option<u32>, default: NonZeroU32, field| match value {
+        None => Ok(default),
+        Some(value) => {
+            NonZeroU32::new(value).ok_or_else(|| InvalidField::new(field, "must be at least 1"))
+        }
+    };
+    let qps = positive(qps, defaults.qps, "limits.apiQPS")?;
+    let burst = positive(burst, defaults.burst.max(qps), "limits.apiBurst")?;
+    let min_requeue = match min_requeue {
+        None => defaults.min_requeue,
+        Some(text) => parse_duration(text)
+            .map_err(|reason| InvalidField::new("limits.minRequeueAfter", reason))?,
+    };
+    if min_requeue < MIN_REQUEUE_FLOOR {
+        return Err(InvalidField::new(
+            "limits.minRequeueAfter",
+            format!("must be at least {MIN_REQUEUE_FLOOR:?}"),
+        ));
+    }
+    Ok(Budget {
+        qps,
+        burst,
+        min_requeue,
     })
 }
 

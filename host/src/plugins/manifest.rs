@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::definition::{Definition, ServiceAccount, config_text};
-use super::limits::{InvalidField, parse_limits};
+use super::limits::{InvalidField, parse_budget, parse_limits};
 
 /// A validated plugin manifest: a plugin and its component file.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,6 +50,11 @@ struct RawLimits {
     memory: Option<String>,
     timeout: Option<String>,
     concurrency: Option<u16>,
+    max_calls_per_reconcile: Option<u32>,
+    #[serde(rename = "apiQPS")]
+    api_qps: Option<u32>,
+    api_burst: Option<u32>,
+    min_requeue_after: Option<String>,
 }
 
 impl Manifest {
@@ -82,11 +87,19 @@ impl Manifest {
                     format!("{:?} must be namespace/name", raw.service_account),
                 )
             })?;
-        let limits = parse_limits(
+        let mut limits = parse_limits(
             raw.limits.memory.as_deref(),
             raw.limits.timeout.as_deref(),
             raw.limits.concurrency,
             "limits.concurrency",
+        )?;
+        if let Some(calls) = raw.limits.max_calls_per_reconcile {
+            limits.max_calls = calls.max(1);
+        }
+        let budget = parse_budget(
+            raw.limits.api_qps,
+            raw.limits.api_burst,
+            raw.limits.min_requeue_after.as_deref(),
         )?;
         Ok(Self {
             definition: Definition {
@@ -94,6 +107,7 @@ impl Manifest {
                 service_account: ServiceAccount::new(namespace, account),
                 config: config_text(raw.config)?,
                 limits,
+                budget,
             },
             component: base.join(raw.component),
         })

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 
 pub use self::catalog::{Catalog, Entry, ObjectInfo, PluginWatcher, Problem, Stage, State};
 pub use self::definition::{Definition, ServiceAccount};
-pub use self::limits::{InvalidField, parse_quantity};
+pub use self::limits::{Budget, InvalidField, parse_quantity};
 pub use self::manifest::{Manifest, ManifestError};
 pub use self::resource::{Plugin, PluginSpec, PluginStatus};
 pub use self::source::{FetchError, Fetched, Fetcher};

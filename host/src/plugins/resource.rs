@@ -150,6 +150,23 @@ pub struct PluginLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 64))]
     pub max_concurrent_reconciles: Option<u16>,
+    /// Kubernetes calls one reconcile may make. Default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_calls_per_reconcile: Option<u32>,
+    /// Requests per second the plugin's client may send. Default 10.
+    #[serde(default, rename = "apiQPS", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub api_qps: Option<u32>,
+    /// Requests the plugin's client may send at once after a quiet spell.
+    /// Default 20 (or apiQPS if higher).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 2000))]
+    pub api_burst: Option<u32>,
+    /// The shortest requeue or resync the plugin may ask for (`1s`,
+    /// `250ms`; at least 100ms). Default 1s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requeue_after: Option<String>,
 }
 
 /// What the leader last observed of a Plugin. Only the leader writes it.

@@ -1,0 +1,190 @@
+//! A plugin stays within its bounds whatever it does: the real misbehaving
+//! component on the host's runtime, its Kubernetes calls answered by a
+//! backend that counts them (the narrow boundary the host's bridge sits
+//! behind). Each test was seen failing with its bound removed.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use leasehold::runtime::contract::{
+    ApplyParams, Event, Field, InvolvedObject, Level, ListParams, ObjectRef, StatusUpdate, TypeMeta,
+};
+use leasehold::runtime::{Backend, BackendFuture, HostContext, Limits, Request, Runtime};
+use leasehold_tests::plugin_component;
+use serde_json::json;
+
+/// Answers every call at once (`{}` lists, absent objects), or never.
+#[derive(Debug, Default)]
+struct Counting {
+    stalled: bool,
+    calls: AtomicU32,
+    limited: Mutex<Vec<&'static str>>,
+}
+
+impl Counting {
+    fn answer<T: Send + 'static>(&self, value: T) -> BackendFuture<'_, T> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.stalled {
+            Box::pin(std::future::pending())
+        } else {
+            Box::pin(std::future::ready(Ok(value)))
+        }
+    }
+
+    fn limited(&self) -> Vec<&'static str> {
+        self.limited.lock().unwrap().clone()
+    }
+}
+
+impl Backend for Counting {
+    fn get(&self, _: TypeMeta, _: ObjectRef) -> BackendFuture<'_, Option<String>> {
+        self.answer(None)
+    }
+    fn list(&self, _: TypeMeta, _: ListParams) -> BackendFuture<'_, String> {
+        self.answer(r#"{"apiVersion":"v1","kind":"ConfigMapList","metadata":{},"items":[]}"#.into())
+    }
+    fn create(&self, _: TypeMeta, _: Option<String>, object: String) -> BackendFuture<'_, String> {
+        self.answer(object)
+    }
+    fn replace(&self, _: TypeMeta, _: ObjectRef, object: String) -> BackendFuture<'_, String> {
+        self.answer(object)
+    }
+    fn apply(
+        &self,
+        _: TypeMeta,
+        _: ObjectRef,
+        object: String,
+        _: ApplyParams,
+    ) -> BackendFuture<'_, String> {
+        self.answer(object)
+    }
+    fn delete(&self, _: TypeMeta, _: ObjectRef) -> BackendFuture<'_, ()> {
+        self.answer(())
+    }
+    fn update_status(
+        &self,
+        _: TypeMeta,
+        _: ObjectRef,
+        _: StatusUpdate,
+    ) -> BackendFuture<'_, String> {
+        self.answer("{}".into())
+    }
+    fn emit_event(&self, _: InvolvedObject, _: Event) -> BackendFuture<'_, ()> {
+        self.answer(())
+    }
+    fn log(&self, _: Level, _: &str, _: &[Field], _: Option<&str>) {}
+    fn limited(&self, reason: &'static str, _: &str) {
+        self.limited.lock().unwrap().push(reason);
+    }
+}
+
+/// Reconciles a ConfigMap in `mode` (with `data`) once, under `limits`:
+/// the plugin's error message, or the trap's.
+async fn reconcile(backend: Arc<Counting>, limits: Limits, data: serde_json::Value) -> String {
+    let runtime = Runtime::new(None).expect("the runtime starts");
+    let component = std::fs::read(plugin_component("misbehaving")).expect("the fixture is built");
+    let compiled = runtime.compile(&component).expect("the fixture compiles");
+    let context = HostContext {
+        backend,
+        config: Arc::from("{}"),
+        object: Some("team/work".into()),
+    };
+    let request = Request {
+        reference: ObjectRef {
+            namespace: Some("team".into()),
+            name: "work".into(),
+        },
+        object: Some(
+            json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "work", "namespace": "team"},
+                "data": data,
+            })
+            .to_string(),
+        ),
+    };
+    let mut instance = compiled
+        .instantiate(context, &limits)
+        .await
+        .expect("the fixture instantiates");
+    // Generous: the bound under test ends the call long before; without
+    // it, the call would never end.
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        instance.reconcile(&request, false, limits.timeout),
+    )
+    .await
+    .expect("the reconcile ended");
+    match outcome {
+        Ok(Ok(action)) => format!("ok: {action:?}"),
+        Ok(Err(error)) => error.message,
+        Err(trap) => format!("trap: {trap}"),
+    }
+}
+
+#[tokio::test]
+async fn a_host_call_that_never_answers_ends_with_the_reconciles_deadline() {
+    let backend = Arc::new(Counting {
+        stalled: true,
+        ..Counting::default()
+    });
+    let limits = Limits {
+        timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let outcome = reconcile(
+        backend.clone(),
+        limits,
+        json!({"mode": "get", "target": "anything"}),
+    )
+    .await;
+    // The call came back as a Timeout error value; the guest, now past its
+    // deadline, is stopped at the next tick.
+    assert_eq!(backend.limited(), ["Timeout"], "{outcome}");
+    assert!(
+        outcome.contains("Timeout") || outcome.starts_with("trap:"),
+        "{outcome}"
+    );
+}
+
+#[tokio::test]
+async fn a_plugin_looping_on_list_is_cut_at_its_call_budget() {
+    let backend = Arc::new(Counting::default());
+    let limits = Limits {
+        max_calls: 25,
+        ..Limits::default()
+    };
+    let outcome = reconcile(
+        backend.clone(),
+        limits,
+        json!({"mode": "calls", "calls": "1000"}),
+    )
+    .await;
+    assert_eq!(backend.calls.load(Ordering::SeqCst), 25, "{outcome}");
+    assert!(outcome.contains("TooManyCalls"), "{outcome}");
+    assert!(
+        outcome.contains("more than 25 Kubernetes calls"),
+        "{outcome}"
+    );
+    assert_eq!(backend.limited(), ["TooManyCalls"]);
+}
+
+#[tokio::test]
+async fn a_50_megabyte_object_is_refused_before_the_host_parses_it() {
+    let backend = Arc::new(Counting::default());
+    let limits = Limits {
+        memory_bytes: 256 << 20,
+        timeout: Duration::from_secs(20),
+        ..Limits::default()
+    };
+    let outcome = reconcile(
+        backend.clone(),
+        limits,
+        json!({"mode": "huge", "bytes": (50 << 20).to_string()}),
+    )
+    .await;
+    assert_eq!(backend.calls.load(Ordering::SeqCst), 0, "{outcome}");
+    assert!(outcome.contains("RequestTooLarge"), "{outcome}");
+    assert_eq!(backend.limited(), ["RequestTooLarge"]);
+}
