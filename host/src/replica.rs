@@ -21,7 +21,9 @@ use crate::election::directory::Directory;
 use crate::election::roles::LeaderRoles;
 use crate::election::{self, Elector, LeaseClient, Status};
 use crate::metrics::Metrics;
-use crate::plugins::{self, Catalog, Fetcher, LoadedPlugin, PluginWatcher};
+use crate::plugins::{
+    self, AccountPolicy, Catalog, Fetcher, LoadedPlugin, PluginWatcher, ServiceAccount,
+};
 use crate::runtime::{self, Compiler, Runtime};
 
 /// Options of `leasehold run`.
@@ -239,6 +241,14 @@ impl Replica {
                 metrics.plugins.clone(),
             ));
         }
+        let accounts = AccountPolicy::new(
+            config.plugins.denied_accounts.clone(),
+            if watch_plugins {
+                own_account(&client).await
+            } else {
+                None
+            },
+        );
         let plugin_watcher = watch_plugins.then(|| {
             let fetcher = Fetcher::new(
                 client.clone(),
@@ -251,6 +261,7 @@ impl Replica {
                 config.plugins.plugin_namespace.as_deref(),
                 compiler,
                 fetcher,
+                accounts,
                 catalog_tx,
             );
             tokio::spawn(watcher.run(shutdown.clone()))
@@ -318,4 +329,25 @@ async fn watch_signals(shutdown: CancellationToken) {
     }
     warn!("second signal: exiting without an orderly shutdown");
     std::process::exit(130);
+}
+
+/// The ServiceAccount this replica runs as, asked of the API server (a
+/// SelfSubjectReview), so Plugins naming it are refused. `None` when it runs
+/// as something else (a user's kubeconfig) or cannot tell.
+async fn own_account(client: &kube::Client) -> Option<ServiceAccount> {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let reviews: kube::Api<SelfSubjectReview> = kube::Api::all(client.clone());
+    match reviews
+        .create(&Default::default(), &SelfSubjectReview::default())
+        .await
+    {
+        Ok(review) => {
+            let username = review.status?.user_info?.username?;
+            AccountPolicy::account_of(&username)
+        }
+        Err(error) => {
+            warn!(%error, "cannot ask the API server who this replica is; only --deny-service-account guards the host's own account");
+            None
+        }
+    }
 }

@@ -345,6 +345,85 @@ async fn misbehaving_plugins_fail_one_reconcile_each_and_the_host_keeps_working(
     Ok(())
 }
 
+/// A plugin that requeues at 0 ms and one that lists in a tight loop are
+/// held to their budget (requeue floor, API rate) on the real API server,
+/// and a well-behaved object beside them is still handled.
+#[tokio::test]
+async fn an_abusive_plugin_is_held_to_its_api_budget() -> anyhow::Result<()> {
+    const QPS: f64 = 5.0;
+    let cluster = TestCluster::shared().await;
+    let plugin = Misbehaving::set_up(
+        cluster,
+        json!({"timeout": "5s", "concurrency": 2, "apiQPS": QPS as u32, "apiBurst": QPS as u32,
+               "minRequeueAfter": "1s", "maxCallsPerReconcile": 1000}),
+    )
+    .await?;
+    let replica = ReplicaProcess::start(
+        "budget-host",
+        &plugin.settings(),
+        cluster.kubeconfig(),
+        plugin.workdir.path(),
+    )
+    .await?;
+    let work_ns = cluster.namespace("budget").await?;
+    let objects: Api<ConfigMap> = Api::namespaced(cluster.client()?, &work_ns);
+    let mut lister = plugin.object("lister", "calls");
+    lister
+        .data
+        .get_or_insert_default()
+        .insert("calls".into(), "200".into());
+    for object in [plugin.object("requeue", "requeue-now"), lister] {
+        objects.create(&PostParams::default(), &object).await?;
+    }
+    let sample = |metrics: &str, name: &str, label: &str| {
+        counter(
+            metrics,
+            &format!(r#"leasehold_plugin_{name}_total{{plugin="misbehaving"{label}}}"#),
+        )
+    };
+    let limited =
+        |metrics: &str, reason: &str| sample(metrics, "limited", &format!(r#",reason="{reason}""#));
+    let before = eventually(PATIENCE, "both bounds to bite", || async {
+        let (_, metrics) = replica.get("/metrics").await.ok()?;
+        (limited(&metrics, "RequeueFloored") >= 2.0 && limited(&metrics, "Throttled") >= 1.0)
+            .then_some(metrics)
+    })
+    .await
+    .map_err(|error| error.context(replica.log()))?;
+    let started = std::time::Instant::now();
+
+    // Beside them, a well-behaved object is handled.
+    objects
+        .create(&PostParams::default(), &plugin.object("ok", "ok"))
+        .await?;
+    eventually(
+        PATIENCE,
+        "the well-behaved object to be handled",
+        || async { objects.get_opt("ok-handled").await.ok()?.map(|_| ()) },
+    )
+    .await
+    .map_err(|error| error.context(replica.log()))?;
+
+    let (_, after) = replica.get("/metrics").await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let requests = sample(&after, "api_requests", "") - sample(&before, "api_requests", "");
+    let reconciles = sample(&after, "reconciles", r#",result="ok""#)
+        - sample(&before, "reconciles", r#",result="ok""#);
+    // Upper bounds only: a slow machine sends fewer, never more. The
+    // bucket allows its rate plus one burst; one more per second of slack
+    // for the request that was in flight at each scrape.
+    assert!(
+        requests <= QPS * elapsed + QPS + 2.0,
+        "{requests} API requests in {elapsed:.1}s at {QPS}/s"
+    );
+    // The requeue-at-0 object: at most one reconcile a second (+ the ok one).
+    assert!(
+        reconciles <= elapsed + 3.0,
+        "{reconciles} successful reconciles in {elapsed:.1}s with a 1s floor"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn only_the_leader_instantiates_and_a_new_leader_reconciles_without_compiling()
 -> anyhow::Result<()> {

@@ -742,3 +742,38 @@ async fn a_pull_secret_is_read_as_the_plugins_account() -> anyhow::Result<()> {
         .await?;
     Ok(())
 }
+
+/// An account the operator denies is refused by name before anything is
+/// fetched as it; a Plugin of the same namespace naming another runs.
+#[tokio::test]
+async fn a_plugin_naming_a_denied_account_is_refused_with_its_reason() -> anyhow::Result<()> {
+    let setup = Setup::new().await?;
+    setup.component("good-component", misbehaving()).await?;
+    let source = json!({"configMap": {"name": "good-component"}});
+    setup
+        .apply(
+            "as-admin",
+            json!({"source": source, "serviceAccountName": "admin"}),
+        )
+        .await?;
+    setup.apply("as-itself", json!({"source": source})).await?;
+    let denied = format!("--deny-service-account={}/admin", setup.namespace);
+    let replica = setup.replica("solo", &[&denied]).await?;
+    let refused = setup
+        .wait_for("as-admin", "Fetched", "False", "AccountDenied", &replica)
+        .await?;
+    let message = &refused
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Fetched")
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("denied to plugins by the operator"),
+        "{message}"
+    );
+    setup
+        .wait_for("as-itself", "Ready", "True", "Ready", &replica)
+        .await?;
+    Ok(())
+}

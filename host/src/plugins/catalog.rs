@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::LoadedPlugin;
+use super::accounts::AccountPolicy;
 use super::definition::Definition;
 use super::resource::Plugin;
 use super::source::Fetcher;
@@ -124,6 +125,7 @@ impl Catalog {
 /// and the retry delays are maintained crates' (kube-runtime, backon).
 pub struct PluginWatcher {
     api: Api<Plugin>,
+    accounts: Arc<AccountPolicy>,
     fetcher: Fetcher,
     compiler: Compiler,
     catalog: watch::Sender<Catalog>,
@@ -159,6 +161,7 @@ impl PluginWatcher {
         namespace: Option<&str>,
         compiler: Compiler,
         fetcher: Fetcher,
+        accounts: AccountPolicy,
         catalog: watch::Sender<Catalog>,
     ) -> Self {
         let api = match namespace {
@@ -167,6 +170,7 @@ impl PluginWatcher {
         };
         Self {
             api,
+            accounts: Arc::new(accounts),
             fetcher,
             compiler,
             catalog,
@@ -322,8 +326,9 @@ impl PluginWatcher {
     ) {
         let fetcher = self.fetcher.clone();
         let compiler = self.compiler.clone();
+        let accounts = self.accounts.clone();
         preparing.spawn(async move {
-            let state = match prepare(&fetcher, &compiler, &plugin).await {
+            let state = match prepare(&fetcher, &compiler, &accounts, &plugin).await {
                 Ok(loaded) => State::Ready(loaded),
                 Err(problem) => State::Failed(problem),
             };
@@ -360,6 +365,7 @@ fn key_of(plugin: &Plugin) -> String {
 async fn prepare(
     fetcher: &Fetcher,
     compiler: &Compiler,
+    accounts: &AccountPolicy,
     plugin: &Plugin,
 ) -> Result<LoadedPlugin, Problem> {
     let definition = Definition::of(plugin).map_err(|invalid| Problem {
@@ -369,6 +375,16 @@ async fn prepare(
         retryable: false,
         digest: None,
     })?;
+    // Before anything is fetched as that account (a pull Secret).
+    if let Some(refusal) = accounts.refusal(&definition.service_account) {
+        return Err(Problem {
+            stage: Stage::Spec,
+            reason: "AccountDenied",
+            message: refusal,
+            retryable: false,
+            digest: None,
+        });
+    }
     let namespace = plugin.namespace().unwrap_or_default();
     let fetched = fetcher
         .fetch(&namespace, &definition.service_account, &plugin.spec.source)
@@ -456,6 +472,7 @@ mod tests {
                 Some("team"),
                 Compiler::new(runtime),
                 fetcher,
+                AccountPolicy::default(),
                 catalog_tx,
             );
             let (events, stream) = mpsc::unbounded();

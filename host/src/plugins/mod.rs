@@ -20,6 +20,7 @@
 //! `component` is relative to the manifest. Every replica loads and compiles
 //! every plugin at start-up; only the leader instantiates them.
 
+mod accounts;
 mod catalog;
 mod definition;
 mod limits;
@@ -31,6 +32,7 @@ pub mod store;
 
 use std::path::{Path, PathBuf};
 
+pub use self::accounts::{AccountPattern, AccountPolicy};
 pub use self::catalog::{Catalog, Entry, ObjectInfo, PluginWatcher, Problem, Stage, State};
 pub use self::definition::{Definition, ServiceAccount};
 pub use self::limits::{Budget, InvalidField, parse_quantity};
@@ -69,6 +71,16 @@ pub struct Options {
     /// Where Plugin sources of kind `image` are read from.
     #[arg(long, env = "LEASEHOLD_PLUGIN_ROOT", default_value = "/plugins")]
     pub plugin_root: PathBuf,
+
+    /// A ServiceAccount Plugin objects may not run as, `namespace/name` or
+    /// `namespace/*`; may be repeated. The host's own account is always
+    /// refused.
+    #[arg(
+        long = "deny-service-account",
+        env = "LEASEHOLD_DENY_SERVICE_ACCOUNTS",
+        value_delimiter = ','
+    )]
+    pub denied_accounts: Vec<AccountPattern>,
 
     /// Largest component a Plugin source may deliver, as a byte quantity.
     #[arg(long, env = "LEASEHOLD_MAX_COMPONENT_SIZE", default_value = "64Mi", value_parser = parse_size)]
