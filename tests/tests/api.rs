@@ -208,11 +208,13 @@ fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
     }
 }
 
-/// The rights an upload needs: both objects, created or updated.
+/// The rights an upload needs: both objects, created or updated, and the
+/// use of the plugin's account.
 fn upload_rules() -> Vec<PolicyRule> {
     vec![
         rule("leasehold.dev", &["plugins"], &["get", "create", "update"]),
         rule("", &["configmaps"], &["get", "create", "update"]),
+        rule("", &["serviceaccounts"], &["impersonate"]),
     ]
 }
 
@@ -426,6 +428,25 @@ async fn uploading_a_component_creates_its_configmap_and_plugin_and_a_new_one_ch
             .contains("cannot create resource \"plugins\""),
         "{body}"
     );
+
+    // Plugins and ConfigMaps alone are not enough: the plugin would run as
+    // an account the deployer may not use.
+    fixture
+        .grant("deployer", upload_rules()[..2].to_vec())
+        .await?;
+    let refused = eventually(PATIENCE, "the account to be the one refusal", || async {
+        let (code, body) = fixture
+            .upload("greeter", create, Some(&deployer), greeter.clone())
+            .await
+            .ok()?;
+        let message = body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        (code == StatusCode::FORBIDDEN && message.contains("serviceaccounts")).then_some(message)
+    })
+    .await?;
+    assert!(refused.contains("impersonate"), "{refused}");
 
     fixture.grant("deployer", upload_rules()).await?;
     eventually(PATIENCE, "the deployer to be allowed to upload", || async {

@@ -1910,3 +1910,72 @@ async fn host_leads_with_the_installed_args_as_the_charts_service_account() -> a
     );
     Ok(())
 }
+
+/// The chart's admission policy: whoever writes a Plugin's spec must be
+/// allowed to impersonate the ServiceAccount it runs as. Refused by the API
+/// server itself (nothing is written), then allowed once granted.
+#[tokio::test]
+async fn a_plugin_runs_only_as_an_account_its_writer_may_impersonate() -> anyhow::Result<()> {
+    use leasehold_tests::fixtures::{grant, rule};
+    let cluster = TestCluster::shared().await;
+    install_plugin_crd(&cluster.client()?).await?;
+    install(cluster, DEFAULTS).await?;
+    let namespace = cluster.namespace("accounts").await?;
+    cluster
+        .service_account_token(&namespace, "powerful")
+        .await?;
+    let author_name = unique_name("author");
+    let author = cluster
+        .service_account_client(&namespace, &author_name)
+        .await?;
+    let admin = cluster.client()?;
+    grant(
+        &admin,
+        &namespace,
+        &author_name,
+        vec![rule(
+            &["leasehold.dev"],
+            &["plugins"],
+            &["get", "create", "update"],
+        )],
+    )
+    .await?;
+    let plugins: Api<Plugin> = Api::namespaced(author, &namespace);
+    let plugin: Plugin = serde_json::from_value(json!({
+        "apiVersion": "leasehold.dev/v1alpha1", "kind": "Plugin",
+        "metadata": {"name": "escalation"},
+        "spec": {"source": {"image": {"path": "x.wasm"}}, "serviceAccountName": "powerful"},
+    }))?;
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    // The policy takes effect once the API server has loaded it.
+    let refusal = eventually(Duration::from_secs(60), "the policy to refuse", || async {
+        match plugins.create(&dry_run, &plugin).await {
+            Err(kube::Error::Api(status)) if status.code == 403 || status.code == 422 => {
+                Some(status.message)
+            }
+            _ => None,
+        }
+    })
+    .await?;
+    assert!(
+        refusal.contains(&format!(
+            "may not run a Plugin as ServiceAccount {namespace}/powerful"
+        )),
+        "{refusal}"
+    );
+    grant(
+        &admin,
+        &namespace,
+        &author_name,
+        vec![rule(&[""], &["serviceaccounts"], &["impersonate"])],
+    )
+    .await?;
+    eventually(Duration::from_secs(60), "the grant to allow it", || async {
+        plugins.create(&dry_run, &plugin).await.ok().map(drop)
+    })
+    .await?;
+    Ok(())
+}

@@ -777,3 +777,44 @@ async fn a_plugin_naming_a_denied_account_is_refused_with_its_reason() -> anyhow
         .await?;
     Ok(())
 }
+
+/// The instance pool (256 slots) is shared: four plugins at 64 concurrent
+/// reconciles fill it, and a fifth says so on its status instead of
+/// trapping when it cannot get an instance.
+#[tokio::test]
+async fn a_plugin_that_would_overfill_the_instance_pool_reports_it() -> anyhow::Result<()> {
+    let setup = Setup::new().await?;
+    setup.component("shared-component", misbehaving()).await?;
+    let names: Vec<String> = (1..=5).map(|i| format!("wide-{i}")).collect();
+    for name in &names {
+        let mut spec = from_config_map("shared-component", &unique_name("wide"));
+        spec["limits"] = json!({"maxConcurrentReconciles": 64});
+        setup.apply(name, spec).await?;
+    }
+    let replica = setup.replica("solo", &[]).await?;
+    let reasons = eventually(PATIENCE, "four running and one refused", || async {
+        let mut reasons = Vec::new();
+        for name in &names {
+            let status = setup.plugins.get(name).await.ok()?.status?;
+            let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+            reasons.push((ready.reason.clone(), ready.message.clone()));
+        }
+        let running = reasons
+            .iter()
+            .filter(|(reason, _)| reason == "Ready")
+            .count();
+        (running == 4
+            && reasons
+                .iter()
+                .any(|(reason, _)| reason == "InstancePoolFull"))
+        .then_some(reasons)
+    })
+    .await
+    .map_err(|error| error.context(replica.log()))?;
+    let (_, message) = reasons
+        .iter()
+        .find(|(reason, _)| reason == "InstancePoolFull")
+        .unwrap();
+    assert!(message.contains("0 free slots"), "{message}");
+    Ok(())
+}

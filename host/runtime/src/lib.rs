@@ -71,7 +71,7 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Instances the pooling allocator keeps slots for. Each running reconcile
 /// holds one; the sum of every plugin's concurrency must stay below this.
-const POOL_INSTANCES: u32 = 256;
+pub const POOL_INSTANCES: u32 = 256;
 
 /// Largest linear memory any plugin may be granted (the pool reserves this
 /// much address space per slot, not physical memory).

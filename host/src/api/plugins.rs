@@ -4,7 +4,8 @@
 //! Every route needs a caller (see [`auth`](super::auth)) and asks the API
 //! server whether that caller may do what the route does: `list`/`get` on
 //! `plugins`, and for an upload `create` or `update` on both the Plugin and
-//! its ConfigMap, since the replica writes them on the caller's behalf.
+//! its ConfigMap, and `impersonate` on the ServiceAccount the Plugin runs
+//! as, since the replica writes them on the caller's behalf.
 //! Objects are read from and written to the Kubernetes API server directly;
 //! the replica keeps no copy, so every replica answers the same.
 
@@ -193,6 +194,15 @@ async fn store_component(
 
     let store = Store::new(state.client.clone(), namespace, FIELD_MANAGER);
     let existing = store.existing(name).await.map_err(store_failed)?;
+    let Some(account) = query
+        .service_account_name
+        .as_deref()
+        .or(existing.service_account())
+    else {
+        return Err(ApiError::BadRequest(format!(
+            "plugin {namespace}/{name} does not exist: give ?serviceAccountName= to create it"
+        )));
+    };
     let verb = |exists: bool| if exists { "update" } else { "create" };
     let actions = [
         plugins_action(verb(existing.plugin()), Some(namespace), Some(name)),
@@ -203,13 +213,17 @@ async fn store_component(
             namespace: Some(namespace.to_owned()),
             name: Some(Store::config_map_name(name)),
         },
+        // A new component runs as the account: using it, as the chart's
+        // admission policy asks of every Plugin writer.
+        Action {
+            verb: "impersonate",
+            group: "",
+            resource: "serviceaccounts",
+            namespace: Some(namespace.to_owned()),
+            name: Some(account.to_owned()),
+        },
     ];
     state.auth.authorize_all(caller, &actions).await?;
-    if !existing.plugin() && query.service_account_name.is_none() {
-        return Err(ApiError::BadRequest(format!(
-            "plugin {namespace}/{name} does not exist: give ?serviceAccountName= to create it"
-        )));
-    }
 
     let bytes = read_component(body.take().unwrap_or_default()).await?;
     let digest = state.validator.controller_digest(bytes.clone()).await?;

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use k8s_openapi::jiff::Timestamp;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
@@ -71,6 +71,7 @@ impl Controllers {
                 kube_config,
                 identity,
                 metrics,
+                pool: Arc::new(Semaphore::new(crate::runtime::POOL_INSTANCES as usize)),
             },
         }
     }

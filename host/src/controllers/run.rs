@@ -57,6 +57,9 @@ pub struct Shared {
     /// This replica, as Events report it.
     pub identity: String,
     pub metrics: PluginMetrics,
+    /// The runtime's instance slots: a running plugin holds as many as its
+    /// concurrency, so the sum never passes the pool.
+    pub pool: Arc<Semaphore>,
 }
 
 /// How far one plugin's controller got, and how its reconciles went: what
@@ -147,11 +150,20 @@ pub async fn run(
     let mut failures = 0;
     loop {
         let started = async {
+            let concurrency = u32::from(plugin.definition.limits.concurrency);
+            let slots = host
+                .pool
+                .clone()
+                .try_acquire_many_owned(concurrency)
+                .map_err(|_| Failure::PoolFull {
+                    asked: concurrency,
+                    free: host.pool.available_permits(),
+                })?;
             let run = start(&host, &plugin, &guard, &report).await?;
             let controller = build_controller(&run).await?;
-            Ok::<_, Failure>((run, controller))
+            Ok::<_, Failure>((run, controller, slots))
         };
-        let (run, controller) = match started.await {
+        let (run, controller, _slots) = match started.await {
             Ok(started) => started,
             Err(Failure::NotLeader) => return,
             Err(failure) => {
@@ -346,6 +358,11 @@ enum Failure {
     /// The API server could not be asked.
     #[error("Kubernetes API: {0}")]
     Kube(#[source] kube::Error),
+    /// The instance pool has fewer free slots than the plugin's concurrency.
+    #[error(
+        "the host's instance pool has {free} free slots and this plugin's maxConcurrentReconciles is {asked}; lower it or stop another plugin"
+    )]
+    PoolFull { asked: u32, free: usize },
     /// A reconcile outlived its timeout by more than the grace.
     #[error("the reconcile was still running after {0:?} and was abandoned")]
     Overran(Duration),
@@ -366,6 +383,7 @@ impl Failure {
         match self {
             Self::Plugin(_) => "ReconcileError",
             Self::Trap(_) | Self::Overran(_) => "Trap",
+            Self::PoolFull { .. } => "InstancePoolFull",
             Self::Finalizer(_) | Self::Kube(_) => "KubernetesError",
             Self::NotLeader => "NotLeader",
             Self::NoServiceAccount(_) => "ServiceAccountNotFound",

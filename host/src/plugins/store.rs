@@ -92,6 +92,13 @@ impl Existing {
     pub fn config_map(&self) -> bool {
         self.config_map.is_some()
     }
+
+    /// The ServiceAccount the existing Plugin runs as.
+    pub fn service_account(&self) -> Option<&str> {
+        self.plugin
+            .as_ref()
+            .map(|plugin| plugin.spec.service_account_name.as_str())
+    }
 }
 
 /// The Plugin as stored, and whether the store created it.
