@@ -218,6 +218,7 @@ impl Replica {
             directory: directory.clone(),
             auth: api::Authenticator::new(client.clone()),
             client: client.clone(),
+            kube_config: kube_config.clone(),
             validator: api::Validator::new(compiler.clone()),
         };
         let mut api = tokio::spawn(api::serve(

@@ -212,8 +212,8 @@ fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
 /// use of the plugin's account.
 fn upload_rules() -> Vec<PolicyRule> {
     vec![
-        rule("leasehold.dev", &["plugins"], &["get", "create", "update"]),
-        rule("", &["configmaps"], &["get", "create", "update"]),
+        rule("leasehold.dev", &["plugins"], &["get", "create", "patch"]),
+        rule("", &["configmaps"], &["get", "create", "patch"]),
         rule("", &["serviceaccounts"], &["impersonate"]),
     ]
 }
@@ -425,7 +425,7 @@ async fn uploading_a_component_creates_its_configmap_and_plugin_and_a_new_one_ch
         body["error"]["message"]
             .as_str()
             .unwrap_or_default()
-            .contains("cannot create resource \"plugins\""),
+            .contains("cannot get resource \"plugins\""),
         "{body}"
     );
 
@@ -447,6 +447,27 @@ async fn uploading_a_component_creates_its_configmap_and_plugin_and_a_new_one_ch
     })
     .await?;
     assert!(refused.contains("impersonate"), "{refused}");
+
+    // One who may write Plugins and use the account but not ConfigMaps is
+    // refused by the API server itself, and nothing is written.
+    let half = fixture.account("half").await?;
+    let mut no_config_maps = upload_rules();
+    no_config_maps.remove(1);
+    fixture.grant("half", no_config_maps).await?;
+    let refused = eventually(PATIENCE, "the ConfigMap write to be refused", || async {
+        let (code, body) = fixture
+            .upload("half-plugin", create, Some(&half), greeter.clone())
+            .await
+            .ok()?;
+        let message = body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        (code == StatusCode::FORBIDDEN && message.contains("configmaps")).then_some(message)
+    })
+    .await?;
+    assert!(refused.contains("system:serviceaccount:"), "{refused}");
+    assert!(fixture.plugins()?.get_opt("half-plugin").await?.is_none());
 
     fixture.grant("deployer", upload_rules()).await?;
     eventually(PATIENCE, "the deployer to be allowed to upload", || async {

@@ -339,7 +339,7 @@ const LEASE_VERBS: [&str; 7] = [
 ];
 
 /// (group, resource, verb) that later plugin work needs cluster-wide.
-const PLUGIN_PERMISSIONS: [(&str, &str, &str); 11] = [
+const PLUGIN_PERMISSIONS: [(&str, &str, &str); 13] = [
     ("leasehold.dev", "plugins", "get"),
     ("leasehold.dev", "plugins", "list"),
     ("leasehold.dev", "plugins", "watch"),
@@ -349,6 +349,8 @@ const PLUGIN_PERMISSIONS: [(&str, &str, &str); 11] = [
     ("", "configmaps", "list"),
     ("", "configmaps", "watch"),
     ("", "serviceaccounts", "impersonate"),
+    ("", "users", "impersonate"),
+    ("", "groups", "impersonate"),
     ("authentication.k8s.io", "tokenreviews", "create"),
     ("authorization.k8s.io", "subjectaccessreviews", "create"),
 ];
@@ -593,6 +595,16 @@ async fn rbac_grants_the_lease_verbs_and_prepares_plugin_work() -> anyhow::Resul
         ),
         "Lease access stays namespaced"
     );
+    // Uploads write as their caller: the replica itself writes no Plugin
+    // and no ConfigMap anywhere.
+    for (group, resource) in [("leasehold.dev", "plugins"), ("", "configmaps")] {
+        for verb in ["create", "update", "patch", "delete"] {
+            assert!(
+                !grants(&cluster_role["rules"], group, resource, verb),
+                "the ClusterRole must not allow {verb} on {resource}"
+            );
+        }
+    }
 
     let expected_subject = json!([{
         "kind": "ServiceAccount",

@@ -101,9 +101,10 @@ pub struct AppState {
     pub status: watch::Receiver<Status>,
     pub metrics: Arc<Metrics>,
     pub directory: Directory,
-    /// The replica's own client: reads and writes plugin objects, creates
-    /// the reviews.
+    /// The replica's own client: reads plugin objects, creates the reviews.
     pub client: kube::Client,
+    /// The base of the clients that write as a caller (impersonating).
+    pub kube_config: kube::Config,
     pub auth: Authenticator,
     pub validator: Validator,
 }

@@ -1,11 +1,11 @@
 //! The plugin routes: read Plugin objects with their status, and upload a
 //! component, which stores it in a ConfigMap and points a Plugin at it.
 //!
-//! Every route needs a caller (see [`auth`](super::auth)) and asks the API
-//! server whether that caller may do what the route does: `list`/`get` on
-//! `plugins`, and for an upload `create` or `update` on both the Plugin and
-//! its ConfigMap, and `impersonate` on the ServiceAccount the Plugin runs
-//! as, since the replica writes them on the caller's behalf.
+//! Every route needs a caller (see [`auth`](super::auth)). Reads ask the API
+//! server whether that caller may `list`/`get` `plugins`; an upload reads
+//! and writes the Plugin and its ConfigMap as the caller (impersonating
+//! them), so the API server authorizes it like any of their writes, after
+//! a SubjectAccessReview that they may `impersonate` the Plugin's account.
 //! Objects are read from and written to the Kubernetes API server directly;
 //! the replica keeps no copy, so every replica answers the same.
 
@@ -192,7 +192,14 @@ async fn store_component(
     check_content_type(headers)?;
     check_declared_length(headers)?;
 
-    let store = Store::new(state.client.clone(), namespace, FIELD_MANAGER);
+    // Everything is read and written as the caller: the API server, not
+    // this replica, decides what they may do (RBAC, and the chart's
+    // admission policy on the account a Plugin runs as).
+    let store = Store::new(
+        as_caller(&state.kube_config, caller)?,
+        namespace,
+        FIELD_MANAGER,
+    );
     let existing = store.existing(name).await.map_err(store_failed)?;
     let Some(account) = query
         .service_account_name
@@ -203,27 +210,15 @@ async fn store_component(
             "plugin {namespace}/{name} does not exist: give ?serviceAccountName= to create it"
         )));
     };
-    let verb = |exists: bool| if exists { "update" } else { "create" };
-    let actions = [
-        plugins_action(verb(existing.plugin()), Some(namespace), Some(name)),
-        Action {
-            verb: verb(existing.config_map()),
-            group: "",
-            resource: "configmaps",
-            namespace: Some(namespace.to_owned()),
-            name: Some(Store::config_map_name(name)),
-        },
-        // A new component runs as the account: using it, as the chart's
-        // admission policy asks of every Plugin writer.
-        Action {
-            verb: "impersonate",
-            group: "",
-            resource: "serviceaccounts",
-            namespace: Some(namespace.to_owned()),
-            name: Some(account.to_owned()),
-        },
-    ];
-    state.auth.authorize_all(caller, &actions).await?;
+    // The account is checked here too, for clusters without the policy.
+    let uses_account = Action {
+        verb: "impersonate",
+        group: "",
+        resource: "serviceaccounts",
+        namespace: Some(namespace.to_owned()),
+        name: Some(account.to_owned()),
+    };
+    state.auth.authorize_all(caller, &[uses_account]).await?;
 
     let bytes = read_component(body.take().unwrap_or_default()).await?;
     let digest = state.validator.controller_digest(bytes.clone()).await?;
@@ -353,12 +348,25 @@ fn bad_query(rejection: QueryRejection) -> ApiError {
     ApiError::BadRequest(rejection.body_text())
 }
 
+/// A client that acts as `caller`: their user name and groups, impersonated.
+fn as_caller(base: &kube::Config, caller: &Caller) -> Result<kube::Client, ApiError> {
+    let mut config = base.clone();
+    config.auth_info.impersonate = Some(caller.username.clone());
+    config.auth_info.impersonate_groups = Some(caller.groups.clone());
+    kube::Client::try_from(config).map_err(|error| ApiError::Internal(Box::new(error)))
+}
+
 /// Maps a store that failed to what the caller can do.
 fn store_failed(error: StoreError) -> ApiError {
     match error {
         StoreError::ForeignConfigMap { .. } => ApiError::Conflict(error.to_string()),
         StoreError::NoServiceAccount { .. } => ApiError::BadRequest(error.to_string()),
         StoreError::TooLarge { size } => too_large(Some(size as u64)),
+        // As the caller, a refusal is theirs to act on, in the API server's words.
+        StoreError::Kube {
+            source: kube::Error::Api(status),
+            ..
+        } if status.code == 403 => ApiError::Forbidden(status.message),
         StoreError::Kube { object, source, .. } => kube_failed(source, &object),
     }
 }
