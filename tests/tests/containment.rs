@@ -188,3 +188,28 @@ async fn a_50_megabyte_object_is_refused_before_the_host_parses_it() {
     assert!(outcome.contains("RequestTooLarge"), "{outcome}");
     assert_eq!(backend.limited(), ["RequestTooLarge"]);
 }
+
+/// The plugin's own memory limit, not the pool's 512 MiB cap nor its
+/// timeout, stops a reconcile that allocates just past it.
+#[tokio::test]
+async fn a_plugin_is_stopped_just_past_its_own_memory_limit() {
+    let limits = Limits {
+        memory_bytes: 32 << 20,
+        timeout: Duration::from_secs(20),
+        ..Limits::default()
+    };
+    let under = reconcile(
+        Arc::new(Counting::default()),
+        limits,
+        json!({"mode": "hold", "mib": "16"}),
+    )
+    .await;
+    assert!(under.starts_with("ok"), "{under}");
+    let over = reconcile(
+        Arc::new(Counting::default()),
+        limits,
+        json!({"mode": "hold", "mib": "40"}),
+    )
+    .await;
+    assert!(over.starts_with("trap:"), "{over}");
+}

@@ -41,6 +41,8 @@ use crate::runtime::{
 const BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(300));
 /// How often an `absent` call that fails with a retryable error is made.
 const ABSENT_ATTEMPTS: u32 = 4;
+/// A plugin's last error is cut here on its status.
+const MAX_STATUS_MESSAGE: usize = 1024;
 /// How long past its timeout a reconcile is abandoned. The runtime stops
 /// one within a tick of its timeout; this only backs that up.
 const OVERRUN_GRACE: Duration = Duration::from_secs(1);
@@ -131,7 +133,17 @@ impl Report {
         self.changed.notify_one();
     }
 
-    fn failed(&self, message: String) {
+    /// Remembers the last error, cut at [`MAX_STATUS_MESSAGE`] bytes: a
+    /// plugin's error text lands in its status, which etcd stores.
+    fn failed(&self, mut message: String) {
+        if message.len() > MAX_STATUS_MESSAGE {
+            let mut end = MAX_STATUS_MESSAGE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push_str("… (cut)");
+        }
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((message, Timestamp::now()));
         self.changed.notify_one();
@@ -718,5 +730,18 @@ mod tests {
         assert!(told(&changed), "a new phase went unwritten");
         report.failed("default/x: plugin error".into());
         assert!(told(&changed), "a new last error went unwritten");
+    }
+
+    #[test]
+    fn a_long_error_is_cut_before_it_reaches_the_status() {
+        let report = Report::new(Arc::new(Notify::new()));
+        report.failed("é".repeat(4096));
+        let (message, _) = report.last_error.lock().unwrap().clone().unwrap();
+        assert!(
+            message.len() <= MAX_STATUS_MESSAGE + "… (cut)".len(),
+            "{}",
+            message.len()
+        );
+        assert!(message.ends_with("… (cut)"));
     }
 }
