@@ -11,7 +11,7 @@ include plugins/Makefile.inc
 help:
 	@echo "make demo            the HA story end to end on a local control plane"
 	@echo "make test            every test (unit + against a real kube-apiserver)"
-	@echo "make bench           every benchmark (bench-failover, bench-runtime, bench-reload, bench-new-plugin)"
+	@echo "make bench           every benchmark (bench-failover, bench-runtime, bench-reload, bench-new-plugin, bench-containment)"
 	@echo "make plugins         build the example plugins to wasm32-wasip2 components"
 	@echo "make test-chart      the Helm chart tests (real helm, kubectl, kube-apiserver)"
 	@echo "make cluster-up      start the local control plane (prints its kubeconfig)"
@@ -47,14 +47,15 @@ test: deps
 .PHONY: bench-smoke
 bench-smoke: deps
 	LEASEHOLD_BENCH_TRIALS=1 LEASEHOLD_BENCH_SOURCES=5 LEASEHOLD_BASELINE_ELECTOR=$$(tools/cluster.sh baseline) \
-	  tools/with-cluster.sh bash -c '$(foreach bench,failover runtime reload,$(CARGO) bench --profile dev -p leasehold-tests --bench $(bench) && ) true'
+	  LEASEHOLD_BENCH_SOAK_SECS=2 \
+	  tools/with-cluster.sh bash -c '$(foreach bench,failover runtime reload containment,$(CARGO) bench --profile dev -p leasehold-tests --bench $(bench) && ) true'
 
 demo: deps
 	$(CARGO) build --release -p leasehold
 	$(CARGO) build --release --target wasm32-wasip2 -p configmap-mirror -p greeter
 	tools/with-cluster.sh tools/demo.sh
 
-bench: bench-failover bench-runtime bench-reload bench-new-plugin
+bench: bench-failover bench-runtime bench-reload bench-new-plugin bench-containment
 
 bench-failover: deps
 	$(CARGO) build --release -p leasehold
@@ -67,6 +68,13 @@ bench-failover: deps
 bench-runtime: deps
 	$(CARGO) build --release -p leasehold
 	tools/with-cluster.sh $(CARGO) bench -p leasehold-tests --bench runtime
+
+## bench-containment: a well-behaved plugin's latency alone and beside each
+## abusive plugin, each abuser's API rate, the host's peak RSS under abuse.
+.PHONY: bench-containment
+bench-containment: deps
+	$(CARGO) build --release -p leasehold
+	tools/with-cluster.sh $(CARGO) bench -p leasehold-tests --bench containment
 
 ## bench-reload: applying a changed Plugin (≈1 MB component) to the new
 ## version's first reconcile, without a restart; a restart as the baseline.

@@ -143,6 +143,18 @@ impl ReplicaProcess {
         Ok(view["role"].as_str().unwrap_or_default().to_owned())
     }
 
+    /// The process's peak resident memory so far (`VmHWM`), in bytes.
+    pub fn peak_rss(&self) -> anyhow::Result<u64> {
+        let pid = self.child.id().context("replica already exited")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmHWM in /proc/<pid>/status")?;
+        Ok(kib * 1024)
+    }
+
     pub fn signal(&self, signal: Signal) -> anyhow::Result<()> {
         let pid = self.child.id().context("replica already exited")?;
         kill(Pid::from_raw(i32::try_from(pid)?), signal)?;
