@@ -19,6 +19,8 @@ pub struct Metrics {
     is_leader: Gauge,
     lease_transitions: Gauge,
     seconds_since_renew: Gauge<f64, AtomicU64>,
+    /// 1 when writes made for plugins carry their term (`--fencing`).
+    pub fencing: Gauge,
 }
 
 impl Default for Metrics {
@@ -58,6 +60,12 @@ impl Metrics {
             "Seconds since this replica last renewed the Lease (0 when not leading)",
             seconds_since_renew.clone(),
         );
+        let fencing = Gauge::default();
+        registry.register(
+            "fencing_enabled",
+            "Whether writes made for plugins carry their leadership term for the API server's fencing policy (1) or not (0)",
+            fencing.clone(),
+        );
         let plugins = PluginMetrics::default();
         plugins.register(&mut registry);
         Self {
@@ -67,6 +75,7 @@ impl Metrics {
             is_leader,
             lease_transitions,
             seconds_since_renew,
+            fencing,
         }
     }
 

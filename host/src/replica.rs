@@ -208,6 +208,7 @@ impl Replica {
         .map_err(Error::Lease)?;
         let (status_tx, status) = watch::channel(Status::default());
         let metrics = Arc::new(Metrics::new());
+        metrics.fencing.set(i64::from(election_config.fencing));
         let directory = Directory::new(client.clone(), &election_config);
 
         let api_stop = CancellationToken::new();
@@ -240,6 +241,7 @@ impl Replica {
                 kube_config.clone(),
                 election_config.identity.clone(),
                 metrics.plugins.clone(),
+                election_config.fencing,
             ));
         }
         let accounts = AccountPolicy::new(

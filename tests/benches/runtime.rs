@@ -37,6 +37,7 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use leasehold::controllers::bridge::KubeBridge;
 use leasehold::controllers::throttle::Unaccounted;
+use leasehold::election::fence::Fence;
 use leasehold::election::roles::{LeaderRole, LeaderRoles};
 use leasehold::election::{self, Elector, LeaderGuard, LeaseClient, Status};
 use leasehold::metrics::Metrics;
@@ -170,6 +171,7 @@ async fn lead(cluster: &TestCluster) -> anyhow::Result<(LeaderGuard, Cancellatio
         lease_duration: Duration::from_secs(15),
         renew_deadline: Duration::from_secs(10),
         retry_period: Duration::from_secs(2),
+        fencing: false,
     };
     let leases = LeaseClient::new(
         cluster.client()?,
@@ -215,7 +217,7 @@ impl PerCall {
             "bench",
             &ServiceAccount::new("default", "default"),
             "bench-runtime",
-            guard,
+            Fence::new(guard),
             &budget,
             Arc::new(Unaccounted),
         )?;

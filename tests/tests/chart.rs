@@ -339,7 +339,7 @@ const LEASE_VERBS: [&str; 7] = [
 ];
 
 /// (group, resource, verb) that later plugin work needs cluster-wide.
-const PLUGIN_PERMISSIONS: [(&str, &str, &str); 13] = [
+const PLUGIN_PERMISSIONS: [(&str, &str, &str); 11] = [
     ("leasehold.dev", "plugins", "get"),
     ("leasehold.dev", "plugins", "list"),
     ("leasehold.dev", "plugins", "watch"),
@@ -349,8 +349,6 @@ const PLUGIN_PERMISSIONS: [(&str, &str, &str); 13] = [
     ("", "configmaps", "list"),
     ("", "configmaps", "watch"),
     ("", "serviceaccounts", "impersonate"),
-    ("", "users", "impersonate"),
-    ("", "groups", "impersonate"),
     ("authentication.k8s.io", "tokenreviews", "create"),
     ("authorization.k8s.io", "subjectaccessreviews", "create"),
 ];
@@ -1727,6 +1725,8 @@ async fn installed_rbac_grants_the_service_account_what_it_needs_and_no_more() -
         ("", "secrets", "get"),
         ("", "pods", "create"),
         ("leasehold.dev", "plugins", "delete"),
+        ("leasehold.dev", "plugins", "create"),
+        ("", "configmaps", "create"),
         ("", "users", "impersonate"),
         // Naming groups when impersonating would let the host claim any
         // group, system:masters included; a ServiceAccount's come with it.
@@ -1989,5 +1989,111 @@ async fn a_plugin_runs_only_as_an_account_its_writer_may_impersonate() -> anyhow
         plugins.create(&dry_run, &plugin).await.ok().map(drop)
     })
     .await?;
+    Ok(())
+}
+
+/// Fencing on the real API server: a write carrying the Lease's current
+/// term passes; once the Lease moves to another holder, the same term is
+/// refused by the API server itself, with a reason naming the stale term.
+/// Prints how long the API server took to see the new term (its policy
+/// parameter cache): the window that remains.
+#[tokio::test]
+async fn the_api_server_refuses_a_write_from_a_stale_term() -> anyhow::Result<()> {
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+    use kube::api::{ObjectMeta, Patch, PatchParams};
+    use leasehold::election::LeaderGuard;
+    use leasehold::election::fence::Fence;
+    use leasehold_tests::fixtures::{grant, rule};
+
+    let cluster = TestCluster::shared().await;
+    let (namespace, _) = install(cluster, DEFAULTS).await?;
+    let admin = cluster.client()?;
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), &namespace);
+    let lease = |holder: &str, transitions: i32| Lease {
+        metadata: ObjectMeta {
+            name: Some(RELEASE.to_owned()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(holder.to_owned()),
+            lease_transitions: Some(transitions),
+            lease_duration_seconds: Some(15),
+            ..LeaseSpec::default()
+        }),
+    };
+    leases
+        .create(&PostParams::default(), &lease("replica-a", 1))
+        .await?;
+    let writer = unique_name("writer");
+    cluster.service_account_token(&namespace, &writer).await?;
+    grant(
+        &admin,
+        &namespace,
+        &writer,
+        vec![rule(&[""], &["configmaps"], &["create"])],
+    )
+    .await?;
+
+    // What a plugin's client is: impersonating its account, fenced, the term on.
+    let config_maps = |holder: &str, transitions: i32| -> anyhow::Result<Api<ConfigMap>> {
+        let account = ServiceAccount::new(&namespace, &writer);
+        let term = format!("{namespace}/{RELEASE}/{holder}/{transitions}");
+        let guard = LeaderGuard::with_term(
+            tokio::time::Instant::now() + Duration::from_secs(3600),
+            Some(term),
+        );
+        let client =
+            kube::client::ClientBuilder::try_from(account.impersonated_by(cluster.config()))?
+                .with_layer(&Fence::carrying_term(guard))
+                .build();
+        Ok(Api::namespaced(client, &namespace))
+    };
+    let params = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let dry_run = &params;
+    let write = |api: Api<ConfigMap>| async move {
+        let object = config_map(&unique_name("fenced"), &[], &[]);
+        api.create(dry_run, &object).await
+    };
+    // The policy is loaded once a term it has never seen is refused.
+    eventually(
+        Duration::from_secs(60),
+        "the fencing policy to be loaded",
+        || async { write(config_maps("nobody", 0).ok()?).await.err().map(drop) },
+    )
+    .await?;
+    write(config_maps("replica-a", 1)?).await?;
+
+    // Another replica takes over: a new holder, one more transition.
+    leases
+        .patch(
+            RELEASE,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"holderIdentity": "replica-b", "leaseTransitions": 2}})),
+        )
+        .await?;
+    let moved = std::time::Instant::now();
+    let refusal = eventually(
+        Duration::from_secs(60),
+        "the stale term to be refused",
+        || async {
+            match write(config_maps("replica-a", 1).ok()?).await {
+                Err(kube::Error::Api(status)) if status.code == 403 => Some(status.message),
+                _ => None,
+            }
+        },
+    )
+    .await?;
+    let window = moved.elapsed();
+    eprintln!("the API server refused the stale term {window:?} after the Lease moved");
+    assert!(
+        refusal.contains(&format!(
+            "stale leadership term {namespace}/{RELEASE}/replica-a/1: the Lease is now at term {namespace}/{RELEASE}/replica-b/2"
+        )),
+        "{refusal}"
+    );
+    write(config_maps("replica-b", 2)?).await?;
     Ok(())
 }

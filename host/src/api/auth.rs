@@ -186,7 +186,7 @@ pub(super) async fn require_caller(
 // === pure mapping, unit-tested ===
 
 /// The token of an `Authorization: Bearer <token>` header.
-fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
+pub(super) fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
     let missing = || {
         ApiError::Unauthorized(
             "this route needs a bearer token (Authorization: Bearer <token>)".into(),

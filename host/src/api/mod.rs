@@ -216,6 +216,9 @@ pub struct LeaderView {
     /// While leading: seconds since the last successful renewal.
     pub seconds_since_last_renew: Option<f64>,
     pub acquisitions: u64,
+    /// Whether writes made for plugins carry their term, for the API
+    /// server's fencing policy to refuse a deposed leader's (`--fencing`).
+    pub fencing: bool,
     pub timings: Timings,
 }
 
@@ -248,6 +251,7 @@ async fn leader(State(state): State<AppState>) -> Json<LeaderView> {
         leader_since: status.leader_since.map(|at| at.to_string()),
         seconds_since_last_renew: status.since_last_renew().map(|d| d.as_secs_f64()),
         acquisitions: status.acquisitions,
+        fencing: config.fencing,
         timings: Timings {
             lease_duration_seconds: config.lease_duration.as_secs_f64(),
             renew_deadline_seconds: config.renew_deadline.as_secs_f64(),

@@ -3,8 +3,8 @@
 //!
 //! Every route needs a caller (see [`auth`](super::auth)). Reads ask the API
 //! server whether that caller may `list`/`get` `plugins`; an upload reads
-//! and writes the Plugin and its ConfigMap as the caller (impersonating
-//! them), so the API server authorizes it like any of their writes, after
+//! and writes the Plugin and its ConfigMap as the caller (with their own
+//! token), so the API server authorizes it like any of their writes, after
 //! a SubjectAccessReview that they may `impersonate` the Plugin's account.
 //! Objects are read from and written to the Kubernetes API server directly;
 //! the replica keeps no copy, so every replica answers the same.
@@ -23,7 +23,7 @@ use kube::api::ListParams;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::auth::{Action, Caller};
+use super::auth::{self, Action, Caller};
 use super::error::{ApiError, ErrorChain};
 use crate::plugins::Plugin;
 use crate::plugins::store::{Component, Intent, MAX_COMPONENT_BYTES, Store, StoreError};
@@ -196,7 +196,7 @@ async fn store_component(
     // this replica, decides what they may do (RBAC, and the chart's
     // admission policy on the account a Plugin runs as).
     let store = Store::new(
-        as_caller(&state.kube_config, caller)?,
+        as_caller(&state.kube_config, headers)?,
         namespace,
         FIELD_MANAGER,
     );
@@ -348,11 +348,18 @@ fn bad_query(rejection: QueryRejection) -> ApiError {
     ApiError::BadRequest(rejection.body_text())
 }
 
-/// A client that acts as `caller`: their user name and groups, impersonated.
-fn as_caller(base: &kube::Config, caller: &Caller) -> Result<kube::Client, ApiError> {
+/// A client that acts as the caller with the caller's own bearer token
+/// (already accepted by a TokenReview for the API server's audience): the
+/// API server sees them exactly as they are, and this replica needs no
+/// right to impersonate users or groups (which would let it claim any
+/// group, system:masters included). Only for this request; never kept.
+fn as_caller(base: &kube::Config, headers: &HeaderMap) -> Result<kube::Client, ApiError> {
+    let token = auth::bearer_token(headers)?;
     let mut config = base.clone();
-    config.auth_info.impersonate = Some(caller.username.clone());
-    config.auth_info.impersonate_groups = Some(caller.groups.clone());
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.to_owned().into()),
+        ..kube::config::AuthInfo::default()
+    };
     kube::Client::try_from(config).map_err(|error| ApiError::Internal(Box::new(error)))
 }
 

@@ -18,7 +18,6 @@ use kube::{Api, Client};
 use serde_json::Value;
 
 use super::throttle::{Accounting, Throttle};
-use crate::election::LeaderGuard;
 use crate::election::NotLeader;
 use crate::election::fence::{self, Fence};
 use crate::plugins::{Budget, ServiceAccount};
@@ -58,19 +57,21 @@ impl std::fmt::Debug for KubeBridge {
 
 impl KubeBridge {
     /// A bridge for `plugin` that acts as `system:serviceaccount:<namespace>:<account>`
-    /// during the term `guard` stands for, and sends nothing after it.
+    /// during the term `fence` stands for, and sends nothing after it (a
+    /// fence [carrying the term](Fence::carrying_term) also has the API
+    /// server check every request).
     pub fn impersonating(
         base: &kube::Config,
         plugin: &str,
         account: &ServiceAccount,
         replica: &str,
-        guard: LeaderGuard,
+        fence: Fence,
         budget: &Budget,
         accounting: Arc<dyn Accounting>,
     ) -> Result<Self, kube::Error> {
         let config = account.impersonated_by(base);
         let client = ClientBuilder::try_from(config)?
-            .with_layer(&Fence::new(guard))
+            .with_layer(&fence)
             .with_layer(&Throttle::new(budget.qps, budget.burst, accounting.clone()))
             .build();
         let recorder = Recorder::new(
@@ -435,6 +436,7 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
+    use crate::election::LeaderGuard;
 
     /// A bridge whose client would reach nothing: any answer but the
     /// fence's would be a connection error.
@@ -445,7 +447,7 @@ mod tests {
             "p",
             &ServiceAccount::new("ns", "sa"),
             "replica",
-            guard,
+            Fence::new(guard),
             &Budget::default(),
             Arc::new(super::super::throttle::Unaccounted),
         )

@@ -63,6 +63,7 @@ impl Controllers {
         kube_config: kube::Config,
         identity: String,
         metrics: PluginMetrics,
+        fencing: bool,
     ) -> Self {
         Self {
             catalog,
@@ -72,6 +73,7 @@ impl Controllers {
                 identity,
                 metrics,
                 pool: Arc::new(Semaphore::new(crate::runtime::POOL_INSTANCES as usize)),
+                fencing,
             },
         }
     }

@@ -27,7 +27,7 @@ use super::throttle::Accounting;
 use super::{access, finalizer};
 use crate::backoff::Backoff;
 use crate::election::LeaderGuard;
-use crate::election::fence;
+use crate::election::fence::{self, Fence};
 use crate::plugins::LoadedPlugin;
 use crate::runtime::contract::ApiError;
 use crate::runtime::{
@@ -62,6 +62,8 @@ pub struct Shared {
     /// The runtime's instance slots: a running plugin holds as many as its
     /// concurrency, so the sum never passes the pool.
     pub pool: Arc<Semaphore>,
+    /// Whether each request made for a plugin carries its term.
+    pub fencing: bool,
 }
 
 /// How far one plugin's controller got, and how its reconciles went: what
@@ -255,12 +257,17 @@ async fn start(
         metrics: host.metrics.clone(),
         report: report.clone(),
     });
+    let fence = if host.fencing {
+        Fence::carrying_term(guard.clone())
+    } else {
+        Fence::new(guard.clone())
+    };
     let bridge = KubeBridge::impersonating(
         &host.kube_config,
         &definition.name,
         account,
         &host.identity,
-        guard.clone(),
+        fence,
         &definition.budget,
         accounting.clone(),
     )

@@ -52,6 +52,13 @@ pub struct Options {
     /// fallback to watching the Lease).
     #[arg(long, env = "LEASEHOLD_RETRY_PERIOD", default_value = DEFAULT_RETRY_PERIOD, value_parser = parse_duration)]
     pub retry_period: Duration,
+
+    /// Send each leadership term with every write made for a plugin, for
+    /// the API server's fencing policy to check against the Lease (the
+    /// chart installs the policy and sets this). Needs `impersonate` on
+    /// `userextras/leasehold.dev/term`.
+    #[arg(long, env = "LEASEHOLD_FENCING", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub fencing: bool,
 }
 
 /// Validated election settings.
@@ -63,6 +70,8 @@ pub struct Config {
     pub lease_duration: Duration,
     pub renew_deadline: Duration,
     pub retry_period: Duration,
+    /// Whether writes made for plugins carry their term (see `--fencing`).
+    pub fencing: bool,
 }
 
 /// Why election options were rejected.
@@ -151,6 +160,7 @@ impl Options {
             lease_duration: self.lease_duration,
             renew_deadline: self.renew_deadline,
             retry_period: self.retry_period,
+            fencing: self.fencing,
         })
     }
 }
@@ -185,6 +195,7 @@ mod tests {
             lease_duration: Duration::from_millis(lease),
             renew_deadline: Duration::from_millis(renew),
             retry_period: Duration::from_millis(retry),
+            fencing: false,
         }
     }
 

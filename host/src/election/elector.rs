@@ -121,8 +121,16 @@ impl<L: Leases> Elector<L> {
             let started = Instant::now();
             let wake_at = match self.try_acquire(fresh.take()).await {
                 Ok(Attempt::Acquired) => {
-                    let guard = LeaderGuard::new(started + self.config.renew_deadline);
                     self.became_leader(started);
+                    let term = format!(
+                        "{}/{}/{}/{}",
+                        self.config.namespace,
+                        self.config.lease_name,
+                        self.config.identity,
+                        self.status.borrow().transitions
+                    );
+                    let guard =
+                        LeaderGuard::with_term(started + self.config.renew_deadline, Some(term));
                     return Some(guard);
                 }
                 Ok(Attempt::HeldBy { holder, expires_at }) => {
@@ -500,6 +508,7 @@ mod tests {
                 lease_duration: LEASE,
                 renew_deadline: RENEW_DEADLINE,
                 retry_period: RETRY,
+                fencing: false,
             };
             let (status_tx, status) = watch::channel(Status::default());
             let elector = Elector::new(config, leases.clone(), status_tx, ElectionMetrics::new());

@@ -5,6 +5,14 @@
 //! path can skip it: a plugin's own calls, the host's finalizer patches for
 //! that plugin, discovery and access reviews all pass here. It runs when the
 //! request is dispatched, the last moment before it leaves the process.
+//!
+//! That check is the host's own clock; a request sent just before the
+//! deadline can still arrive after another replica took over. So, with
+//! fencing on, the fence also writes the term into the request as an
+//! impersonation extra (`leasehold.dev/term`, see [`LeaderGuard::term`]),
+//! and the chart's ValidatingAdmissionPolicy, whose parameter is the
+//! election Lease, refuses a write whose term is not the Lease's current
+//! one: the API server, not the host's clock, has the last word.
 
 use std::future::{Ready, ready};
 use std::task::{Context, Poll};
@@ -14,16 +22,36 @@ use tower::{BoxError, Layer, Service};
 
 use super::{LeaderGuard, NotLeader};
 
+/// The impersonation extra that carries the term: `Impersonate-Extra-` and
+/// the key `leasehold.dev/term`, percent-encoded as the API server expects.
+pub const TERM_HEADER: &str = "impersonate-extra-leasehold.dev%2fterm";
+/// The key of that extra as the API server (and CEL) sees it.
+pub const TERM_EXTRA: &str = "leasehold.dev/term";
+
 /// Refuses every request once `guard`'s term is over.
 #[derive(Clone, Debug)]
 pub struct Fence {
     guard: LeaderGuard,
+    carry_term: bool,
 }
 
 impl Fence {
     /// A fence for the term `guard` stands for.
     pub fn new(guard: LeaderGuard) -> Self {
-        Self { guard }
+        Self {
+            guard,
+            carry_term: false,
+        }
+    }
+
+    /// The same fence, also sending the term with every request for the API
+    /// server to check. Only for a client that impersonates: the API server
+    /// takes extras only together with a user to impersonate.
+    pub fn carrying_term(guard: LeaderGuard) -> Self {
+        Self {
+            guard,
+            carry_term: true,
+        }
     }
 }
 
@@ -34,6 +62,7 @@ impl<S> Layer<S> for Fence {
         Fenced {
             inner,
             guard: self.guard.clone(),
+            carry_term: self.carry_term,
         }
     }
 }
@@ -43,13 +72,14 @@ impl<S> Layer<S> for Fence {
 pub struct Fenced<S> {
     inner: S,
     guard: LeaderGuard,
+    carry_term: bool,
 }
 
 type IntoBox<E> = fn(E) -> BoxError;
 
-impl<S, Request> Service<Request> for Fenced<S>
+impl<S, B> Service<http::Request<B>> for Fenced<S>
 where
-    S: Service<Request>,
+    S: Service<http::Request<B>>,
     S::Error: Into<BoxError>,
 {
     type Response = S::Response;
@@ -61,11 +91,24 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
-        match self.guard.check() {
-            Err(not_leader) => Either::Left(ready(Err(Box::new(not_leader)))),
-            Ok(()) => Either::Right(self.inner.call(request).map_err(Into::into as IntoBox<_>)),
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        if let Err(not_leader) = self.guard.check() {
+            return Either::Left(ready(Err(Box::new(not_leader))));
         }
+        if self.carry_term
+            && let Some(term) = self.guard.term()
+        {
+            match http::HeaderValue::from_str(term) {
+                Ok(value) => {
+                    request
+                        .headers_mut()
+                        .insert(http::HeaderName::from_static(TERM_HEADER), value);
+                }
+                // An identity is a DNS name; anything else is a bug to see.
+                Err(error) => return Either::Left(ready(Err(Box::new(error)))),
+            }
+        }
+        Either::Right(self.inner.call(request).map_err(Into::into as IntoBox<_>))
     }
 }
 
@@ -94,12 +137,18 @@ mod tests {
     use super::*;
 
     /// An inner service that counts what reaches it.
-    fn counting(sent: &Arc<AtomicUsize>) -> impl Service<(), Response = (), Error = BoxError> {
+    fn counting(
+        sent: &Arc<AtomicUsize>,
+    ) -> impl Service<http::Request<()>, Response = (), Error = BoxError> {
         let sent = sent.clone();
-        tower::service_fn(move |()| {
+        tower::service_fn(move |_: http::Request<()>| {
             sent.fetch_add(1, Ordering::SeqCst);
             ready(Ok::<(), BoxError>(()))
         })
+    }
+
+    fn request() -> http::Request<()> {
+        http::Request::new(())
     }
 
     #[tokio::test(start_paused = true)]
@@ -107,7 +156,7 @@ mod tests {
         let sent = Arc::new(AtomicUsize::new(0));
         let guard = LeaderGuard::new(Instant::now() + Duration::from_secs(10));
         let service = Fence::new(guard).layer(counting(&sent));
-        service.oneshot(()).await.unwrap();
+        service.oneshot(request()).await.unwrap();
         assert_eq!(sent.load(Ordering::SeqCst), 1);
     }
 
@@ -117,7 +166,13 @@ mod tests {
         let guard = LeaderGuard::new(Instant::now() + Duration::from_secs(10));
         let mut service = Fence::new(guard).layer(counting(&sent));
         tokio::time::advance(Duration::from_secs(10)).await;
-        let error = service.ready().await.unwrap().call(()).await.unwrap_err();
+        let error = service
+            .ready()
+            .await
+            .unwrap()
+            .call(request())
+            .await
+            .unwrap_err();
         assert!(error.is::<NotLeader>(), "{error}");
         assert_eq!(sent.load(Ordering::SeqCst), 0, "the request was sent");
     }
@@ -128,8 +183,39 @@ mod tests {
         let guard = LeaderGuard::new(Instant::now() + Duration::from_secs(10));
         let service = Fence::new(guard.clone()).layer(counting(&sent));
         guard.revoke();
-        assert!(service.oneshot(()).await.is_err());
+        assert!(service.oneshot(request()).await.is_err());
         assert_eq!(sent.load(Ordering::SeqCst), 0, "the request was sent");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_fencing_each_request_carries_its_term_and_only_then() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recording = {
+            let seen = seen.clone();
+            move || {
+                let seen = seen.clone();
+                tower::service_fn(move |request: http::Request<()>| {
+                    let term = request.headers().get(TERM_HEADER).cloned();
+                    seen.lock().unwrap().push(term);
+                    ready(Ok::<(), BoxError>(()))
+                })
+            }
+        };
+        let term = "leasehold/leasehold/replica-a/7".to_owned();
+        let guard = LeaderGuard::with_term(Instant::now() + Duration::from_secs(10), Some(term));
+        Fence::carrying_term(guard.clone())
+            .layer(recording())
+            .oneshot(request())
+            .await
+            .unwrap();
+        Fence::new(guard)
+            .layer(recording())
+            .oneshot(request())
+            .await
+            .unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen[0].as_ref().unwrap(), "leasehold/leasehold/replica-a/7");
+        assert_eq!(seen[1], None);
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub struct LeaderGuard {
 struct Inner {
     valid_until: Mutex<Instant>,
     revoked: CancellationToken,
+    /// The term as the API server's fencing policy names it:
+    /// `<lease namespace>/<lease name>/<holder>/<leaseTransitions>`.
+    term: Option<String>,
 }
 
 /// Leader-only work may not act: the term ended or its deadline passed.
@@ -28,12 +31,25 @@ pub struct NotLeader;
 
 impl LeaderGuard {
     pub(crate) fn new(valid_until: Instant) -> Self {
+        Self::with_term(valid_until, None)
+    }
+
+    /// A guard for the term `term` names (see [`LeaderGuard::term`]).
+    pub fn with_term(valid_until: Instant, term: Option<String>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 valid_until: Mutex::new(valid_until),
                 revoked: CancellationToken::new(),
+                term,
             }),
         }
+    }
+
+    /// The term this guard stands for, as requests carry it:
+    /// `<lease namespace>/<lease name>/<holder>/<leaseTransitions>`. Every
+    /// term of a Lease has its own (each acquisition counts a transition).
+    pub fn term(&self) -> Option<&str> {
+        self.inner.term.as_deref()
     }
 
     /// Succeeds only while this replica's term is valid. Call it immediately

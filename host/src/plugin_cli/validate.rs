@@ -9,6 +9,7 @@ use super::{Error, Result, read};
 use crate::controllers::bridge::KubeBridge;
 use crate::controllers::throttle::Unaccounted;
 use crate::election::LeaderGuard;
+use crate::election::fence::Fence;
 use crate::plugins::{Budget, ServiceAccount};
 use crate::runtime::{
     self, Compiler, GroupVersionKind, HostContext, Limits, Mapping, Registration, Runtime,
@@ -77,7 +78,7 @@ fn offline_context() -> Result<HostContext> {
         "validate",
         &ServiceAccount::new("offline", "offline"),
         "offline",
-        ended,
+        Fence::new(ended),
         &Budget::default(),
         Arc::new(Unaccounted),
     )
