@@ -421,6 +421,9 @@ async fn an_abusive_plugin_is_held_to_its_api_budget() -> anyhow::Result<()> {
         reconciles <= elapsed + 3.0,
         "{reconciles} successful reconciles in {elapsed:.1}s with a 1s floor"
     );
+    // The abuse never cost the replica its Lease: it renewed throughout.
+    assert_eq!(replica.role().await?, "leader");
+    assert_eq!(counter(&after, "leasehold_leader_acquisitions_total"), 1.0);
     Ok(())
 }
 
