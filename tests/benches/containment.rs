@@ -36,8 +36,7 @@ const DEFAULT_SOAK: u64 = 60;
 const PATIENCE: Duration = Duration::from_secs(120);
 /// The abuser's budget (the defaults), the rate target.
 const ABUSER_QPS: f64 = 10.0;
-/// In this order: a `calls` abuser keeps its API rate up until its last
-/// reconcile times out, so it goes last.
+/// Each abuse is stopped and drained before the next starts (see `stop`).
 const ABUSES: [(&str, &[(&str, &str)]); 3] = [
     ("huge", &[("bytes", "52428800")]),
     ("requeue-now", &[]),
@@ -230,11 +229,24 @@ impl Bench {
         Ok(name)
     }
 
+    /// Deletes the abuser's work item and waits until it is quiet (no new
+    /// reconcile for two seconds): an abuse's tail (an in-flight reconcile,
+    /// its retries) must not be measured as the next one's.
     async fn stop(&self, abuse: &str) -> anyhow::Result<()> {
         self.config_maps
             .delete(abuse, &DeleteParams::default())
             .await?;
-        Ok(())
+        let quiet = Duration::from_secs(2);
+        let mut seen = self.abuser_reconciles().await?;
+        let started = Instant::now();
+        loop {
+            tokio::time::sleep(quiet).await;
+            let now = self.abuser_reconciles().await?;
+            if now == seen || started.elapsed() > PATIENCE {
+                return Ok(());
+            }
+            seen = now;
+        }
     }
 
     async fn metrics(&self) -> anyhow::Result<String> {
