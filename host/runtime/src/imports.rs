@@ -245,26 +245,34 @@ impl log::Host for HostState {
             .into_iter()
             .take(MAX_LOG_FIELDS)
             .map(|field| Field {
-                value: cut(field.value),
+                value: cut(field.value, MAX_LOG_BYTES),
                 ..field
             })
             .collect();
-        context
-            .backend
-            .log(level, &cut(message), &fields, context.object.as_deref());
+        context.backend.log(
+            level,
+            &cut(message, MAX_LOG_BYTES),
+            &fields,
+            context.object.as_deref(),
+        );
         Ok(())
     }
 }
 
-/// `text` cut at [`MAX_LOG_BYTES`] on a character boundary, marked as cut.
-fn cut(mut text: String) -> String {
-    if text.len() > MAX_LOG_BYTES {
-        let mut end = MAX_LOG_BYTES;
+/// What ends a text that [`cut`] shortened.
+const CUT_MARK: &str = "… (cut)";
+
+/// `text` in at most `max` bytes: longer, it is cut on a character
+/// boundary and ends with a mark saying so. For anything a plugin writes
+/// that the host passes on (logs, Events, status messages).
+pub fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max.saturating_sub(CUT_MARK.len());
         while !text.is_char_boundary(end) {
             end -= 1;
         }
         text.truncate(end);
-        text.push_str("… (cut)");
+        text.push_str(CUT_MARK);
     }
     text
 }

@@ -45,7 +45,7 @@ pub use self::bindings::exports::leasehold::controller::reconciler::{
 pub use self::bindings::leasehold::controller::types::ObjectRef;
 use self::bindings::{Controller, ControllerPre};
 pub use self::compiler::{COMPILES_AT_ONCE, Compiler};
-pub use self::imports::{Backend, BackendFuture, HostContext};
+pub use self::imports::{Backend, BackendFuture, HostContext, cut};
 use self::output::Output;
 
 /// The contract's types a [`Backend`] receives and returns, as the host's

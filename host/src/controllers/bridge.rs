@@ -25,7 +25,7 @@ use crate::runtime::contract::{
     ApiError, ApplyParams, Event as WitEvent, EventType as WitEventType, Field, InvolvedObject,
     Level, ListParams as WitListParams, ObjectRef, StatusUpdate, TypeMeta,
 };
-use crate::runtime::{Backend, BackendFuture};
+use crate::runtime::{Backend, BackendFuture, cut};
 
 /// A list is read in pages of this many objects...
 const LIST_PAGE: u32 = 500;
@@ -417,18 +417,6 @@ impl Backend for KubeBridge {
 fn parse(object: &str) -> Result<DynamicObject, ApiError> {
     serde_json::from_str(object)
         .map_err(|error| bad_request("object is not a Kubernetes object in JSON", error))
-}
-
-/// `text` cut at `max` bytes on a character boundary.
-fn cut(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
-    text
 }
 
 #[cfg(test)]

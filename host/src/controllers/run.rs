@@ -137,15 +137,8 @@ impl Report {
 
     /// Remembers the last error, cut at [`MAX_STATUS_MESSAGE`] bytes: a
     /// plugin's error text lands in its status, which etcd stores.
-    fn failed(&self, mut message: String) {
-        if message.len() > MAX_STATUS_MESSAGE {
-            let mut end = MAX_STATUS_MESSAGE;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-            message.push_str("… (cut)");
-        }
+    fn failed(&self, message: String) {
+        let message = crate::runtime::cut(message, MAX_STATUS_MESSAGE);
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((message, Timestamp::now()));
         self.changed.notify_one();
