@@ -127,7 +127,9 @@ impl LeaderRole for Controllers {
                         }
                         () = changed.notified() => term.write_statuses(&snapshot).await,
                         _ = counts_tick.tick() => term.write_statuses(&snapshot).await,
-                        () = term.guard.lost() => return term.stop_all().await,
+                        // On shutdown the term outlives the drain: in-flight
+                        // reconciles finish with their writes still allowed.
+                        () = term.guard.draining() => return term.stop_all().await,
                     }
                 }
             }

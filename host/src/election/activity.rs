@@ -64,7 +64,7 @@ impl LeaderRole for ActivityLog {
                     return;
                 }
                 tokio::select! {
-                    () = guard.lost() => return,
+                    () = guard.draining() => return,
                     () = tokio::time::sleep(period) => {}
                 }
             }

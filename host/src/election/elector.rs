@@ -19,6 +19,13 @@ use super::{Config, ElectionMetrics, LeaderGuard, LeaderRecord, Role, Status};
 /// replicas started together do not hit the API server in lockstep.
 const POLL_JITTER: f64 = 0.2;
 
+/// How long a shutting-down leader keeps its term for work in flight to
+/// finish before it stops it and releases the Lease. Inside the chart's
+/// `terminationGracePeriodSeconds` (30 s) with room for the release, so a
+/// pod is not killed holding the Lease; a reconcile with a longer timeout
+/// is cut at this point (its guard fails, its writes are refused).
+const DRAIN_LIMIT: Duration = Duration::from_secs(25);
+
 /// Runs one replica's side of the election, on the Lease that `L` reads
 /// and writes (the API server's, except in unit tests).
 #[derive(Debug)]
@@ -85,7 +92,7 @@ impl<L: Leases> Elector<L> {
                 break;
             };
             roles.start(guard.clone());
-            let end = self.lead(&guard, &shutdown).await;
+            let end = self.lead(&guard, &mut roles, &shutdown).await;
             // Leader-only work stops before anything else happens: before the
             // Lease is released and before this replica may acquire again.
             roles.stop().await;
@@ -168,10 +175,17 @@ impl<L: Leases> Elector<L> {
         };
         self.observe(current.clone());
         let record = LeaderRecord::from_lease(&current);
-        if let Some(holder) = record.holder.as_ref().filter(|holder| **holder != identity) {
+        // A Lease in this replica's own name is waited out like anyone
+        // else's: this process is not leading, so the holder is an earlier
+        // process with the same identity (a restarted pod) or this one's
+        // previous term, and either may still have writes in flight.
+        if let Some(holder) = &record.holder {
             let expires_at = self.observed_since()
                 + Duration::from_secs(u64::try_from(record.lease_duration_seconds).unwrap_or(0));
             if Instant::now() < expires_at {
+                if *holder == identity {
+                    debug!("the lease names this identity from an earlier term; waiting out its duration");
+                }
                 return Ok(Attempt::HeldBy {
                     holder: holder.clone(),
                     expires_at,
@@ -185,12 +199,33 @@ impl<L: Leases> Elector<L> {
         Ok(Attempt::Acquired)
     }
 
-    /// Renews every retry period until the term ends.
-    async fn lead(&mut self, guard: &LeaderGuard, shutdown: &CancellationToken) -> TermEnd {
+    /// Renews every retry period until the term ends. On shutdown it asks
+    /// the roles to drain and keeps renewing until they have finished (or
+    /// [`DRAIN_LIMIT`] passed), so work in flight completes inside the term
+    /// instead of being cut off by it.
+    async fn lead(
+        &mut self,
+        guard: &LeaderGuard,
+        roles: &mut LeaderRoles,
+        shutdown: &CancellationToken,
+    ) -> TermEnd {
+        let mut drain_until: Option<Instant> = None;
         loop {
+            let draining = drain_until.is_some();
+            let drain_limit = drain_until.unwrap_or_else(Instant::now);
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => return TermEnd::Shutdown,
+                () = shutdown.cancelled(), if !draining => {
+                    info!("shutting down; draining leader-only work before the release");
+                    guard.drain();
+                    drain_until = Some(Instant::now() + DRAIN_LIMIT);
+                    continue;
+                }
+                () = roles.finished(), if draining => return TermEnd::Shutdown,
+                () = tokio::time::sleep_until(drain_limit), if draining => {
+                    warn!(limit = ?DRAIN_LIMIT, "leader-only work did not drain in time; stopping it");
+                    return TermEnd::Shutdown;
+                }
                 () = guard.lost() => return TermEnd::DeadlinePassed,
                 () = tokio::time::sleep(self.config.retry_period) => {}
             }
@@ -475,8 +510,21 @@ mod tests {
         }
     }
 
-    /// A leader-only role that notes its starts and stops in the journal.
-    struct Noting(Journal);
+    /// A leader-only role that notes its starts and stops in the journal;
+    /// asked to drain, it first finishes work that takes `finishing`.
+    struct Noting {
+        journal: Journal,
+        finishing: Duration,
+    }
+
+    impl Noting {
+        fn new(journal: &Journal) -> Self {
+            Self {
+                journal: journal.clone(),
+                finishing: Duration::ZERO,
+            }
+        }
+    }
 
     impl LeaderRole for Noting {
         fn name(&self) -> &str {
@@ -484,10 +532,18 @@ mod tests {
         }
 
         fn lead(&self, guard: LeaderGuard) -> BoxFuture<'static, ()> {
-            let journal = self.0.clone();
+            let (journal, finishing) = (self.journal.clone(), self.finishing);
             Box::pin(async move {
                 journal.lock().unwrap().push("role started".into());
-                guard.lost().await;
+                guard.draining().await;
+                if !finishing.is_zero() {
+                    tokio::time::sleep(finishing).await;
+                    let outcome = match guard.check() {
+                        Ok(()) => "role finished its work within the term",
+                        Err(_) => "role finished its work after the term",
+                    };
+                    journal.lock().unwrap().push(outcome.into());
+                }
                 journal.lock().unwrap().push("role stopped".into());
             })
         }
@@ -501,6 +557,10 @@ mod tests {
 
     impl Replica {
         fn start(leases: &Memory, journal: &Journal) -> Self {
+            Self::with_role(leases, Noting::new(journal))
+        }
+
+        fn with_role(leases: &Memory, role: Noting) -> Self {
             let config = Config {
                 namespace: "default".into(),
                 lease_name: "election".into(),
@@ -512,7 +572,7 @@ mod tests {
             };
             let (status_tx, status) = watch::channel(Status::default());
             let elector = Elector::new(config, leases.clone(), status_tx, ElectionMetrics::new());
-            let roles = LeaderRoles::new().with(Noting(journal.clone()));
+            let roles = LeaderRoles::new().with(role);
             let shutdown = CancellationToken::new();
             let task = tokio::spawn(elector.run(roles, shutdown.clone()));
             Self {
@@ -655,5 +715,45 @@ mod tests {
                 "elector wrote holder \"\"".to_owned()
             ]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_lets_work_in_flight_finish_within_the_term_before_the_release() {
+        let journal = journal();
+        let leases = Memory::new(&journal);
+        let role = Noting {
+            journal: journal.clone(),
+            finishing: RENEW_DEADLINE + RETRY,
+        };
+        let mut replica = Replica::with_role(&leases, role);
+        replica.becomes(Role::Leader).await;
+        let asked = Instant::now();
+        replica.shutdown.cancel();
+        replica.task.await.unwrap();
+        assert!(asked.elapsed() >= RENEW_DEADLINE + RETRY, "did not wait");
+        let tail = entries(&journal);
+        assert_eq!(
+            tail[tail.len() - 3..],
+            [
+                "role finished its work within the term".to_owned(),
+                "role stopped".to_owned(),
+                "elector wrote holder \"\"".to_owned()
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restarted_replica_waits_out_its_earlier_term_and_starts_a_new_one() {
+        let journal = journal();
+        let leases = Memory::new(&journal);
+        // The previous process of this identity led and died mid-term.
+        leases.written_by(Some("me"));
+        let started = Instant::now();
+        let mut replica = Replica::start(&leases, &journal);
+        replica.becomes(Role::Follower).await;
+        replica.becomes(Role::Leader).await;
+        let waited = started.elapsed();
+        assert!(waited >= LEASE, "led after {waited:?}, inside the old term");
+        assert_eq!(leases.record().unwrap().transitions, 2, "not a new term");
     }
 }

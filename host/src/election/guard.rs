@@ -19,6 +19,10 @@ pub struct LeaderGuard {
 struct Inner {
     valid_until: Mutex<Instant>,
     revoked: CancellationToken,
+    /// The replica is shutting down: take no new work, finish what runs.
+    /// The term stays valid (the elector keeps renewing) until the roles
+    /// have stopped or the drain's limit passed.
+    drain: CancellationToken,
     /// The term as the API server's fencing policy names it:
     /// `<lease namespace>/<lease name>/<holder>/<leaseTransitions>`.
     term: Option<String>,
@@ -40,6 +44,7 @@ impl LeaderGuard {
             inner: Arc::new(Inner {
                 valid_until: Mutex::new(valid_until),
                 revoked: CancellationToken::new(),
+                drain: CancellationToken::new(),
                 term,
             }),
         }
@@ -89,6 +94,21 @@ impl LeaderGuard {
                 }
             }
         }
+    }
+
+    /// Resolves once leader-only work should wind down: the replica is
+    /// shutting down ([`drain`](Self::drain)) or the term is over. Work that
+    /// is in flight may finish while [`check`](Self::check) still passes.
+    pub async fn draining(&self) {
+        tokio::select! {
+            () = self.inner.drain.cancelled() => {}
+            () = self.lost() => {}
+        }
+    }
+
+    /// Asks leader-only work to wind down without ending the term.
+    pub(crate) fn drain(&self) {
+        self.inner.drain.cancel();
     }
 
     /// Moves the deadline forward after a successful renewal. A deadline

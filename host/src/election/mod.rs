@@ -66,11 +66,20 @@
 //! milliseconds). Plugin *status* writes are made as the
 //! host, not for a plugin, and stay fenced by the clock alone.
 //!
+//! A process that finds the Lease in its own name (a restarted pod keeps
+//! its identity) waits it out like anyone else's and then starts a new
+//! term: its predecessor may have had writes in flight, and a continued
+//! term would carry the same fencing token as theirs.
+//!
 //! # Handover
 //!
-//! On shutdown the leader stops its leader-only work, then writes an empty
-//! holder with `leaseDurationSeconds: 1`. Followers see that on their watch
-//! and acquire within a round trip instead of waiting for expiry.
+//! On shutdown the leader asks its leader-only work to drain
+//! ([`LeaderGuard::draining`]: no new reconciles, those running finish
+//! within their timeout) and keeps renewing meanwhile, so the work in flight
+//! completes inside the term rather than being cut off. Then it stops the
+//! roles and writes an empty holder with `leaseDurationSeconds: 1`.
+//! Followers see that on their watch and acquire within a round trip
+//! instead of waiting for expiry.
 
 pub mod activity;
 mod config;

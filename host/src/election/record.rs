@@ -48,12 +48,11 @@ impl LeaderRecord {
         self.holder.as_deref() == Some(identity)
     }
 
-    /// The record after `identity` acquires (or keeps) the Lease at `now`.
-    /// Taking it from anyone else, or from nobody, is a transition.
+    /// The record after `identity` acquires the Lease at `now`: a new term,
+    /// so a transition, even when the record already names `identity` (a
+    /// restarted process must not continue its predecessor's term: the
+    /// fencing token of the term would let that process's late writes in).
     pub fn acquired_by(&self, identity: &str, lease_duration_seconds: i32, now: Timestamp) -> Self {
-        if self.is_held_by(identity) {
-            return self.renewed(now);
-        }
         Self {
             holder: Some(identity.to_owned()),
             lease_duration_seconds,
@@ -104,10 +103,18 @@ mod tests {
     #[test]
     fn renewing_keeps_acquire_time_and_transitions() {
         let held = LeaderRecord::default().acquired_by("a", 15, at(0));
-        let renewed = held.acquired_by("a", 15, at(2));
+        let renewed = held.renewed(at(2));
         assert_eq!(renewed.transitions, 1);
         assert_eq!(renewed.acquire_time, Some(at(0)));
         assert_eq!(renewed.renew_time, Some(at(2)));
+    }
+
+    #[test]
+    fn acquiring_a_lease_already_in_ones_own_name_is_a_new_term() {
+        let held = LeaderRecord::default().acquired_by("a", 15, at(0));
+        let again = held.acquired_by("a", 15, at(20));
+        assert_eq!(again.transitions, 2);
+        assert_eq!(again.acquire_time, Some(at(20)));
     }
 
     #[test]

@@ -79,6 +79,15 @@ impl LeaderRoles {
         self.term = Some(Term { guard, tasks });
     }
 
+    /// Resolves once every role of the current term has returned (they do
+    /// soon after [`LeaderGuard::draining`]); at once without a term.
+    /// Cancel-safe: a role that returned stays counted.
+    pub async fn finished(&mut self) {
+        if let Some(term) = &mut self.term {
+            join_all(&mut term.tasks).await;
+        }
+    }
+
     /// Ends the current term and waits until every role has stopped
     /// (aborting any that take longer than [`STOP_GRACE`]).
     pub async fn stop(&mut self) {
@@ -86,22 +95,24 @@ impl LeaderRoles {
             return;
         };
         guard.revoke();
-        let drained = tokio::time::timeout(STOP_GRACE, async {
-            while let Some(result) = tasks.join_next().await {
-                if let Err(error) = result
-                    && error.is_panic()
-                {
-                    tracing::error!(%error, "leader-only role panicked");
-                }
-            }
-        })
-        .await;
+        let drained = tokio::time::timeout(STOP_GRACE, join_all(&mut tasks)).await;
         if drained.is_err() {
             tracing::warn!(
                 remaining = tasks.len(),
                 "leader-only roles did not stop within the grace period; aborting them"
             );
             tasks.shutdown().await;
+        }
+    }
+}
+
+/// Waits for every task, saying so when one panicked.
+async fn join_all(tasks: &mut JoinSet<()>) {
+    while let Some(result) = tasks.join_next().await {
+        if let Err(error) = result
+            && error.is_panic()
+        {
+            tracing::error!(%error, "leader-only role panicked");
         }
     }
 }
