@@ -50,6 +50,21 @@ impl TestCluster {
         &self.kubeconfig
     }
 
+    /// The control plane's certificates and keys (`ca.crt`, `admin.crt`,
+    /// `admin.key`), in its state directory beside the kubeconfig.
+    pub fn pki(&self) -> PathBuf {
+        self.state_dir().join("pki")
+    }
+
+    /// The API server's audit log (`tools/cluster.sh` says what it records).
+    pub fn audit_log(&self) -> PathBuf {
+        self.state_dir().join("audit.log")
+    }
+
+    fn state_dir(&self) -> &Path {
+        self.kubeconfig.parent().unwrap_or(Path::new("."))
+    }
+
     /// The admin client configuration.
     pub fn config(&self) -> &kube::Config {
         &self.config

@@ -14,6 +14,13 @@
 //! test asks for it (or by `make test` before the run) and reused while it
 //! answers; `tools/cluster.sh down` stops it.
 
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::OnceLock;
+
+mod api_proxy;
+pub mod audit;
+pub mod chaos;
 mod cluster;
 pub mod fixtures;
 pub mod js_plugin;
@@ -22,6 +29,7 @@ mod proxy;
 mod registry;
 mod replica;
 
+pub use api_proxy::ApiProxy;
 pub use cluster::TestCluster;
 pub use proxy::TcpProxy;
 pub use registry::TestRegistry;
@@ -103,4 +111,49 @@ where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     api.get_opt(name).await.ok()?.is_none().then_some(())
+}
+
+/// helm and kubectl, as built and cached by `tools/cluster.sh`.
+#[derive(Debug)]
+pub struct KubeTools {
+    pub helm: PathBuf,
+    pub kubectl: PathBuf,
+}
+
+/// helm and kubectl from the directories `tools/cluster.sh env` puts on PATH.
+pub fn kube_tools() -> &'static KubeTools {
+    static TOOLS: OnceLock<KubeTools> = OnceLock::new();
+    TOOLS.get_or_init(|| {
+        let script = repo_root().join("tools/cluster.sh");
+        // Builds and caches them the first time; a no-op afterwards.
+        let status = std::process::Command::new(&script)
+            .arg("install")
+            .stdout(Stdio::null())
+            .status()
+            .expect("running tools/cluster.sh install");
+        assert!(status.success(), "tools/cluster.sh install failed");
+        let env = std::process::Command::new(&script)
+            .arg("env")
+            .output()
+            .expect("running tools/cluster.sh env");
+        let env = String::from_utf8(env.stdout).expect("utf-8 from tools/cluster.sh env");
+        let dirs: Vec<PathBuf> = env
+            .lines()
+            .find_map(|line| line.strip_prefix("export PATH="))
+            .expect("tools/cluster.sh env prints a PATH line")
+            .split(':')
+            .filter(|dir| !dir.starts_with('$'))
+            .map(PathBuf::from)
+            .collect();
+        let find = |name: &str| {
+            dirs.iter()
+                .map(|dir| dir.join(name))
+                .find(|path| path.is_file())
+                .unwrap_or_else(|| panic!("no {name} in {dirs:?} (from tools/cluster.sh env)"))
+        };
+        KubeTools {
+            helm: find("helm"),
+            kubectl: find("kubectl"),
+        }
+    })
 }

@@ -30,6 +30,7 @@ use leasehold::plugins::{Definition, Plugin, ServiceAccount};
 use leasehold::replica::Config as HostConfig;
 use leasehold::telemetry::LogFormat;
 use leasehold_tests::fixtures::{apply_crd, config_map, install_plugin_crd, labelled_namespace};
+use leasehold_tests::kube_tools;
 use leasehold_tests::{
     TestCluster, eventually, leasehold_binary, plugin_component, repo_root, unique_name,
 };
@@ -110,49 +111,6 @@ plugins:
 
 // === helm and kubectl ===
 
-struct Tools {
-    helm: PathBuf,
-    kubectl: PathBuf,
-}
-
-/// helm and kubectl from the directories `tools/cluster.sh env` puts on PATH.
-fn tools() -> &'static Tools {
-    static TOOLS: OnceLock<Tools> = OnceLock::new();
-    TOOLS.get_or_init(|| {
-        let script = repo_root().join("tools/cluster.sh");
-        // Builds and caches them the first time; a no-op afterwards.
-        let status = std::process::Command::new(&script)
-            .arg("install")
-            .stdout(Stdio::null())
-            .status()
-            .expect("running tools/cluster.sh install");
-        assert!(status.success(), "tools/cluster.sh install failed");
-        let env = std::process::Command::new(&script)
-            .arg("env")
-            .output()
-            .expect("running tools/cluster.sh env");
-        let env = String::from_utf8(env.stdout).expect("utf-8 from tools/cluster.sh env");
-        let dirs: Vec<PathBuf> = env
-            .lines()
-            .find_map(|line| line.strip_prefix("export PATH="))
-            .expect("tools/cluster.sh env prints a PATH line")
-            .split(':')
-            .filter(|dir| !dir.starts_with('$'))
-            .map(PathBuf::from)
-            .collect();
-        let find = |name: &str| {
-            dirs.iter()
-                .map(|dir| dir.join(name))
-                .find(|path| path.is_file())
-                .unwrap_or_else(|| panic!("no {name} in {dirs:?} (from tools/cluster.sh env)"))
-        };
-        Tools {
-            helm: find("helm"),
-            kubectl: find("kubectl"),
-        }
-    })
-}
-
 fn chart() -> PathBuf {
     repo_root().join("charts/leasehold")
 }
@@ -180,7 +138,7 @@ async fn run(program: &Path, args: &[String], stdin: Option<&str>) -> anyhow::Re
 }
 
 async fn helm(args: Vec<String>, stdin: Option<&str>) -> anyhow::Result<Output> {
-    run(&tools().helm, &args, stdin).await
+    run(&kube_tools().helm, &args, stdin).await
 }
 
 fn set_flags(values: &[&str]) -> Vec<String> {
@@ -1349,7 +1307,7 @@ async fn kubectl(cluster: &TestCluster, args: &[&str], stdin: &str) -> anyhow::R
         cluster.kubeconfig().display().to_string(),
     ];
     all.extend(args.iter().map(|arg| (*arg).to_owned()));
-    run(&tools().kubectl, &all, Some(stdin)).await
+    run(&kube_tools().kubectl, &all, Some(stdin)).await
 }
 
 /// The `plugins:` example commented in values.yaml, uncommented: what users

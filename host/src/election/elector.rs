@@ -184,7 +184,9 @@ impl<L: Leases> Elector<L> {
                 + Duration::from_secs(u64::try_from(record.lease_duration_seconds).unwrap_or(0));
             if Instant::now() < expires_at {
                 if *holder == identity {
-                    debug!("the lease names this identity from an earlier term; waiting out its duration");
+                    debug!(
+                        "the lease names this identity from an earlier term; waiting out its duration"
+                    );
                 }
                 return Ok(Attempt::HeldBy {
                     holder: holder.clone(),

@@ -1,0 +1,402 @@
+//! Three replicas running a plugin that writes without pause, faults
+//! injected into whichever leads, and the API server's audit log as the
+//! judge (see [`audit`](crate::audit)): shared by the fencing test and
+//! `make chaos`.
+//!
+//! Each replica reaches the API server through an [`ApiProxy`] of its own,
+//! so the network can be cut or made to deliver late for one replica only.
+//! With fencing, the chart's own fencing policy is rendered with helm and
+//! applied for this fleet's Lease.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use nix::sys::signal::Signal;
+use serde_json::json;
+
+use crate::audit::{self, Verdict};
+use crate::fixtures::{apply_plugin, config_map, grant, plugin_namespace, rule, store_component};
+use crate::{
+    ApiProxy, ReplicaProcess, ReplicaSettings, TestCluster, eventually, kube_tools,
+    plugin_component, unique_name,
+};
+
+/// The election Lease's name (the chart's for a release named `leasehold`).
+pub const LEASE: &str = "leasehold";
+/// The Lease the plugin writes, again and again (the audit log records
+/// Lease writes in full).
+pub const WRITTEN: &str = "writer-written";
+/// How long a takeover, a restart or the first write may take on a busy
+/// 2-core machine before the harness gives up (correctness, not speed).
+const PATIENCE: Duration = Duration::from_secs(90);
+
+/// A fault, injected into the current leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Fault {
+    /// SIGKILL, then a new process with the same identity.
+    Kill,
+    /// SIGTERM (drain and hand over), then a new process.
+    Term,
+    /// SIGSTOP until another replica leads, then SIGCONT.
+    Stop,
+    /// Nothing reaches the API server until another replica leads.
+    Partition,
+    /// Requests are held until another replica leads, then delivered.
+    Delay,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 5] = [
+        Fault::Kill,
+        Fault::Term,
+        Fault::Stop,
+        Fault::Partition,
+        Fault::Delay,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill",
+            Fault::Term => "term",
+            Fault::Stop => "stop",
+            Fault::Partition => "partition",
+            Fault::Delay => "delay",
+        }
+    }
+}
+
+/// What one injected fault did.
+#[derive(Clone, Debug)]
+pub struct Injected {
+    pub fault: Fault,
+    /// The leader the fault hit.
+    pub deposed: String,
+    /// Who leads after it.
+    pub successor: String,
+    /// From the fault to the Lease naming the successor.
+    pub takeover: Duration,
+}
+
+struct Member {
+    identity: String,
+    kubeconfig: PathBuf,
+    proxy: ApiProxy,
+    process: ReplicaProcess,
+}
+
+/// Three replicas with a writing plugin.
+pub struct Fleet {
+    pub namespace: String,
+    pub fencing: bool,
+    /// The plugin's ServiceAccount.
+    account: String,
+    cluster: &'static TestCluster,
+    settings: ReplicaSettings,
+    members: Vec<Member>,
+    leases: Api<Lease>,
+    workdir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("namespace", &self.namespace)
+            .field("fencing", &self.fencing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fleet {
+    /// Starts three replicas (with `--fencing` and the chart's fencing
+    /// policy when `fencing`) and the writing plugin, and waits until the
+    /// plugin's writes are committed (and, with fencing, refused when stale).
+    pub async fn start(fencing: bool) -> anyhow::Result<Self> {
+        let cluster = TestCluster::shared().await;
+        let admin = cluster.client()?;
+        let (namespace, account) =
+            plugin_namespace(cluster, "fencing", &["get", "list", "watch"]).await?;
+        grant(
+            &admin,
+            &namespace,
+            &account,
+            vec![rule(
+                &["coordination.k8s.io"],
+                &["leases"],
+                &["get", "create", "update", "patch"],
+            )],
+        )
+        .await?;
+        let config_maps: Api<ConfigMap> = Api::namespaced(admin.clone(), &namespace);
+        store_component(
+            &config_maps,
+            "fixture",
+            std::fs::read(plugin_component("misbehaving"))?,
+        )
+        .await?;
+        let plugin = ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "leasehold.dev",
+            "v1alpha1",
+            "Plugin",
+        ));
+        let plugins: Api<DynamicObject> = Api::namespaced_with(admin.clone(), &namespace, &plugin);
+        let spec = json!({
+            "source": {"configMap": {"name": "fixture"}},
+            "serviceAccountName": account,
+            "config": {"selector": "leasehold.dev/misbehave=writer"},
+            // Long enough that a held write's call is still waiting when
+            // it is delivered (the point is a write that arrives late).
+            "limits": {"minRequeueAfter": "100ms", "timeout": "60s"},
+        });
+        apply_plugin(&plugins, "writer", spec).await?;
+        config_maps
+            .create(
+                &PostParams::default(),
+                &config_map(
+                    "writer",
+                    &[("leasehold.dev/misbehave", "writer")],
+                    &[("mode", "write"), ("every", "100")],
+                ),
+            )
+            .await?;
+        if fencing {
+            install_fencing_policy(cluster, &namespace).await?;
+        }
+
+        let mut settings = ReplicaSettings::fast(&namespace, LEASE);
+        if fencing {
+            settings.extra_args.push("--fencing".to_owned());
+        }
+        let workdir = tempfile::Builder::new()
+            .prefix("leasehold-fleet")
+            .tempdir()?;
+        let mut members = Vec::new();
+        for index in 0..3 {
+            let identity = format!("replica-{index}");
+            let proxy = ApiProxy::start(cluster).await?;
+            let kubeconfig = workdir.path().join(format!("{identity}.kubeconfig"));
+            proxy.kubeconfig(cluster.kubeconfig(), &kubeconfig)?;
+            let process =
+                ReplicaProcess::start(&identity, &settings, &kubeconfig, workdir.path()).await?;
+            members.push(Member {
+                identity,
+                kubeconfig,
+                proxy,
+                process,
+            });
+        }
+        let fleet = Self {
+            namespace: namespace.clone(),
+            fencing,
+            account,
+            cluster,
+            settings,
+            members,
+            leases: Api::namespaced(admin.clone(), &namespace),
+            workdir,
+        };
+        fleet.writes_resume().await.with_context(|| fleet.logs())?;
+        if fencing {
+            fleet.fencing_enforced().await?;
+        }
+        Ok(fleet)
+    }
+
+    /// Who the Lease names.
+    pub async fn holder(&self) -> anyhow::Result<Option<String>> {
+        let lease = self.leases.get_opt(LEASE).await?;
+        Ok(lease
+            .and_then(|lease| lease.spec?.holder_identity)
+            .filter(|holder| !holder.is_empty()))
+    }
+
+    /// Injects `fault` into the current leader, waits until another
+    /// replica leads and the plugin writes again, then heals the fault (a
+    /// killed or stopped process is restarted with the same identity).
+    pub async fn inject(&mut self, fault: Fault) -> anyhow::Result<Injected> {
+        let deposed = eventually(PATIENCE, "a replica to lead", || async {
+            self.holder().await.ok().flatten()
+        })
+        .await?;
+        let index = self
+            .members
+            .iter()
+            .position(|member| member.identity == deposed)
+            .with_context(|| format!("the Lease names {deposed}, not one of the fleet"))?;
+        let began = Instant::now();
+        let member = &self.members[index];
+        match fault {
+            Fault::Kill => member.process.signal(Signal::SIGKILL)?,
+            Fault::Term => member.process.signal(Signal::SIGTERM)?,
+            Fault::Stop => member.process.signal(Signal::SIGSTOP)?,
+            Fault::Partition => member.proxy.cut(),
+            Fault::Delay => member.proxy.hold(),
+        }
+        let successor = eventually(PATIENCE, "another replica to lead", || async {
+            self.holder()
+                .await
+                .ok()
+                .flatten()
+                .filter(|holder| *holder != deposed)
+        })
+        .await
+        .with_context(|| self.logs())?;
+        let takeover = began.elapsed();
+        let member = &mut self.members[index];
+        match fault {
+            Fault::Kill | Fault::Term => {
+                member.process.wait(PATIENCE).await?;
+                member.process = ReplicaProcess::start(
+                    &member.identity,
+                    &self.settings,
+                    &member.kubeconfig,
+                    self.workdir.path(),
+                )
+                .await?;
+            }
+            Fault::Stop => member.process.signal(Signal::SIGCONT)?,
+            Fault::Partition => member.proxy.restore(),
+            Fault::Delay => member.proxy.deliver(),
+        }
+        self.writes_resume().await.with_context(|| self.logs())?;
+        Ok(Injected {
+            fault,
+            deposed,
+            successor,
+            takeover,
+        })
+    }
+
+    /// Waits until the plugin's Lease changes twice: someone leads and
+    /// its plugin is writing.
+    pub async fn writes_resume(&self) -> anyhow::Result<()> {
+        let seen = std::sync::Mutex::new(Vec::new());
+        let seen = &seen;
+        eventually(PATIENCE, "the plugin to write again", || async move {
+            let at = self
+                .leases
+                .get_opt(WRITTEN)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|written| {
+                    written
+                        .metadata
+                        .annotations?
+                        .remove("leasehold.dev/written-at")
+                })?;
+            let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.last() != Some(&at) {
+                seen.push(at);
+            }
+            (seen.len() >= 3).then_some(())
+        })
+        .await
+    }
+
+    /// What the audit log says of this fleet's plugin writes so far.
+    pub fn judge(&self) -> anyhow::Result<Verdict> {
+        let log = std::fs::read_to_string(self.cluster.audit_log())
+            .context("reading the API server's audit log")?;
+        Ok(audit::judge(&log, &self.namespace, LEASE))
+    }
+
+    /// Every replica's log, for a failure's context.
+    pub fn logs(&self) -> String {
+        self.members
+            .iter()
+            .map(|member| {
+                let log = member.process.log();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!("--- {} ---\n{}", member.identity, tail.join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Waits until the API server refuses a plugin write of a term that is
+    /// not the Lease's (the policy is loaded and bound to this Lease).
+    async fn fencing_enforced(&self) -> anyhow::Result<()> {
+        let probe = Api::<Lease>::namespaced(self.probe_client()?, &self.namespace);
+        let params = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        eventually(
+            PATIENCE,
+            "the fencing policy to refuse stale terms",
+            || async {
+                let mut object = Lease::default();
+                object.metadata.name = Some(unique_name("probe"));
+                match probe.create(&params, &object).await {
+                    Err(kube::Error::Api(status))
+                        if status.message.contains("stale leadership term") =>
+                    {
+                        Some(())
+                    }
+                    _ => None,
+                }
+            },
+        )
+        .await
+    }
+
+    /// The admin as the plugin's account, with a term nobody holds.
+    fn probe_client(&self) -> anyhow::Result<kube::Client> {
+        let mut config = self.cluster.config().clone();
+        config.auth_info.impersonate = Some(format!(
+            "system:serviceaccount:{}:{}",
+            self.namespace, self.account
+        ));
+        config.headers.push((
+            http::HeaderName::from_static("impersonate-extra-leasehold.dev%2fterm"),
+            http::HeaderValue::from_str(&format!("{}/{LEASE}/nobody/0", self.namespace))?,
+        ));
+        Ok(kube::Client::try_from(config)?)
+    }
+}
+
+/// Renders the chart's fencing policy for a release in `namespace` (its
+/// binding names this fleet's Lease) and applies it.
+async fn install_fencing_policy(cluster: &TestCluster, namespace: &str) -> anyhow::Result<()> {
+    let chart = crate::repo_root().join("charts/leasehold");
+    let rendered = tokio::process::Command::new(&kube_tools().helm)
+        .arg("template")
+        .arg(LEASE)
+        .arg(&chart)
+        .args(["--namespace", namespace])
+        .args(["--show-only", "templates/fencing.yaml"])
+        .args(["--set", "fencing.enabled=true"])
+        .output()
+        .await?;
+    ensure!(
+        rendered.status.success(),
+        "helm template failed: {}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let mut apply = tokio::process::Command::new(&kube_tools().kubectl)
+        .arg("--kubeconfig")
+        .arg(cluster.kubeconfig())
+        .args(["apply", "--server-side", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = apply.stdin.take().context("kubectl's stdin is piped")?;
+        stdin.write_all(&rendered.stdout).await?;
+    }
+    let applied = apply.wait_with_output().await?;
+    ensure!(
+        applied.status.success(),
+        "kubectl apply of the fencing policy failed: {}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    Ok(())
+}
