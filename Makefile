@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help deps cluster cluster-up cluster-down test test-chart demo bench bench-failover image lint-dockerfile fmt lint ci
+.PHONY: chaos help deps cluster cluster-up cluster-down test test-chart demo bench bench-failover image lint-dockerfile fmt lint ci
 
 include plugins/Makefile.inc
 
@@ -13,6 +13,7 @@ help:
 	@echo "make test            every test (unit + against a real kube-apiserver)"
 	@echo "make bench           every benchmark (bench-failover, bench-runtime, bench-reload, bench-new-plugin, bench-containment)"
 	@echo "make plugins         build the example plugins to wasm32-wasip2 components"
+	@echo "make chaos           random faults into the leader of three replicas for LEASEHOLD_CHAOS_MINUTES (10); judged from the audit log"
 	@echo "make test-chart      the Helm chart tests (real helm, kubectl, kube-apiserver)"
 	@echo "make cluster-up      start the local control plane (prints its kubeconfig)"
 	@echo "make cluster-down    stop it"
@@ -61,6 +62,13 @@ bench-failover: deps
 	$(CARGO) build --release -p leasehold
 	LEASEHOLD_BASELINE_ELECTOR=$$(tools/cluster.sh baseline) \
 	  tools/with-cluster.sh $(CARGO) bench -p leasehold-tests --bench failover
+
+## chaos: a randomized fault schedule (kill, term, stop, partition, delayed
+## delivery) over three fenced replicas with a writing plugin; the API
+## server's audit log judges every write. LEASEHOLD_CHAOS_MINUTES (10).
+chaos: deps
+	$(CARGO) build --release -p leasehold
+	tools/with-cluster.sh $(CARGO) bench -p leasehold-tests --bench chaos
 
 ## bench-runtime: compile/load, instantiation, reconcile and host-call costs,
 ## and the ConfigMap mirror as a plugin vs natively on kube-runtime.

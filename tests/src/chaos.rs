@@ -147,7 +147,9 @@ impl Fleet {
         let spec = json!({
             "source": {"configMap": {"name": "fixture"}},
             "serviceAccountName": account,
-            "config": {"selector": "leasehold.dev/misbehave=writer"},
+            // Its own label value: the plugin watches cluster-wide, and
+            // other fleets' writers live in the same control plane.
+            "config": {"selector": format!("leasehold.dev/misbehave={namespace}")},
             // Long enough that a held write's call is still waiting when
             // it is delivered (the point is a write that arrives late).
             "limits": {"minRequeueAfter": "100ms", "timeout": "60s"},
@@ -158,7 +160,7 @@ impl Fleet {
                 &PostParams::default(),
                 &config_map(
                     "writer",
-                    &[("leasehold.dev/misbehave", "writer")],
+                    &[("leasehold.dev/misbehave", namespace.as_str())],
                     &[("mode", "write"), ("every", "100")],
                 ),
             )
