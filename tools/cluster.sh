@@ -140,7 +140,8 @@ make_pki() {
 # The audit log that tests read to judge who wrote what, in the API server's
 # own order: Lease writes (who holds which election, and what the fencing
 # tests' plugin writes), with their responses, so each committed write has
-# its resourceVersion. Nothing else, so it stays small. (Policies match the
+# its resourceVersion; and who wrote Plugin statuses, with which term.
+# Nothing else, so it stays small. (Policies match the
 # authenticated user, not an impersonated one, and ConfigMaps also carry
 # megabytes of components: hence Leases.)
 write_audit_policy() {
@@ -154,6 +155,8 @@ rules:
   verbs: [get, list, watch]
 - level: RequestResponse
   resources: [{group: coordination.k8s.io, resources: [leases]}]
+- level: Metadata
+  resources: [{group: leasehold.dev, resources: [plugins/status]}]
 - level: None
 EOF
 }

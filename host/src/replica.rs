@@ -249,7 +249,13 @@ impl Replica {
         let watch_plugins = config.plugins.watch_plugins;
         let (catalog_tx, catalog) = watch::channel(Catalog::of_manifests(&manifests));
         let mut roles = LeaderRoles::new();
-        if watch_plugins || !manifests.is_empty() {
+        let runs_plugins = watch_plugins || !manifests.is_empty();
+        let own_account = if runs_plugins {
+            own_account(&client).await
+        } else {
+            None
+        };
+        if runs_plugins {
             roles = roles.with(Controllers::new(
                 catalog,
                 client.clone(),
@@ -257,16 +263,10 @@ impl Replica {
                 election_config.identity.clone(),
                 metrics.plugins.clone(),
                 election_config.fencing,
+                own_account.clone(),
             ));
         }
-        let accounts = AccountPolicy::new(
-            config.plugins.denied_accounts.clone(),
-            if watch_plugins {
-                own_account(&client).await
-            } else {
-                None
-            },
-        );
+        let accounts = AccountPolicy::new(config.plugins.denied_accounts.clone(), own_account);
         let plugin_watcher = watch_plugins.then(|| {
             let fetcher = Fetcher::new(
                 client.clone(),
@@ -364,7 +364,7 @@ async fn own_account(client: &kube::Client) -> Option<ServiceAccount> {
             AccountPolicy::account_of(&username)
         }
         Err(error) => {
-            warn!(%error, "cannot ask the API server who this replica is; only --deny-service-account guards the host's own account");
+            warn!(%error, "cannot ask the API server who this replica is; only --deny-service-account guards the host's own account, and statuses are fenced by the clock alone");
             None
         }
     }

@@ -8,6 +8,8 @@
 //! the replicas, whether a replica's write for a plugin was committed while
 //! the election Lease named someone else.
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 /// A write a replica made for a plugin that the API server committed while
@@ -35,6 +37,8 @@ pub struct Refusal {
 pub struct Verdict {
     /// Plugin writes the API server committed.
     pub committed: usize,
+    /// The same, by the replica that made them.
+    pub committed_by: BTreeMap<String, usize>,
     /// Committed plugin writes that the Lease's holder did not make.
     pub split_brain: Vec<SplitBrain>,
     /// Plugin writes the API server refused.
@@ -113,6 +117,7 @@ pub fn judge(log: &str, namespace: &str, lease: &str) -> Verdict {
             }
             Committed::Write { replica, object } => {
                 verdict.committed += 1;
+                *verdict.committed_by.entry(replica.clone()).or_default() += 1;
                 if holder.as_deref() != Some(replica.as_str()) {
                     verdict.split_brain.push(SplitBrain {
                         replica,
@@ -182,6 +187,7 @@ mod tests {
         .join("\n");
         let verdict = judge(&log, "ns", "election");
         assert_eq!(verdict.committed, 3);
+        assert_eq!(verdict.committed_by["a"], 2);
         assert_eq!(verdict.takeovers, 2);
         assert!(verdict.split_brain.is_empty(), "{:?}", verdict.split_brain);
     }

@@ -224,11 +224,7 @@ impl Fleet {
             self.holder().await.ok().flatten()
         })
         .await?;
-        let index = self
-            .members
-            .iter()
-            .position(|member| member.identity == deposed)
-            .with_context(|| format!("the Lease names {deposed}, not one of the fleet"))?;
+        let index = self.index_of(&deposed)?;
         let began = Instant::now();
         let member = &self.members[index];
         match fault {
@@ -273,24 +269,85 @@ impl Fleet {
         })
     }
 
+    /// Changes what the writer does (its ConfigMap's `data`, merged).
+    pub async fn set_writer(&self, data: &[(&str, &str)]) -> anyhow::Result<()> {
+        let data: serde_json::Map<String, serde_json::Value> = data
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), json!(value)))
+            .collect();
+        Api::<ConfigMap>::namespaced(self.cluster.client()?, &self.namespace)
+            .patch(
+                "writer",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({ "data": data })),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// When the plugin last wrote (its Lease's annotation), if it has.
+    pub async fn last_written(&self) -> anyhow::Result<Option<String>> {
+        self.written_annotation("leasehold.dev/written-at").await
+    }
+
+    /// What the plugin's last write said it was doing: `sleeping` (a slow
+    /// reconcile has begun) or `written`.
+    pub async fn last_phase(&self) -> anyhow::Result<Option<String>> {
+        self.written_annotation("leasehold.dev/phase").await
+    }
+
+    async fn written_annotation(&self, key: &str) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .leases
+            .get_opt(WRITTEN)
+            .await?
+            .and_then(|written| written.metadata.annotations?.remove(key)))
+    }
+
+    /// Stops (SIGTERM) every replica but the leader and waits for them to
+    /// exit; returns the leader.
+    pub async fn leave_the_leader_alone(&mut self) -> anyhow::Result<String> {
+        let leader = self.holder().await?.context("nobody leads")?;
+        for member in &mut self.members {
+            if member.identity != leader {
+                member.process.signal(Signal::SIGTERM)?;
+                member.process.wait(PATIENCE).await?;
+            }
+        }
+        Ok(leader)
+    }
+
+    /// Sends `signal` to the replica the Lease names; returns its identity.
+    pub async fn signal_leader(&self, signal: Signal) -> anyhow::Result<String> {
+        let leader = self.holder().await?.context("nobody leads")?;
+        self.member(&leader)?.process.signal(signal)?;
+        Ok(leader)
+    }
+
+    /// Waits for the process of replica `identity` to exit; its exit code.
+    pub async fn exited(&mut self, identity: &str) -> anyhow::Result<Option<i32>> {
+        let index = self.index_of(identity)?;
+        self.members[index].process.wait(PATIENCE).await
+    }
+
+    fn member(&self, identity: &str) -> anyhow::Result<&Member> {
+        Ok(&self.members[self.index_of(identity)?])
+    }
+
+    fn index_of(&self, identity: &str) -> anyhow::Result<usize> {
+        self.members
+            .iter()
+            .position(|member| member.identity == identity)
+            .with_context(|| format!("{identity} is not one of the fleet"))
+    }
+
     /// Waits until the plugin's Lease changes twice: someone leads and
     /// its plugin is writing.
     pub async fn writes_resume(&self) -> anyhow::Result<()> {
         let seen = std::sync::Mutex::new(Vec::new());
         let seen = &seen;
         eventually(PATIENCE, "the plugin to write again", || async move {
-            let at = self
-                .leases
-                .get_opt(WRITTEN)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|written| {
-                    written
-                        .metadata
-                        .annotations?
-                        .remove("leasehold.dev/written-at")
-                })?;
+            let at = self.last_written().await.ok().flatten()?;
             let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
             if seen.last() != Some(&at) {
                 seen.push(at);

@@ -1434,6 +1434,33 @@ plugins:
         !log.to_lowercase().contains("forbidden"),
         "the chart's RBAC denied the host something:\n{log}"
     );
+
+    // With fencing (the chart's default) even the status is written carrying
+    // the term: as the host's own account, impersonated with the extra.
+    let term = format!("{namespace}/{RELEASE}/{pod_name}/1");
+    let audit = std::fs::read_to_string(cluster.audit_log())?;
+    let status_terms: Vec<Value> = audit
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| {
+            let target = &event["objectRef"];
+            // This replica's (other tests' installed replicas watch every
+            // namespace too, each with a term of its own release).
+            target["resource"] == "plugins"
+                && target["subresource"] == "status"
+                && target["namespace"] == namespace.as_str()
+                && event["stage"] == "ResponseComplete"
+                && event["userAgent"]
+                    .as_str()
+                    .is_some_and(|agent| agent.ends_with(&format!("({pod_name})")))
+        })
+        .map(|event| event["impersonatedUser"]["extra"]["leasehold.dev/term"].clone())
+        .collect();
+    assert!(!status_terms.is_empty(), "no status write in the audit log");
+    assert!(
+        status_terms.iter().all(|terms| *terms == json!([term])),
+        "every status write carries the term {term}: {status_terms:?}"
+    );
     Ok(())
 }
 
@@ -1966,9 +1993,11 @@ async fn the_api_server_refuses_a_write_from_a_stale_term() -> anyhow::Result<()
     let (namespace, _) = install(cluster, DEFAULTS).await?;
     let admin = cluster.client()?;
     let leases: Api<Lease> = Api::namespaced(admin.clone(), &namespace);
-    let lease = |holder: &str, transitions: i32| Lease {
+    let lease = |name: &str, holder: &str, transitions: i32| Lease {
         metadata: ObjectMeta {
-            name: Some(RELEASE.to_owned()),
+            name: Some(name.to_owned()),
+            // What the host puts on every Lease it elects on.
+            labels: Some([("leasehold.dev/election".to_owned(), RELEASE.to_owned())].into()),
             ..ObjectMeta::default()
         },
         spec: Some(LeaseSpec {
@@ -1979,7 +2008,7 @@ async fn the_api_server_refuses_a_write_from_a_stale_term() -> anyhow::Result<()
         }),
     };
     leases
-        .create(&PostParams::default(), &lease("replica-a", 1))
+        .create(&PostParams::default(), &lease(RELEASE, "replica-a", 1))
         .await?;
     let writer = unique_name("writer");
     cluster.service_account_token(&namespace, &writer).await?;
@@ -1992,19 +2021,21 @@ async fn the_api_server_refuses_a_write_from_a_stale_term() -> anyhow::Result<()
     .await?;
 
     // What a plugin's client is: impersonating its account, fenced, the term on.
-    let config_maps = |holder: &str, transitions: i32| -> anyhow::Result<Api<ConfigMap>> {
-        let account = ServiceAccount::new(&namespace, &writer);
-        let term = format!("{namespace}/{RELEASE}/{holder}/{transitions}");
-        let guard = LeaderGuard::with_term(
-            tokio::time::Instant::now() + Duration::from_secs(3600),
-            Some(term),
-        );
-        let client =
-            kube::client::ClientBuilder::try_from(account.impersonated_by(cluster.config()))?
-                .with_layer(&Fence::carrying_term(guard))
-                .build();
-        Ok(Api::namespaced(client, &namespace))
-    };
+    let config_maps_of =
+        |lease: &str, holder: &str, transitions: i32| -> anyhow::Result<Api<ConfigMap>> {
+            let account = ServiceAccount::new(&namespace, &writer);
+            let term = format!("{namespace}/{lease}/{holder}/{transitions}");
+            let guard = LeaderGuard::with_term(
+                tokio::time::Instant::now() + Duration::from_secs(3600),
+                Some(term),
+            );
+            let client =
+                kube::client::ClientBuilder::try_from(account.impersonated_by(cluster.config()))?
+                    .with_layer(&Fence::carrying_term(guard))
+                    .build();
+            Ok(Api::namespaced(client, &namespace))
+        };
+    let config_maps = |holder: &str, transitions: i32| config_maps_of(RELEASE, holder, transitions);
     let params = PostParams {
         dry_run: true,
         ..PostParams::default()
@@ -2052,5 +2083,30 @@ async fn the_api_server_refuses_a_write_from_a_stale_term() -> anyhow::Result<()
         "{refusal}"
     );
     write(config_maps("replica-b", 2)?).await?;
+
+    // Another Lease of the same election (as the spread placement's shards
+    // will be): the same binding fences it, by its label.
+    let shard = format!("{RELEASE}-shard-1");
+    leases
+        .create(&PostParams::default(), &lease(&shard, "replica-c", 4))
+        .await?;
+    let refusal = eventually(
+        Duration::from_secs(60),
+        "a stale term of the second Lease to be refused",
+        || async {
+            match write(config_maps_of(&shard, "replica-a", 3).ok()?).await {
+                Err(kube::Error::Api(status)) if status.code == 403 => Some(status.message),
+                _ => None,
+            }
+        },
+    )
+    .await?;
+    assert!(
+        refusal.contains(&format!(
+            "the Lease is now at term {namespace}/{shard}/replica-c/4"
+        )),
+        "{refusal}"
+    );
+    write(config_maps_of(&shard, "replica-c", 4)?).await?;
     Ok(())
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use leasehold_tests::chaos::{Fault, Fleet, LEASE};
 use leasehold_tests::eventually;
+use nix::sys::signal::Signal;
 
 /// Both tests run three replicas on two cores: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -93,5 +94,33 @@ async fn without_fencing_a_delayed_write_lands_after_the_takeover() -> anyhow::R
     )
     .await?;
     assert!(verdict.refused.is_empty(), "{:?}", verdict.refused);
+    Ok(())
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_reconcile_in_flight_finish_its_write_before_the_lease_goes()
+-> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let mut fleet = Fleet::start(true).await?;
+    // Alone, so that nobody takes over and writes after it.
+    let leader = fleet.leave_the_leader_alone().await?;
+    // Each reconcile now says it sleeps, sleeps 2 s, then writes.
+    fleet.set_writer(&[("delay", "2000")]).await?;
+    eventually(PATIENCE, "a reconcile to be sleeping", || async {
+        (fleet.last_phase().await.ok()?.as_deref() == Some("sleeping")).then_some(())
+    })
+    .await?;
+    assert_eq!(fleet.signal_leader(Signal::SIGTERM).await?, leader);
+    let code = fleet.exited(&leader).await?;
+    assert_eq!(code, Some(0), "{}", fleet.logs());
+    assert_eq!(
+        fleet.last_phase().await?.as_deref(),
+        Some("written"),
+        "the reconcile in flight at SIGTERM finished its write before the release:\n{}",
+        fleet.logs()
+    );
+    assert_eq!(fleet.holder().await?, None, "the Lease was released");
+    let verdict = fleet.judge()?;
+    assert!(verdict.split_brain.is_empty(), "{:#?}", verdict.split_brain);
     Ok(())
 }

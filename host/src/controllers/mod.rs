@@ -35,7 +35,7 @@ use self::status::Running;
 use crate::election::LeaderGuard;
 use crate::election::fence::Fence;
 use crate::election::roles::LeaderRole;
-use crate::plugins::{Catalog, LoadedPlugin, State};
+use crate::plugins::{Catalog, LoadedPlugin, ServiceAccount, State};
 
 /// How long a stopping controller may take beyond its reconcile timeout
 /// before it is cancelled outright.
@@ -64,6 +64,7 @@ impl Controllers {
         identity: String,
         metrics: PluginMetrics,
         fencing: bool,
+        own_account: Option<ServiceAccount>,
     ) -> Self {
         Self {
             catalog,
@@ -74,6 +75,7 @@ impl Controllers {
                 metrics,
                 pool: Arc::new(Semaphore::new(crate::runtime::POOL_INSTANCES as usize)),
                 fencing,
+                own_account,
             },
         }
     }
@@ -85,10 +87,7 @@ impl LeaderRole for Controllers {
     }
 
     fn lead(&self, guard: LeaderGuard) -> BoxFuture<'static, ()> {
-        // Statuses are written through a client fenced to this term, like
-        // everything else done for a plugin.
-        let status_client = kube::client::ClientBuilder::try_from(self.host.kube_config.clone())
-            .map(|builder| builder.with_layer(&Fence::new(guard.clone())).build());
+        let status_client = status_client(&self.host, &guard);
         let mut catalog = self.catalog.clone();
         let host = self.host.clone();
         Box::pin(async move {
@@ -135,6 +134,27 @@ impl LeaderRole for Controllers {
             }
         })
     }
+}
+
+/// The client Plugin statuses are written with, fenced to `guard`'s term
+/// like everything else done for a plugin. With fencing the host writes
+/// them as its own ServiceAccount, impersonated with the term as an extra,
+/// so the API server refuses a deposed leader's statuses as it refuses its
+/// plugins' writes (impersonating itself needs nothing the chart does not
+/// grant already). A host that is not a ServiceAccount (a developer's
+/// kubeconfig) could impersonate itself only with rights over users and
+/// groups; its statuses stay fenced by the clock alone.
+fn status_client(host: &Shared, guard: &LeaderGuard) -> Result<kube::Client, kube::Error> {
+    let (config, fence) = match &host.own_account {
+        Some(account) if host.fencing => (
+            account.impersonated_by(&host.kube_config),
+            Fence::carrying_term(guard.clone()),
+        ),
+        _ => (host.kube_config.clone(), Fence::new(guard.clone())),
+    };
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&fence)
+        .build())
 }
 
 /// One term's controllers.

@@ -64,6 +64,9 @@ pub struct Shared {
     pub pool: Arc<Semaphore>,
     /// Whether each request made for a plugin carries its term.
     pub fencing: bool,
+    /// With fencing, the host's own ServiceAccount (if it is one): Plugin
+    /// statuses are written as it, carrying the term too.
+    pub own_account: Option<crate::plugins::ServiceAccount>,
 }
 
 /// How far one plugin's controller got, and how its reconciles went: what

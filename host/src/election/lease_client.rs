@@ -24,6 +24,11 @@ use super::record::LeaderRecord;
 /// leases under load).
 const LEASE_CLIENT_CONCURRENCY: usize = 4;
 
+/// The label every Lease the host elects on carries, naming the election
+/// (the main Lease's name). The chart's fencing policy binds to Leases by
+/// it, so it covers each of them, whatever their number.
+pub const ELECTION_LABEL: &str = "leasehold.dev/election";
+
 /// Why a Lease request failed. Every variant is retryable; [`Conflict`]
 /// additionally means "re-read before deciding again".
 ///
@@ -87,6 +92,14 @@ impl LeaseClient {
         }
     }
 
+    fn label(&self, lease: &mut Lease) {
+        lease
+            .metadata
+            .labels
+            .get_or_insert_default()
+            .insert(ELECTION_LABEL.to_owned(), self.name.clone());
+    }
+
     /// Runs `request` with the client-go timeout, cut short so it never runs
     /// past `deadline` (the end of the current term).
     async fn bounded<T>(
@@ -141,13 +154,14 @@ impl Leases for LeaseClient {
     }
 
     async fn create(&self, record: &LeaderRecord, deadline: Option<Instant>) -> Result<Lease> {
-        let lease = Lease {
+        let mut lease = Lease {
             metadata: ObjectMeta {
                 name: Some(self.name.clone()),
                 ..ObjectMeta::default()
             },
             spec: Some(record.to_spec()),
         };
+        self.label(&mut lease);
         self.bounded(deadline, self.api.create(&PostParams::default(), &lease))
             .await
     }
@@ -160,6 +174,8 @@ impl Leases for LeaseClient {
     ) -> Result<Lease> {
         let mut next = current.clone();
         next.spec = Some(record.to_spec());
+        // A Lease an older host created gets the label with its next write.
+        self.label(&mut next);
         self.bounded(
             deadline,
             self.api.replace(&self.name, &PostParams::default(), &next),

@@ -47,7 +47,9 @@
 //!   transition, so no two terms share one.
 //! * The [`fence`] sends it with every request of a plugin's client (its
 //!   calls, discovery, the host's finalizer patches), as an impersonation
-//!   extra the API server attaches to the request's user.
+//!   extra the API server attaches to the request's user; Plugin statuses
+//!   carry it too, written as the host's own ServiceAccount impersonated
+//!   with the extra.
 //! * The chart's ValidatingAdmissionPolicy takes the election Lease as its
 //!   parameter and refuses a create, update or delete whose token is not
 //!   the Lease's current holder and transitions, naming the stale term.
@@ -63,8 +65,17 @@
 //! writes to be refused from the first instant the new one may act: three
 //! orders of magnitude to spare. A write admitted just *before* the takeover
 //! can still be stored just after it (the API server's own handling time,
-//! milliseconds). Plugin *status* writes are made as the
-//! host, not for a plugin, and stay fenced by the clock alone.
+//! milliseconds). A host that is not a ServiceAccount (a developer's
+//! kubeconfig) cannot impersonate itself without rights over users and
+//! groups, so its Plugin statuses stay fenced by the clock alone.
+//!
+//! The end-to-end proof does not trust the replicas' word: three replicas
+//! run a plugin that writes with server-side apply (no resourceVersion, so
+//! no compare-and-swap on the object can refuse a late write) through
+//! SIGKILL, SIGTERM, SIGSTOP, a partition and delayed delivery, and the API
+//! server's audit log, ordered by resourceVersion, is checked for any
+//! plugin write committed while the Lease named another holder
+//! (`tests/tests/fencing.rs`, and `make chaos` for a random schedule).
 //!
 //! A process that finds the Lease in its own name (a restarted pod keeps
 //! its identity) waits it out like anyone else's and then starts a new
