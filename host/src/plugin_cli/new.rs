@@ -5,9 +5,14 @@ use std::path::{Path, PathBuf};
 
 use super::{Error, Result};
 
-/// Where the SDK is in the repository this binary was built from; a
-/// binary installed elsewhere is told with `--sdk-path`.
-const DEFAULT_SDK_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/sdk");
+/// Where the SDK is in the repository this binary was built from. Used only
+/// while that checkout exists (the CLI runs from it); a binary installed
+/// elsewhere writes a crate on the published SDK.
+const CHECKOUT_SDK_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/sdk");
+
+/// The SDK release that matches this binary's contract: they are released
+/// together, with one version.
+const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Longest DNS label (RFC 1123), the limit of a Kubernetes name.
 const MAX_NAME_LEN: usize = 63;
@@ -68,30 +73,69 @@ pub struct Options {
     /// Directory to create [default: ./NAME].
     #[arg(long)]
     path: Option<PathBuf>,
-    /// The leasehold-sdk crate to depend on.
-    #[arg(long, default_value = DEFAULT_SDK_PATH)]
-    sdk_path: PathBuf,
+    /// Depend on the leasehold-sdk source in DIR instead of the published
+    /// crate [default: the checkout this binary was built from, if it is
+    /// still there].
+    #[arg(long, value_name = "DIR")]
+    sdk_path: Option<PathBuf>,
+}
+
+/// Where a new crate gets the SDK from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Sdk {
+    /// The published crate, by version: what a plugin author's machine has.
+    Published(&'static str),
+    /// A source tree: `--sdk-path`, or the checkout the CLI runs from.
+    Path(PathBuf),
+}
+
+impl Sdk {
+    /// `--sdk-path` if given (it must hold the SDK), else the `checkout`
+    /// if the SDK is there, else the published crate.
+    pub(super) fn choose(explicit: Option<&Path>, checkout: &Path) -> Result<Self> {
+        let sdk_at = |dir: &Path| {
+            std::fs::canonicalize(dir)
+                .ok()
+                .filter(|sdk| sdk.join("Cargo.toml").is_file())
+        };
+        match explicit {
+            Some(dir) => sdk_at(dir)
+                .map(Sdk::Path)
+                .ok_or_else(|| Error::SdkNotFound {
+                    path: dir.to_owned(),
+                }),
+            None => Ok(sdk_at(checkout).map_or(Sdk::Published(SDK_VERSION), Sdk::Path)),
+        }
+    }
+
+    /// The dependency line of the crate's manifest.
+    fn dependency(&self) -> String {
+        match self {
+            Sdk::Published(version) => format!("leasehold-sdk = \"{version}\""),
+            Sdk::Path(path) => format!("leasehold-sdk = {{ path = \"{}\" }}", path.display()),
+        }
+    }
 }
 
 pub(super) fn run(options: Options) -> Result<()> {
     check_name(&options.name)?;
     let dir = options.path.unwrap_or_else(|| PathBuf::from(&options.name));
     check_empty(&dir)?;
-    let sdk = std::fs::canonicalize(&options.sdk_path)
-        .ok()
-        .filter(|sdk| sdk.join("Cargo.toml").is_file())
-        .ok_or_else(|| Error::SdkNotFound {
-            path: options.sdk_path.clone(),
-        })?;
+    let sdk = Sdk::choose(options.sdk_path.as_deref(), Path::new(CHECKOUT_SDK_PATH))?;
 
     for (file, text) in scaffold(&options.name, &sdk) {
         write(&dir.join(file), text.as_bytes())?;
     }
-    // The lock file the SDK is tested with, so the new crate builds with
-    // the same versions (and reuses their builds) instead of the newest.
-    let lock = sdk.join("../../Cargo.lock");
-    if let Ok(text) = std::fs::read(&lock) {
-        write(&dir.join("Cargo.lock"), &text)?;
+    match &sdk {
+        Sdk::Path(path) => {
+            // The lock file the SDK is tested with, so the new crate builds
+            // with the same versions (and reuses their builds).
+            if let Ok(text) = std::fs::read(path.join("../../Cargo.lock")) {
+                write(&dir.join("Cargo.lock"), &text)?;
+            }
+            println!("using the SDK source in {}", path.display());
+        }
+        Sdk::Published(version) => println!("using leasehold-sdk {version} from crates.io"),
     }
 
     println!("created plugin {} in {}", options.name, dir.display());
@@ -178,12 +222,12 @@ fn type_name(name: &str) -> String {
 }
 
 /// The files of a new plugin crate, relative to its directory.
-pub(super) fn scaffold(name: &str, sdk: &Path) -> Vec<(&'static str, String)> {
+pub(super) fn scaffold(name: &str, sdk: &Sdk) -> Vec<(&'static str, String)> {
     let fill = |template: &str| {
         template
             .replace("{{name}}", name)
             .replace("{{Type}}", &type_name(name))
-            .replace("{{sdk}}", &sdk.display().to_string())
+            .replace("{{sdk}}", &sdk.dependency())
     };
     vec![
         ("Cargo.toml", fill(CARGO_TOML)),
@@ -204,7 +248,7 @@ publish = false
 crate-type = ["cdylib"]
 
 [dependencies]
-leasehold-sdk = { path = "{{sdk}}" }
+{{sdk}}
 serde = { version = "1", features = ["derive"] }
 
 # A workspace of its own, so the crate builds wherever it is copied.
@@ -349,8 +393,36 @@ mod tests {
     }
 
     #[test]
+    fn a_crate_depends_on_the_published_sdk_unless_a_source_tree_is_at_hand() {
+        let checkout = std::env::temp_dir().join(format!("leasehold-sdk-{}", std::process::id()));
+        std::fs::create_dir_all(&checkout).unwrap();
+        // No SDK in the checkout (a binary installed elsewhere): published.
+        assert_eq!(
+            Sdk::choose(None, &checkout).unwrap(),
+            Sdk::Published(SDK_VERSION)
+        );
+        let error = Sdk::choose(Some(&checkout), &checkout).unwrap_err();
+        assert!(error.to_string().contains("pass --sdk-path DIR"), "{error}");
+        // A checkout with the SDK, or one named explicitly: its path.
+        std::fs::write(checkout.join("Cargo.toml"), "").unwrap();
+        let path = std::fs::canonicalize(&checkout).unwrap();
+        assert_eq!(
+            Sdk::choose(None, &checkout).unwrap(),
+            Sdk::Path(path.clone())
+        );
+        assert_eq!(
+            Sdk::choose(Some(&checkout), Path::new("/nowhere")).unwrap(),
+            Sdk::Path(path)
+        );
+        std::fs::remove_dir_all(&checkout).unwrap();
+
+        let published = scaffold("my-plugin", &Sdk::Published("1.2.3"));
+        assert!(published[0].1.contains("\nleasehold-sdk = \"1.2.3\"\n"));
+    }
+
+    #[test]
     fn the_scaffold_is_a_standalone_cdylib_on_the_sdk_named_after_the_plugin() {
-        let files = scaffold("my-plugin", Path::new("/sdk"));
+        let files = scaffold("my-plugin", &Sdk::Path(PathBuf::from("/sdk")));
         let file = |name| &files.iter().find(|(file, _)| *file == name).unwrap().1;
         let manifest = file("Cargo.toml");
         assert!(manifest.contains("name = \"my-plugin\""));
