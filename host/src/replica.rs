@@ -112,6 +112,33 @@ impl Options {
     }
 }
 
+/// How long a replica waits for the plugins it knows at start to compile
+/// before it reports ready and campaigns anyway: a catalogue that cannot
+/// finish (the Plugin CRD missing, a watch that keeps failing) must not keep
+/// every replica from leading. Fetches have deadlines of their own, so this
+/// is only the backstop.
+const PREPARE_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Sets `prepared` once every plugin in `catalog` is past fetching and
+/// compiling (or after [`PREPARE_LIMIT`]). It stays set: a plugin added
+/// later does not make a serving replica unready.
+async fn wait_until_prepared(mut catalog: watch::Receiver<Catalog>, prepared: watch::Sender<bool>) {
+    let waited = tokio::time::timeout(PREPARE_LIMIT, async {
+        // Err: the catalogue's sender is gone, so it will never change.
+        let _ = catalog.wait_for(Catalog::is_prepared).await;
+    })
+    .await;
+    match waited {
+        Ok(_) => info!("plugins compiled; ready to serve and to lead"),
+        Err(_) => warn!(
+            preparing = ?catalog.borrow().preparing(),
+            limit = ?PREPARE_LIMIT,
+            "plugins still being prepared; ready anyway"
+        ),
+    }
+    prepared.send_replace(true);
+}
+
 /// `leasehold/<version> (<identity>)`: the API server's audit log and
 /// metrics then say which replica made each request (every client of the
 /// process derives from this configuration, impersonating ones included).
@@ -227,6 +254,7 @@ impl Replica {
         let directory = Directory::new(client.clone(), &election_config);
 
         let api_stop = CancellationToken::new();
+        let (prepared_tx, prepared) = watch::channel(false);
         let state = AppState {
             election: Arc::new(election_config.clone()),
             status,
@@ -236,6 +264,7 @@ impl Replica {
             client: client.clone(),
             kube_config: kube_config.clone(),
             validator: api::Validator::new(compiler.clone()),
+            prepared: prepared.clone(),
         };
         let mut api = tokio::spawn(api::serve(
             listener,
@@ -248,6 +277,7 @@ impl Replica {
         // Every replica keeps the catalog (fetched, compiled); the leader runs it.
         let watch_plugins = config.plugins.watch_plugins;
         let (catalog_tx, catalog) = watch::channel(Catalog::of_manifests(&manifests));
+        tokio::spawn(wait_until_prepared(catalog.clone(), prepared_tx));
         let mut roles = LeaderRoles::new();
         let runs_plugins = watch_plugins || !manifests.is_empty();
         let own_account = if runs_plugins {
@@ -293,7 +323,8 @@ impl Replica {
             listen = %config.listen,
             "replica started"
         );
-        let elector = Elector::new(election_config, leases, status_tx, metrics.election.clone());
+        let elector = Elector::new(election_config, leases, status_tx, metrics.election.clone())
+            .ready_when(prepared);
         let mut election = tokio::spawn(elector.run(roles, shutdown.clone()));
 
         tokio::select! {

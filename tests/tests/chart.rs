@@ -1946,10 +1946,14 @@ async fn a_plugin_runs_only_as_an_account_its_writer_may_impersonate() -> anyhow
         dry_run: true,
         ..PostParams::default()
     };
-    // The policy takes effect once the API server has loaded it.
+    // The policy takes effect once the API server has loaded it, and the
+    // author's grant once RBAC has (until then RBAC's own 403 answers).
     let refusal = eventually(Duration::from_secs(60), "the policy to refuse", || async {
         match plugins.create(&dry_run, &plugin).await {
-            Err(kube::Error::Api(status)) if status.code == 403 || status.code == 422 => {
+            Err(kube::Error::Api(status))
+                if (status.code == 403 || status.code == 422)
+                    && status.message.contains("may not run a Plugin") =>
+            {
                 Some(status.message)
             }
             _ => None,

@@ -4,7 +4,7 @@
 //! | route | answers | needs |
 //! |---|---|---|
 //! | `GET /healthz` | 200 unless this replica is a wedged leader | nothing |
-//! | `GET /readyz` | 200 once the API server has answered | nothing |
+//! | `GET /readyz` | 200 once the API server has answered and the plugins known at start are compiled | nothing |
 //! | `GET /metrics` | Prometheus metrics | nothing |
 //! | `GET /api/v1/leader` | the holder, this replica's role, timings | nothing |
 //! | `GET /api/v1/replicas` | every live replica with its role | nothing |
@@ -107,6 +107,8 @@ pub struct AppState {
     pub kube_config: kube::Config,
     pub auth: Authenticator,
     pub validator: Validator,
+    /// Whether the plugins this replica knew at its start are compiled.
+    pub prepared: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -185,6 +187,11 @@ async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError>
     if !state.status.borrow().is_connected() {
         return Err(ApiError::Unavailable(
             "not yet connected to the Kubernetes API server".into(),
+        ));
+    }
+    if !*state.prepared.borrow() {
+        return Err(ApiError::Unavailable(
+            "still fetching and compiling the plugins it knows".into(),
         ));
     }
     healthz(State(state)).await

@@ -36,6 +36,9 @@ pub struct Elector<L = LeaseClient> {
     metrics: ElectionMetrics,
     /// The last version of the Lease this replica read or wrote.
     observed: Option<Observed>,
+    /// Becomes true once this replica is fit to lead (see
+    /// [`Elector::ready_when`]); it does not try to acquire before.
+    ready: Option<watch::Receiver<bool>>,
 }
 
 #[derive(Debug)]
@@ -76,7 +79,17 @@ impl<L: Leases> Elector<L> {
             status,
             metrics,
             observed: None,
+            ready: None,
         }
+    }
+
+    /// Tries to acquire only once `ready` is true (the replica's plugins
+    /// are compiled, so a new pod never wins the Lease while its compiler
+    /// would keep every plugin waiting). Readiness is a latch: once true it
+    /// is never waited for again.
+    pub fn ready_when(mut self, ready: watch::Receiver<bool>) -> Self {
+        self.ready = Some(ready);
+        self
     }
 
     /// Follows and leads until `shutdown` is cancelled, then stops the
@@ -117,6 +130,17 @@ impl<L: Leases> Elector<L> {
         changes: &mut watch::Receiver<Option<Lease>>,
         shutdown: &CancellationToken,
     ) -> Option<LeaderGuard> {
+        if let Some(mut ready) = self.ready.take() {
+            if !*ready.borrow() {
+                debug!("not campaigning until this replica's plugins are compiled");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return None,
+                // A closed channel is a readiness that will never come
+                // from it: campaign rather than never.
+                _ = ready.wait_for(|ready| *ready) => {}
+            }
+        }
         // A Lease just delivered by the watch: decide on it without a GET.
         let mut fresh: Option<Lease> = None;
         loop {
@@ -563,6 +587,14 @@ mod tests {
         }
 
         fn with_role(leases: &Memory, role: Noting) -> Self {
+            Self::with_role_when(leases, role, None)
+        }
+
+        fn with_role_when(
+            leases: &Memory,
+            role: Noting,
+            ready: Option<watch::Receiver<bool>>,
+        ) -> Self {
             let config = Config {
                 namespace: "default".into(),
                 lease_name: "election".into(),
@@ -573,7 +605,11 @@ mod tests {
                 fencing: false,
             };
             let (status_tx, status) = watch::channel(Status::default());
-            let elector = Elector::new(config, leases.clone(), status_tx, ElectionMetrics::new());
+            let mut elector =
+                Elector::new(config, leases.clone(), status_tx, ElectionMetrics::new());
+            if let Some(ready) = ready {
+                elector = elector.ready_when(ready);
+            }
             let roles = LeaderRoles::new().with(role);
             let shutdown = CancellationToken::new();
             let task = tokio::spawn(elector.run(roles, shutdown.clone()));
@@ -757,5 +793,18 @@ mod tests {
         let waited = started.elapsed();
         assert!(waited >= LEASE, "led after {waited:?}, inside the old term");
         assert_eq!(leases.record().unwrap().transitions, 2, "not a new term");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replica_takes_a_free_lease_only_once_it_is_ready() {
+        let journal = journal();
+        let leases = Memory::new(&journal);
+        let (ready_tx, ready) = watch::channel(false);
+        let mut replica = Replica::with_role_when(&leases, Noting::new(&journal), Some(ready));
+        tokio::time::sleep(LEASE * 4).await;
+        assert_eq!(leases.holder(), None, "led while compiling");
+        ready_tx.send_replace(true);
+        replica.becomes(Role::Leader).await;
+        assert_eq!(leases.holder().as_deref(), Some("me"));
     }
 }

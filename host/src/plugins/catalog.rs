@@ -40,6 +40,9 @@ const RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
     pub entries: BTreeMap<String, Entry>,
+    /// Whether the Plugin objects that existed when watching began have
+    /// all been seen (always, without a watch).
+    pub listed: bool,
 }
 
 /// One plugin as this replica sees it.
@@ -110,7 +113,30 @@ impl Catalog {
                 (plugin.definition.name.clone(), entry)
             })
             .collect();
-        Self { entries }
+        Self {
+            entries,
+            listed: true,
+        }
+    }
+
+    /// Every plugin this replica knows is past fetching and compiling
+    /// (ready to run, or failed with a reason): a replica that leads now
+    /// does not make its plugins wait for a compiler.
+    pub fn is_prepared(&self) -> bool {
+        self.listed
+            && self
+                .entries
+                .values()
+                .all(|entry| !matches!(entry.state, State::Preparing))
+    }
+
+    /// The plugins still being fetched or compiled, for a message.
+    pub fn preparing(&self) -> Vec<&str> {
+        self.entries
+            .iter()
+            .filter(|(_, entry)| matches!(entry.state, State::Preparing))
+            .map(|(name, _)| name.as_str())
+            .collect()
     }
 }
 
@@ -195,13 +221,24 @@ impl PluginWatcher {
         let mut preparing: JoinSet<Prepared> = JoinSet::new();
         let mut retries: BTreeMap<String, Instant> = BTreeMap::new();
         let mut listed: Option<HashSet<String>> = None;
+        self.catalog.send_modify(|catalog| catalog.listed = false);
         loop {
             let next_retry = retries.values().min().copied();
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 event = events.next() => match event {
                     None => return,
-                    Some(Err(error)) => warn!(%error, "watching Plugin objects failed; retrying"),
+                    Some(Err(error)) => {
+                        warn!(%error, "watching Plugin objects failed; retrying");
+                        // The Plugin API is not served (its CRD is not
+                        // installed): no object exists that could be
+                        // compiling, so nothing keeps this replica waiting.
+                        if let watcher::Error::InitialListFailed(kube::Error::Api(status)) = &error
+                            && status.code == 404
+                        {
+                            self.mark_listed();
+                        }
+                    }
                     Some(Ok(Event::Init)) => listed = Some(HashSet::new()),
                     Some(Ok(Event::InitApply(plugin))) => {
                         if let Some(listed) = &mut listed {
@@ -218,6 +255,7 @@ impl PluginWatcher {
                             retries.remove(&key);
                             self.remove(&key);
                         }
+                        self.mark_listed();
                     }
                     Some(Ok(Event::Apply(plugin))) => self.applied(plugin, &mut known, &mut preparing),
                     Some(Ok(Event::Delete(plugin))) => {
@@ -334,6 +372,12 @@ impl PluginWatcher {
             };
             (key, attempt, state)
         });
+    }
+
+    /// Every Plugin object that existed at the start has been seen.
+    fn mark_listed(&self) {
+        self.catalog
+            .send_if_modified(|catalog| !std::mem::replace(&mut catalog.listed, true));
     }
 
     fn set_state(&self, key: &str, state: State) {
@@ -583,5 +627,67 @@ mod tests {
         harness
             .until("only b", |c| c.entries.keys().eq(["team/b"]))
             .await;
+    }
+
+    #[test]
+    fn a_catalogue_is_prepared_once_listed_with_nothing_being_fetched_or_compiled() {
+        let mut catalog = Catalog::of_manifests(&[]);
+        assert!(catalog.is_prepared(), "manifests need no list");
+        let entry = |state| Entry {
+            object: None,
+            source: "http".to_owned(),
+            suspend: false,
+            state,
+        };
+        catalog
+            .entries
+            .insert("team/slow".to_owned(), entry(State::Preparing));
+        assert!(!catalog.is_prepared());
+        assert_eq!(catalog.preparing(), ["team/slow"]);
+        catalog.entries.insert(
+            "team/slow".to_owned(),
+            entry(State::Failed(Problem {
+                stage: Stage::Fetch,
+                reason: "SourceNotFound",
+                message: String::new(),
+                retryable: true,
+                digest: None,
+            })),
+        );
+        assert!(catalog.is_prepared(), "a failure is not a wait");
+        catalog.listed = false;
+        assert!(
+            !catalog.is_prepared(),
+            "objects not yet listed may be compiling"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_watched_catalogue_is_listed_only_after_the_first_list() {
+        let mut harness = Harness::start();
+        harness.until("watching has begun", |c| !c.listed).await;
+        harness.send(Event::Init);
+        harness.send(Event::InitApply(plugin("missing", 1)));
+        harness.failed_with("missing", "SourceNotFound").await;
+        assert!(!harness.catalog.borrow().is_prepared());
+        harness.send(Event::InitDone);
+        harness.until("listed", Catalog::is_prepared).await;
+    }
+
+    #[tokio::test]
+    async fn without_the_plugin_api_there_is_nothing_to_wait_for() {
+        let mut harness = Harness::start();
+        let missing = kube::core::Status::failure(
+            "the server could not find the requested resource",
+            "NotFound",
+        )
+        .with_code(404);
+        harness
+            .events
+            .unbounded_send(Err(watcher::Error::InitialListFailed(kube::Error::Api(
+                Box::new(missing),
+            ))))
+            .unwrap();
+        harness.until("listed", Catalog::is_prepared).await;
     }
 }
