@@ -111,25 +111,7 @@ impl ApiProxy {
     pub fn kubeconfig(&self, kubeconfig: &Path, out: &Path) -> anyhow::Result<()> {
         let authority = out.with_extension("proxy-ca.crt");
         std::fs::write(&authority, &self.certificate)?;
-        let text = std::fs::read_to_string(kubeconfig)?;
-        let rewritten: Vec<String> = text
-            .lines()
-            .map(|line| {
-                if let Some(at) = line.find("server: ") {
-                    format!("{}server: https://{}", &line[..at], self.address)
-                } else if let Some(at) = line.find("certificate-authority: ") {
-                    format!(
-                        "{}certificate-authority: {}",
-                        &line[..at],
-                        authority.display()
-                    )
-                } else {
-                    line.to_owned()
-                }
-            })
-            .collect();
-        std::fs::write(out, rewritten.join("\n"))?;
-        Ok(())
+        crate::kubeconfig_via(kubeconfig, self.address, Some(&authority), out)
     }
 
     /// Parks every new request until [`deliver`](Self::deliver).

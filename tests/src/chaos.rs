@@ -34,6 +34,8 @@ pub const WRITTEN: &str = "writer-written";
 /// How long a takeover, a restart or the first write may take on a busy
 /// 2-core machine before the harness gives up (correctness, not speed).
 const PATIENCE: Duration = Duration::from_secs(90);
+/// How long the audit log may take to show a write the fleet made.
+const AUDIT_PATIENCE: Duration = Duration::from_secs(30);
 
 /// A fault, injected into the current leader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -82,6 +84,7 @@ pub struct Injected {
     pub takeover: Duration,
 }
 
+#[derive(Debug)]
 struct Member {
     identity: String,
     kubeconfig: PathBuf,
@@ -90,6 +93,7 @@ struct Member {
 }
 
 /// Three replicas with a writing plugin.
+#[derive(Debug)]
 pub struct Fleet {
     pub namespace: String,
     pub fencing: bool,
@@ -100,15 +104,6 @@ pub struct Fleet {
     members: Vec<Member>,
     leases: Api<Lease>,
     workdir: tempfile::TempDir,
-}
-
-impl std::fmt::Debug for Fleet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fleet")
-            .field("namespace", &self.namespace)
-            .field("fencing", &self.fencing)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Fleet {
@@ -362,6 +357,19 @@ impl Fleet {
         let log = std::fs::read_to_string(self.cluster.audit_log())
             .context("reading the API server's audit log")?;
         Ok(audit::judge(&log, &self.namespace, LEASE))
+    }
+
+    /// Waits until the audit log's verdict satisfies `check`; returns it.
+    pub async fn judged(
+        &self,
+        what: &str,
+        check: impl Fn(&Verdict) -> bool,
+    ) -> anyhow::Result<Verdict> {
+        eventually(AUDIT_PATIENCE, what, || async {
+            let verdict = self.judge().ok()?;
+            check(&verdict).then_some(verdict)
+        })
+        .await
     }
 
     /// Every replica's log, for a failure's context.

@@ -299,16 +299,34 @@ pub fn plugin_component(crate_name: &str) -> PathBuf {
         .unwrap_or_else(|error| panic!("building the {crate_name} plugin: {error}"))
 }
 
-/// A copy of `kubeconfig` whose server is `server` (e.g. a [`TcpProxy`]).
+/// A copy of `kubeconfig` whose server is `server` (e.g. a [`TcpProxy`]),
+/// trusting `authority` instead of the cluster's CA when given (a proxy
+/// that terminates TLS itself).
 ///
 /// [`TcpProxy`]: crate::TcpProxy
-pub fn kubeconfig_via(kubeconfig: &Path, server: SocketAddr, out: &Path) -> anyhow::Result<()> {
+pub fn kubeconfig_via(
+    kubeconfig: &Path,
+    server: SocketAddr,
+    authority: Option<&Path>,
+    out: &Path,
+) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(kubeconfig)?;
     let rewritten: Vec<String> = text
         .lines()
-        .map(|line| match line.find("server: ") {
-            Some(at) => format!("{}server: https://{server}", &line[..at]),
-            None => line.to_owned(),
+        .map(|line| {
+            if let Some(at) = line.find("server: ") {
+                format!("{}server: https://{server}", &line[..at])
+            } else if let (Some(at), Some(authority)) =
+                (line.find("certificate-authority: "), authority)
+            {
+                format!(
+                    "{}certificate-authority: {}",
+                    &line[..at],
+                    authority.display()
+                )
+            } else {
+                line.to_owned()
+            }
         })
         .collect();
     std::fs::write(out, rewritten.join("\n"))?;

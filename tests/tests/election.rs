@@ -56,7 +56,7 @@ impl Group {
             let kubeconfig = if proxied {
                 let proxy = TcpProxy::start(upstream).await?;
                 let path = workdir.path().join(format!("{identity}.kubeconfig"));
-                kubeconfig_via(cluster.kubeconfig(), proxy.address(), &path)?;
+                kubeconfig_via(cluster.kubeconfig(), proxy.address(), None, &path)?;
                 proxies.push(proxy);
                 path
             } else {

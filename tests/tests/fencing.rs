@@ -15,7 +15,7 @@ use nix::sys::signal::Signal;
 /// Both tests run three replicas on two cores: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// How long the audit log may take to show a delivered write.
+/// How long a sleeping reconcile may take to show.
 const PATIENCE: Duration = Duration::from_secs(30);
 
 #[tokio::test]
@@ -41,23 +41,18 @@ async fn no_plugin_write_is_committed_outside_its_term_through_every_fault() -> 
         "stale leadership term {}/{LEASE}/{}/",
         fleet.namespace, delayed.deposed
     );
-    let verdict = eventually(
-        PATIENCE,
-        "the delayed write to be refused in the audit log",
-        || async {
-            let verdict = fleet.judge().ok()?;
-            verdict
-                .refused
-                .iter()
-                .any(|refusal| {
+    let verdict = fleet
+        .judged(
+            "the delayed write to be refused in the audit log",
+            |verdict| {
+                verdict.refused.iter().any(|refusal| {
                     refusal.replica == delayed.deposed
                         && refusal.code == 403
                         && refusal.message.contains(&stale)
                 })
-                .then_some(verdict)
-        },
-    )
-    .await?;
+            },
+        )
+        .await?;
     assert!(
         verdict.split_brain.is_empty(),
         "writes committed while another replica held the Lease: {:#?}",
@@ -77,22 +72,14 @@ async fn without_fencing_a_delayed_write_lands_after_the_takeover() -> anyhow::R
     let _serial = SERIAL.lock().await;
     let mut fleet = Fleet::start(false).await?;
     let injected = fleet.inject(Fault::Delay).await?;
-    let verdict = eventually(
-        PATIENCE,
-        "the delayed write to land in the audit log",
-        || async {
-            let verdict = fleet.judge().ok()?;
-            verdict
-                .split_brain
-                .iter()
-                .any(|write| {
-                    write.replica == injected.deposed
-                        && write.holder.as_deref() == Some(injected.successor.as_str())
-                })
-                .then_some(verdict)
-        },
-    )
-    .await?;
+    let verdict = fleet
+        .judged("the delayed write to land in the audit log", |verdict| {
+            verdict.split_brain.iter().any(|write| {
+                write.replica == injected.deposed
+                    && write.holder.as_deref() == Some(injected.successor.as_str())
+            })
+        })
+        .await?;
     assert!(verdict.refused.is_empty(), "{:?}", verdict.refused);
     Ok(())
 }
