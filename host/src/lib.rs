@@ -14,6 +14,7 @@ pub mod controllers;
 pub mod election;
 pub mod metrics;
 pub mod oci;
+pub mod placement;
 pub mod plugin_cli;
 pub mod plugins;
 pub mod replica;

@@ -21,6 +21,8 @@ pub struct Metrics {
     seconds_since_renew: Gauge<f64, AtomicU64>,
     /// 1 when writes made for plugins carry their term (`--fencing`).
     pub fencing: Gauge,
+    /// Shards this replica leads in spread placement.
+    pub shards_led: Gauge,
 }
 
 impl Default for Metrics {
@@ -66,6 +68,12 @@ impl Metrics {
             "Whether writes made for plugins carry their leadership term for the API server's fencing policy (1) or not (0)",
             fencing.clone(),
         );
+        let shards_led = Gauge::default();
+        registry.register(
+            "placement_shards_led",
+            "Shards of spread placement this replica leads, running their plugins (0 in leader placement)",
+            shards_led.clone(),
+        );
         let plugins = PluginMetrics::default();
         plugins.register(&mut registry);
         Self {
@@ -76,6 +84,7 @@ impl Metrics {
             lease_transitions,
             seconds_since_renew,
             fencing,
+            shards_led,
         }
     }
 

@@ -21,6 +21,7 @@ use crate::election::directory::Directory;
 use crate::election::roles::LeaderRoles;
 use crate::election::{self, Elector, LeaseClient, Status};
 use crate::metrics::Metrics;
+use crate::placement::{self, Placement, Spread};
 use crate::plugins::{
     self, AccountPolicy, Catalog, Fetcher, LoadedPlugin, PluginWatcher, ServiceAccount,
 };
@@ -38,6 +39,9 @@ pub struct Options {
 
     #[command(flatten)]
     pub plugins: plugins::Options,
+
+    #[command(flatten)]
+    pub placement: placement::Options,
 
     /// Append `<term> <unix-micros>` to this file each time leader-only work
     /// acts (a diagnostic for failover tests and benchmarks).
@@ -58,6 +62,7 @@ pub struct Config {
     pub tls: Option<api::TlsFiles>,
     pub activity_log: Option<PathBuf>,
     pub plugins: plugins::Options,
+    pub placement: Placement,
 }
 
 /// Why a replica could not start or stopped abnormally.
@@ -108,6 +113,7 @@ impl Options {
             tls: self.api.tls(),
             activity_log: self.activity_log,
             plugins: self.plugins,
+            placement: self.placement.placement(),
         })
     }
 }
@@ -285,16 +291,33 @@ impl Replica {
         } else {
             None
         };
+        let mut spread = None;
         if runs_plugins {
-            roles = roles.with(Controllers::new(
-                catalog,
+            let controllers = Controllers::new(
+                catalog.clone(),
                 client.clone(),
                 kube_config.clone(),
                 election_config.identity.clone(),
                 metrics.plugins.clone(),
                 election_config.fencing,
                 own_account.clone(),
-            ));
+            );
+            match config.placement {
+                Placement::Leader => roles = roles.with(controllers),
+                Placement::Spread { shards } => {
+                    let spread_placement = Spread::new(
+                        election_config.clone(),
+                        shards,
+                        leases.clone(),
+                        catalog,
+                        controllers,
+                        prepared.clone(),
+                        metrics.election.clone(),
+                        metrics.shards_led.clone(),
+                    );
+                    spread = Some(tokio::spawn(spread_placement.run(shutdown.clone())));
+                }
+            }
         }
         let accounts = AccountPolicy::new(config.plugins.denied_accounts.clone(), own_account);
         let plugin_watcher = watch_plugins.then(|| {
@@ -321,6 +344,7 @@ impl Replica {
             identity = %election_config.identity,
             lease = %election_config.lease_name,
             listen = %config.listen,
+            placement = %config.placement,
             "replica started"
         );
         let elector = Elector::new(election_config, leases, status_tx, metrics.election.clone())
@@ -343,6 +367,9 @@ impl Replica {
                 let _ = election.await;
                 return Err(Error::ApiServerDied(result.ok().and_then(Result::err)));
             }
+        }
+        if let Some(spread) = spread {
+            let _ = spread.await;
         }
         let _ = announce.await;
         if let Some(plugin_watcher) = plugin_watcher {

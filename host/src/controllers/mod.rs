@@ -46,6 +46,35 @@ const DRAIN_GRACE: Duration = Duration::from_secs(1);
 pub struct Controllers {
     catalog: watch::Receiver<Catalog>,
     host: Shared,
+    /// Which plugins of the catalogue this role runs.
+    scope: Scope,
+}
+
+/// The plugins a [`Controllers`] role runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scope {
+    /// Every plugin: the leader of the main Lease, in leader placement.
+    All,
+    /// The plugins hashed onto one shard, in spread placement.
+    Shard { index: u32, count: u32 },
+}
+
+impl Scope {
+    /// The catalogue as this role sees it: only the entries it runs.
+    fn narrow(self, catalog: &Catalog) -> Catalog {
+        match self {
+            Self::All => catalog.clone(),
+            Self::Shard { index, count } => Catalog {
+                entries: catalog
+                    .entries
+                    .iter()
+                    .filter(|(key, _)| crate::placement::shard_of(key, count) == index)
+                    .map(|(key, entry)| (key.clone(), entry.clone()))
+                    .collect(),
+                ..catalog.clone()
+            },
+        }
+    }
 }
 
 impl std::fmt::Debug for Controllers {
@@ -77,6 +106,16 @@ impl Controllers {
                 fencing,
                 own_account,
             },
+            scope: Scope::All,
+        }
+    }
+
+    /// The same role, running only the plugins of shard `index` of `count`
+    /// (sharing this replica's instance pool with the other shards).
+    pub fn for_shard(&self, index: u32, count: u32) -> Self {
+        Self {
+            scope: Scope::Shard { index, count },
+            ..self.clone()
         }
     }
 }
@@ -90,6 +129,7 @@ impl LeaderRole for Controllers {
         let status_client = status_client(&self.host, &guard);
         let mut catalog = self.catalog.clone();
         let host = self.host.clone();
+        let scope = self.scope;
         Box::pin(async move {
             let status_client = match status_client {
                 Ok(client) => client,
@@ -112,7 +152,7 @@ impl LeaderRole for Controllers {
             // Without a watcher (manifests only) the catalog never changes.
             let mut changing = true;
             loop {
-                let snapshot = catalog.borrow_and_update().clone();
+                let snapshot = scope.narrow(&catalog.borrow_and_update());
                 term.converge(&snapshot).await;
                 term.write_statuses(&snapshot).await;
                 loop {

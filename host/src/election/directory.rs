@@ -12,6 +12,7 @@ use kube::{Api, Client};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::election::lease_client::ELECTION_LABEL;
 use crate::election::{Config, Role};
 
 /// Label on every replica Lease; its value is the election Lease's name.
@@ -36,6 +37,9 @@ pub struct Member {
     pub role: Role,
     /// When it last announced itself (its own clock).
     pub last_seen: Option<String>,
+    /// The shard Leases it holds, in spread placement.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<String>,
 }
 
 /// Announces this replica and lists the live ones.
@@ -107,31 +111,63 @@ impl Directory {
     }
 
     /// The replicas whose announcement has not expired, by identity, with
-    /// `leader` marked as such.
+    /// `leader` marked as such and the shards each holds.
     pub async fn live(&self, leader: Option<&str>) -> Result<Vec<Member>, Error> {
-        let selector = format!("{REPLICA_OF_LABEL}={}", self.election_lease);
-        let leases = self
-            .api
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(Error::List)?;
-        Ok(live_replicas(&leases.items, leader, Timestamp::now()))
+        let list = |selector: String| async move {
+            self.api
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(Error::List)
+        };
+        let announcements = list(format!("{REPLICA_OF_LABEL}={}", self.election_lease)).await?;
+        let elected = list(format!("{ELECTION_LABEL}={}", self.election_lease)).await?;
+        let shards: Vec<&Lease> = elected
+            .items
+            .iter()
+            .filter(|lease| lease.metadata.name.as_ref() != Some(&self.election_lease))
+            .collect();
+        Ok(live_replicas(
+            &announcements.items,
+            &shards,
+            leader,
+            Timestamp::now(),
+        ))
     }
 }
 
-/// Pure: which announcements are still live at `now`.
-fn live_replicas(leases: &[Lease], leader: Option<&str>, now: Timestamp) -> Vec<Member> {
-    let mut replicas: Vec<Member> = leases
+/// The Lease's holder while its renewTime plus duration is after `now`,
+/// with the renewal (judged by the writer's clock: good enough to list
+/// replicas, never used to decide who may act).
+fn live_holder(lease: &Lease, now: Timestamp) -> Option<(String, Timestamp)> {
+    let spec = lease.spec.as_ref()?;
+    let holder = spec.holder_identity.clone().filter(|h| !h.is_empty())?;
+    let renewed = spec.renew_time.as_ref()?.0;
+    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(0));
+    let expires = renewed
+        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(duration))
+        .ok()?;
+    (expires > now).then_some((holder, renewed))
+}
+
+/// Pure: which announcements are still live at `now`, with the live shard
+/// Leases each holds.
+fn live_replicas(
+    announcements: &[Lease],
+    shards: &[&Lease],
+    leader: Option<&str>,
+    now: Timestamp,
+) -> Vec<Member> {
+    let mut replicas: Vec<Member> = announcements
         .iter()
         .filter_map(|lease| {
-            let spec = lease.spec.as_ref()?;
-            let identity = spec.holder_identity.clone()?;
-            let renewed = spec.renew_time.as_ref()?.0;
-            let duration = i64::from(spec.lease_duration_seconds.unwrap_or(0));
-            let expires = renewed
-                .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(duration))
-                .ok()?;
-            (expires > now).then(|| Member {
+            let (identity, renewed) = live_holder(lease, now)?;
+            let mut held: Vec<String> = shards
+                .iter()
+                .filter(|shard| live_holder(shard, now).is_some_and(|(h, _)| h == identity))
+                .filter_map(|shard| shard.metadata.name.clone())
+                .collect();
+            held.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
+            Some(Member {
                 role: if leader == Some(identity.as_str()) {
                     Role::Leader
                 } else {
@@ -139,6 +175,7 @@ fn live_replicas(leases: &[Lease], leader: Option<&str>, now: Timestamp) -> Vec<
                 },
                 last_seen: Some(renewed.to_string()),
                 identity,
+                shards: held,
             })
         })
         .collect();
@@ -224,9 +261,30 @@ mod tests {
             announcement("gone", stale, 15),
             announcement("a", fresh, 15),
         ];
-        let live = live_replicas(&leases, Some("b"), now);
-        let summary: Vec<(&str, Role)> =
-            live.iter().map(|r| (r.identity.as_str(), r.role)).collect();
-        assert_eq!(summary, [("a", Role::Follower), ("b", Role::Leader)]);
+        let mut shards = [
+            announcement("b", fresh, 15),
+            announcement("a", stale, 15),
+            announcement("b", fresh, 15),
+        ];
+        for (i, shard) in shards.iter_mut().enumerate() {
+            shard.metadata.name = Some(format!("leasehold-shard-{}", [10, 3, 2][i]));
+        }
+        let shards: Vec<&Lease> = shards.iter().collect();
+        let live = live_replicas(&leases, &shards, Some("b"), now);
+        let summary: Vec<(&str, Role, Vec<String>)> = live
+            .iter()
+            .map(|r| (r.identity.as_str(), r.role, r.shards.clone()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("a", Role::Follower, vec![]),
+                (
+                    "b",
+                    Role::Leader,
+                    vec!["leasehold-shard-2".into(), "leasehold-shard-10".into()]
+                )
+            ]
+        );
     }
 }

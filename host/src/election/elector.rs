@@ -39,6 +39,9 @@ pub struct Elector<L = LeaseClient> {
     /// Becomes true once this replica is fit to lead (see
     /// [`Elector::ready_when`]); it does not try to acquire before.
     ready: Option<watch::Receiver<bool>>,
+    /// Whether this replica should lead this Lease at all (see
+    /// [`Elector::wanted_when`]); always, without one.
+    wanted: Option<watch::Receiver<bool>>,
 }
 
 #[derive(Debug)]
@@ -56,6 +59,8 @@ enum TermEnd {
     Shutdown,
     /// No renewal succeeded before the renew deadline.
     DeadlinePassed,
+    /// The Lease should be led elsewhere: hand it over and follow.
+    Handover,
     /// Another replica holds the Lease.
     Lost,
 }
@@ -80,7 +85,19 @@ impl<L: Leases> Elector<L> {
             metrics,
             observed: None,
             ready: None,
+            wanted: None,
         }
+    }
+
+    /// Campaigns only while `wanted` is true, and hands the Lease over
+    /// (drain, stop, release, as on shutdown) when it turns false while
+    /// leading; meanwhile it keeps following the Lease through its watch,
+    /// so the moment it is wanted it judges expiry from what it has seen
+    /// rather than starting to watch from scratch. Spread placement runs
+    /// one elector per shard this way, each wanted by one replica.
+    pub fn wanted_when(mut self, wanted: watch::Receiver<bool>) -> Self {
+        self.wanted = Some(wanted);
+        self
     }
 
     /// Tries to acquire only once `ready` is true (the replica's plugins
@@ -114,10 +131,14 @@ impl<L: Leases> Elector<L> {
                 status.leader_since = None;
                 status.last_renew = None;
             });
-            info!(reason = ?end, "stopped leading");
-            if end == TermEnd::Shutdown {
-                self.release().await;
-                break;
+            info!(lease = %self.config.lease_name, reason = ?end, "stopped leading");
+            match end {
+                TermEnd::Shutdown => {
+                    self.release().await;
+                    break;
+                }
+                TermEnd::Handover => self.release().await,
+                TermEnd::DeadlinePassed | TermEnd::Lost => {}
             }
         }
         drop(watch_task);
@@ -147,6 +168,9 @@ impl<L: Leases> Elector<L> {
             if shutdown.is_cancelled() {
                 return None;
             }
+            if !self.is_wanted() {
+                fresh = self.watch_until_wanted(changes, shutdown).await?;
+            }
             // Taken before the first request of the attempt: the term is
             // measured from the earliest moment the write could have happened.
             let started = Instant::now();
@@ -175,10 +199,45 @@ impl<L: Leases> Elector<L> {
                     self.next_poll()
                 }
             };
+            let mut wanted = self.wanted.clone();
             tokio::select! {
                 () = shutdown.cancelled() => return None,
                 () = tokio::time::sleep_until(wake_at) => {}
                 Ok(()) = changes.changed() => fresh = changes.borrow_and_update().clone(),
+                _ = unwanted(&mut wanted) => {}
+            }
+        }
+    }
+
+    fn is_wanted(&self) -> bool {
+        self.wanted.as_ref().is_none_or(|wanted| *wanted.borrow())
+    }
+
+    /// Follows the Lease from its watch alone (no requests) until this
+    /// replica is wanted as its leader; returns the latest Lease seen, to
+    /// decide on at once. `None` on shutdown.
+    async fn watch_until_wanted(
+        &mut self,
+        changes: &mut watch::Receiver<Option<Lease>>,
+        shutdown: &CancellationToken,
+    ) -> Option<Option<Lease>> {
+        let mut wanted = self.wanted.clone()?;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return None,
+                // A closed channel: nobody will ever want it again.
+                closed = async { wanted.wait_for(|wanted| *wanted).await.is_err() } => {
+                    if closed {
+                        shutdown.cancelled().await;
+                        return None;
+                    }
+                    return Some(changes.borrow_and_update().clone());
+                }
+                Ok(()) = changes.changed() => {
+                    if let Some(lease) = changes.borrow_and_update().clone() {
+                        self.observe(lease);
+                    }
+                }
             }
         }
     }
@@ -236,6 +295,9 @@ impl<L: Leases> Elector<L> {
         shutdown: &CancellationToken,
     ) -> TermEnd {
         let mut drain_until: Option<Instant> = None;
+        // Why the term is draining: shutdown, or a handover.
+        let mut ending = TermEnd::Shutdown;
+        let mut wanted = self.wanted.clone();
         loop {
             let draining = drain_until.is_some();
             let drain_limit = drain_until.unwrap_or_else(Instant::now);
@@ -247,10 +309,17 @@ impl<L: Leases> Elector<L> {
                     drain_until = Some(Instant::now() + DRAIN_LIMIT);
                     continue;
                 }
-                () = roles.finished(), if draining => return TermEnd::Shutdown,
+                () = unwanted(&mut wanted), if !draining => {
+                    info!(lease = %self.config.lease_name, "to be led elsewhere; draining leader-only work before handing over");
+                    guard.drain();
+                    drain_until = Some(Instant::now() + DRAIN_LIMIT);
+                    ending = TermEnd::Handover;
+                    continue;
+                }
+                () = roles.finished(), if draining => return ending,
                 () = tokio::time::sleep_until(drain_limit), if draining => {
                     warn!(limit = ?DRAIN_LIMIT, "leader-only work did not drain in time; stopping it");
-                    return TermEnd::Shutdown;
+                    return ending;
                 }
                 () = guard.lost() => return TermEnd::DeadlinePassed,
                 () = tokio::time::sleep(self.config.retry_period) => {}
@@ -372,6 +441,18 @@ impl<L: Leases> Elector<L> {
     fn next_poll(&self) -> Instant {
         let jitter = 1.0 + rand::random::<f64>() * POLL_JITTER;
         Instant::now() + self.config.retry_period.mul_f64(jitter)
+    }
+}
+
+/// Resolves once `wanted` is false; never without a gate, or once nothing
+/// can change it any more.
+async fn unwanted(wanted: &mut Option<watch::Receiver<bool>>) {
+    let gone = match wanted {
+        Some(wanted) => wanted.wait_for(|wanted| !*wanted).await.is_err(),
+        None => true,
+    };
+    if gone {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -587,13 +668,14 @@ mod tests {
         }
 
         fn with_role(leases: &Memory, role: Noting) -> Self {
-            Self::with_role_when(leases, role, None)
+            Self::with_role_when(leases, role, None, None)
         }
 
         fn with_role_when(
             leases: &Memory,
             role: Noting,
             ready: Option<watch::Receiver<bool>>,
+            wanted: Option<watch::Receiver<bool>>,
         ) -> Self {
             let config = Config {
                 namespace: "default".into(),
@@ -609,6 +691,9 @@ mod tests {
                 Elector::new(config, leases.clone(), status_tx, ElectionMetrics::new());
             if let Some(ready) = ready {
                 elector = elector.ready_when(ready);
+            }
+            if let Some(wanted) = wanted {
+                elector = elector.wanted_when(wanted);
             }
             let roles = LeaderRoles::new().with(role);
             let shutdown = CancellationToken::new();
@@ -800,11 +885,65 @@ mod tests {
         let journal = journal();
         let leases = Memory::new(&journal);
         let (ready_tx, ready) = watch::channel(false);
-        let mut replica = Replica::with_role_when(&leases, Noting::new(&journal), Some(ready));
+        let mut replica =
+            Replica::with_role_when(&leases, Noting::new(&journal), Some(ready), None);
         tokio::time::sleep(LEASE * 4).await;
         assert_eq!(leases.holder(), None, "led while compiling");
         ready_tx.send_replace(true);
         replica.becomes(Role::Leader).await;
         assert_eq!(leases.holder().as_deref(), Some("me"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replica_campaigns_only_while_it_is_wanted_and_hands_over_when_not() {
+        let journal = journal();
+        let leases = Memory::new(&journal);
+        let (wanted_tx, wanted) = watch::channel(false);
+        let mut replica =
+            Replica::with_role_when(&leases, Noting::new(&journal), None, Some(wanted));
+        tokio::time::sleep(LEASE * 4).await;
+        assert_eq!(leases.holder(), None, "campaigned while not wanted");
+
+        wanted_tx.send_replace(true);
+        replica.becomes(Role::Leader).await;
+        wanted_tx.send_replace(false);
+        replica.becomes(Role::Follower).await;
+        assert_eq!(leases.holder(), None, "not released");
+        let tail = entries(&journal);
+        assert_eq!(
+            tail[tail.len() - 2..],
+            [
+                "role stopped".to_owned(),
+                "elector wrote holder \"\"".to_owned()
+            ],
+            "released before its work stopped"
+        );
+        tokio::time::sleep(LEASE * 4).await;
+        assert_eq!(
+            leases.holder(),
+            None,
+            "took the Lease back while not wanted"
+        );
+        assert!(!replica.task.is_finished(), "stopped following");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unwanted_replica_takes_over_an_expired_lease_as_soon_as_it_is_wanted() {
+        let journal = journal();
+        let leases = Memory::new(&journal);
+        let (wanted_tx, wanted) = watch::channel(false);
+        let mut replica =
+            Replica::with_role_when(&leases, Noting::new(&journal), None, Some(wanted));
+        // Another replica's last renewal, seen through the watch while
+        // unwanted (once its watch runs).
+        tokio::time::sleep(RETRY).await;
+        leases.written_by(Some("other"));
+        let renewed = Instant::now();
+        tokio::time::sleep(LEASE + RETRY).await;
+        assert_eq!(leases.holder().as_deref(), Some("other"));
+        wanted_tx.send_replace(true);
+        replica.becomes(Role::Leader).await;
+        // Judged from the renewal it saw, not from when it became wanted.
+        assert_eq!(renewed.elapsed(), LEASE + RETRY, "waited a second lease");
     }
 }

@@ -7,12 +7,14 @@
 
 use std::time::Duration;
 
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{ObjectMeta, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tower::limit::ConcurrencyLimitLayer;
 
@@ -56,13 +58,20 @@ pub type Result<T, E = LeaseError> = std::result::Result<T, E>;
 pub struct LeaseClient {
     api: Api<Lease>,
     name: String,
+    /// The election this Lease belongs to: the main Lease's name, which
+    /// its [`ELECTION_LABEL`] carries.
+    election: String,
     request_timeout: Duration,
+    /// Changes delivered by a watch shared with other Leases of the
+    /// election ([`LeaseClient::shard`]); `None` watches this one alone.
+    changes: Option<watch::Receiver<Option<Lease>>>,
 }
 
 impl std::fmt::Debug for LeaseClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LeaseClient")
             .field("name", &self.name)
+            .field("election", &self.election)
             .field("request_timeout", &self.request_timeout)
             .finish_non_exhaustive()
     }
@@ -88,8 +97,31 @@ impl LeaseClient {
         Self {
             api: Api::namespaced(client, namespace),
             name: name.to_owned(),
+            election: name.to_owned(),
             request_timeout,
+            changes: None,
         }
+    }
+
+    /// Another Lease of the same election (a shard's), through the same
+    /// client, whose changes arrive on `changes` from one watch over every
+    /// Lease of the election rather than a watch of its own each.
+    pub fn shard(&self, name: &str, changes: watch::Receiver<Option<Lease>>) -> Self {
+        Self {
+            name: name.to_owned(),
+            changes: Some(changes),
+            ..self.clone()
+        }
+    }
+
+    /// The Leases of this election: its own and its shards'.
+    pub fn election_selector(&self) -> String {
+        format!("{ELECTION_LABEL}={}", self.election)
+    }
+
+    /// The Lease API this client talks to.
+    pub fn api(&self) -> &Api<Lease> {
+        &self.api
     }
 
     fn label(&self, lease: &mut Lease) {
@@ -97,7 +129,7 @@ impl LeaseClient {
             .metadata
             .labels
             .get_or_insert_default()
-            .insert(ELECTION_LABEL.to_owned(), self.name.clone());
+            .insert(ELECTION_LABEL.to_owned(), self.election.clone());
     }
 
     /// Runs `request` with the client-go timeout, cut short so it never runs
@@ -184,6 +216,9 @@ impl Leases for LeaseClient {
     }
 
     fn watch(&self) -> impl Stream<Item = Option<Lease>> + Send + 'static {
+        if let Some(changes) = &self.changes {
+            return shared_changes(changes.clone());
+        }
         let config = watcher::Config::default().fields(&format!("metadata.name={}", self.name));
         watcher::watcher(self.api.clone(), config)
             .default_backoff()
@@ -198,5 +233,16 @@ impl Leases for LeaseClient {
                     }
                 }
             })
+            .boxed()
     }
+}
+
+/// A shared watch's changes of one Lease, as a stream.
+fn shared_changes(changes: watch::Receiver<Option<Lease>>) -> BoxStream<'static, Option<Lease>> {
+    futures::stream::unfold(changes, |mut changes| async move {
+        changes.changed().await.ok()?;
+        let lease = changes.borrow_and_update().clone();
+        Some((lease, changes))
+    })
+    .boxed()
 }
