@@ -50,9 +50,28 @@ pub struct Verdict {
 /// Judges the plugin writes in `namespace` against the Lease
 /// `namespace/lease`, from the audit log's text (one JSON event a line).
 pub fn judge(log: &str, namespace: &str, lease: &str) -> Verdict {
+    judge_by(log, namespace, &[lease.to_owned()], |_| lease.to_owned())
+}
+
+/// Judges each plugin write in `namespace` against the one of `leases`
+/// that `lease_of` names for the object written (in spread placement, the
+/// shard Lease of the plugin that writes it). `takeovers` counts over all
+/// of `leases`.
+pub fn judge_by(
+    log: &str,
+    namespace: &str,
+    leases: &[String],
+    lease_of: impl Fn(&str) -> String,
+) -> Verdict {
     enum Committed {
-        Lease { holder: Option<String> },
-        Write { replica: String, object: String },
+        Lease {
+            name: String,
+            holder: Option<String>,
+        },
+        Write {
+            replica: String,
+            object: String,
+        },
     }
     let mut verdict = Verdict::default();
     let mut committed: Vec<(u64, Committed)> = Vec::new();
@@ -78,16 +97,19 @@ pub fn judge(log: &str, namespace: &str, lease: &str) -> Verdict {
             continue;
         }
         match replica_of(&event) {
-            None if target["name"] == lease => {
-                if let (200..=299, Some(version)) = (code, version) {
+            None => {
+                if let (200..=299, Some(version), Some(name)) =
+                    (code, version, target["name"].as_str())
+                    && leases.iter().any(|lease| lease == name)
+                {
                     let holder = event["responseObject"]["spec"]["holderIdentity"]
                         .as_str()
                         .filter(|holder| !holder.is_empty())
                         .map(str::to_owned);
-                    committed.push((version, Committed::Lease { holder }));
+                    let name = name.to_owned();
+                    committed.push((version, Committed::Lease { name, holder }));
                 }
             }
-            None => {}
             Some(replica) => match (code, version) {
                 (200..=299, Some(version)) => {
                     let object = target["name"].as_str().unwrap_or_default().to_owned();
@@ -106,22 +128,24 @@ pub fn judge(log: &str, namespace: &str, lease: &str) -> Verdict {
         }
     }
     committed.sort_by_key(|(version, _)| *version);
-    let mut holder: Option<String> = None;
+    let mut holders: BTreeMap<String, Option<String>> = BTreeMap::new();
     for (resource_version, change) in committed {
         match change {
-            Committed::Lease { holder: now } => {
-                if now.is_some() && now != holder {
+            Committed::Lease { name, holder: now } => {
+                let holder = holders.entry(name).or_default();
+                if now.is_some() && now != *holder {
                     verdict.takeovers += 1;
                 }
-                holder = now;
+                *holder = now;
             }
             Committed::Write { replica, object } => {
                 verdict.committed += 1;
                 *verdict.committed_by.entry(replica.clone()).or_default() += 1;
+                let holder = holders.get(&lease_of(&object)).cloned().flatten();
                 if holder.as_deref() != Some(replica.as_str()) {
                     verdict.split_brain.push(SplitBrain {
                         replica,
-                        holder: holder.clone(),
+                        holder,
                         resource_version,
                         object,
                     });

@@ -8,6 +8,7 @@
 //! With fencing, the chart's own fencing policy is rendered with helm and
 //! applied for this fleet's Lease.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -28,9 +29,6 @@ use crate::{
 
 /// The election Lease's name (the chart's for a release named `leasehold`).
 pub const LEASE: &str = "leasehold";
-/// The Lease the plugin writes, again and again (the audit log records
-/// Lease writes in full).
-pub const WRITTEN: &str = "writer-written";
 /// How long a takeover, a restart or the first write may take on a busy
 /// 2-core machine before the harness gives up (correctness, not speed).
 const PATIENCE: Duration = Duration::from_secs(90);
@@ -92,11 +90,72 @@ struct Member {
     process: ReplicaProcess,
 }
 
-/// Three replicas with a writing plugin.
+/// How a [`Fleet`] is made.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    /// `--fencing`, and the chart's fencing policy for the fleet's Leases.
+    pub fencing: bool,
+    pub replicas: usize,
+    /// `--placement spread --shards <n>`; leader placement without.
+    pub shards: Option<u32>,
+    /// The writing plugins: each writes the Lease `<name>-written`.
+    pub writers: Writers,
+}
+
+/// Which writing plugins a fleet runs.
+#[derive(Clone, Debug)]
+pub enum Writers {
+    Named(Vec<String>),
+    /// One on each shard (names chosen once the namespace, which is part
+    /// of a plugin's hash, is known).
+    OnePerShard,
+}
+
+impl Setup {
+    /// Three replicas in leader placement and one writer, `writer`.
+    pub fn leader(fencing: bool) -> Self {
+        Self {
+            fencing,
+            replicas: 3,
+            shards: None,
+            writers: Writers::Named(vec!["writer".to_owned()]),
+        }
+    }
+
+    /// `replicas` replicas in spread placement over `shards` shards, with
+    /// fencing and one writer on each shard.
+    pub fn spread(replicas: usize, shards: u32) -> Self {
+        Self {
+            fencing: true,
+            replicas,
+            shards: Some(shards),
+            writers: Writers::OnePerShard,
+        }
+    }
+}
+
+/// Plugin names in `namespace`, one hashed onto each of `shards` shards.
+fn one_per_shard(namespace: &str, shards: u32) -> Vec<String> {
+    let mut taken = vec![None; shards as usize];
+    for k in 0.. {
+        let name = format!("w{k}");
+        let shard = leasehold::placement::shard_of(&format!("{namespace}/{name}"), shards);
+        taken[shard as usize].get_or_insert(name);
+        if taken.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    taken.into_iter().flatten().collect()
+}
+
+/// Replicas with writing plugins.
 #[derive(Debug)]
 pub struct Fleet {
     pub namespace: String,
     pub fencing: bool,
+    /// `--shards`, in spread placement.
+    pub shards: Option<u32>,
+    pub writers: Vec<String>,
     /// The plugin's ServiceAccount.
     account: String,
     cluster: &'static TestCluster,
@@ -111,10 +170,29 @@ impl Fleet {
     /// policy when `fencing`) and the writing plugin, and waits until the
     /// plugin's writes are committed (and, with fencing, refused when stale).
     pub async fn start(fencing: bool) -> anyhow::Result<Self> {
+        Self::start_with(Setup::leader(fencing)).await
+    }
+
+    /// Starts the fleet `setup` describes and waits until every writer's
+    /// writes are committed (and, with fencing, stale terms refused).
+    pub async fn start_with(setup: Setup) -> anyhow::Result<Self> {
+        let Setup {
+            fencing,
+            replicas,
+            shards,
+            writers,
+        } = setup;
         let cluster = TestCluster::shared().await;
         let admin = cluster.client()?;
         let (namespace, account) =
             plugin_namespace(cluster, "fencing", &["get", "list", "watch"]).await?;
+        let writers = match writers {
+            Writers::Named(names) => names,
+            Writers::OnePerShard => one_per_shard(
+                &namespace,
+                shards.context("one writer per shard needs shards")?,
+            ),
+        };
         grant(
             &admin,
             &namespace,
@@ -133,33 +211,32 @@ impl Fleet {
             std::fs::read(plugin_component("misbehaving"))?,
         )
         .await?;
-        let plugin = ApiResource::from_gvk(&GroupVersionKind::gvk(
-            "leasehold.dev",
-            "v1alpha1",
-            "Plugin",
-        ));
-        let plugins: Api<DynamicObject> = Api::namespaced_with(admin.clone(), &namespace, &plugin);
-        let spec = json!({
-            "source": {"configMap": {"name": "fixture"}},
-            "serviceAccountName": account,
+        let plugins: Api<DynamicObject> =
+            Api::namespaced_with(admin.clone(), &namespace, &plugin_resource());
+        for writer in &writers {
             // Its own label value: the plugin watches cluster-wide, and
-            // other fleets' writers live in the same control plane.
-            "config": {"selector": format!("leasehold.dev/misbehave={namespace}")},
-            // Long enough that a held write's call is still waiting when
-            // it is delivered (the point is a write that arrives late).
-            "limits": {"minRequeueAfter": "100ms", "timeout": "60s"},
-        });
-        apply_plugin(&plugins, "writer", spec).await?;
-        config_maps
-            .create(
-                &PostParams::default(),
-                &config_map(
-                    "writer",
-                    &[("leasehold.dev/misbehave", namespace.as_str())],
-                    &[("mode", "write"), ("every", "100")],
-                ),
-            )
-            .await?;
+            // other writers live in the same control plane.
+            let label = format!("{writer}.{namespace}");
+            let spec = json!({
+                "source": {"configMap": {"name": "fixture"}},
+                "serviceAccountName": account,
+                "config": {"selector": format!("leasehold.dev/misbehave={label}")},
+                // Long enough that a held write's call is still waiting when
+                // it is delivered (the point is a write that arrives late).
+                "limits": {"minRequeueAfter": "100ms", "timeout": "60s"},
+            });
+            apply_plugin(&plugins, writer, spec).await?;
+            config_maps
+                .create(
+                    &PostParams::default(),
+                    &config_map(
+                        writer,
+                        &[("leasehold.dev/misbehave", label.as_str())],
+                        &[("mode", "write"), ("every", "100")],
+                    ),
+                )
+                .await?;
+        }
         if fencing {
             install_fencing_policy(cluster, &namespace).await?;
         }
@@ -168,47 +245,142 @@ impl Fleet {
         if fencing {
             settings.extra_args.push("--fencing".to_owned());
         }
+        if let Some(shards) = shards {
+            settings.extra_args.push("--placement=spread".to_owned());
+            settings.extra_args.push(format!("--shards={shards}"));
+        }
         let workdir = tempfile::Builder::new()
             .prefix("leasehold-fleet")
             .tempdir()?;
-        let mut members = Vec::new();
-        for index in 0..3 {
-            let identity = format!("replica-{index}");
-            let proxy = ApiProxy::start(cluster).await?;
-            let kubeconfig = workdir.path().join(format!("{identity}.kubeconfig"));
-            proxy.kubeconfig(cluster.kubeconfig(), &kubeconfig)?;
-            let process =
-                ReplicaProcess::start(&identity, &settings, &kubeconfig, workdir.path()).await?;
-            members.push(Member {
-                identity,
-                kubeconfig,
-                proxy,
-                process,
-            });
-        }
-        let fleet = Self {
+        let mut fleet = Self {
             namespace: namespace.clone(),
             fencing,
+            shards,
+            writers,
             account,
             cluster,
             settings,
-            members,
+            members: Vec::new(),
             leases: Api::namespaced(admin.clone(), &namespace),
             workdir,
         };
-        fleet.writes_resume().await.with_context(|| fleet.logs())?;
+        for _ in 0..replicas {
+            fleet.add_replica().await?;
+        }
+        for writer in &fleet.writers {
+            fleet
+                .writes_resume_of(writer)
+                .await
+                .with_context(|| fleet.logs())?;
+        }
         if fencing {
             fleet.fencing_enforced().await?;
         }
         Ok(fleet)
     }
 
+    /// Starts one more replica, `replica-<n>`; its identity.
+    pub async fn add_replica(&mut self) -> anyhow::Result<String> {
+        let identity = format!("replica-{}", self.members.len());
+        let proxy = ApiProxy::start(self.cluster).await?;
+        let kubeconfig = self.workdir.path().join(format!("{identity}.kubeconfig"));
+        proxy.kubeconfig(self.cluster.kubeconfig(), &kubeconfig)?;
+        let process =
+            ReplicaProcess::start(&identity, &self.settings, &kubeconfig, self.workdir.path())
+                .await?;
+        self.members.push(Member {
+            identity: identity.clone(),
+            kubeconfig,
+            proxy,
+            process,
+        });
+        Ok(identity)
+    }
+
     /// Who the Lease names.
     pub async fn holder(&self) -> anyhow::Result<Option<String>> {
-        let lease = self.leases.get_opt(LEASE).await?;
+        self.holder_of(LEASE).await
+    }
+
+    /// Who the Lease `name` names.
+    pub async fn holder_of(&self, name: &str) -> anyhow::Result<Option<String>> {
+        let lease = self.leases.get_opt(name).await?;
         Ok(lease
             .and_then(|lease| lease.spec?.holder_identity)
             .filter(|holder| !holder.is_empty()))
+    }
+
+    /// The shard Lease (spread placement) or the election Lease (leader
+    /// placement) that the writer `writer` runs under.
+    pub fn lease_of_writer(&self, writer: &str) -> String {
+        match self.shards {
+            Some(shards) => leasehold::placement::shard_lease_name(
+                LEASE,
+                leasehold::placement::shard_of(&format!("{}/{writer}", self.namespace), shards),
+            ),
+            None => LEASE.to_owned(),
+        }
+    }
+
+    /// Who holds each writer's Lease (its shard's, in spread placement).
+    pub async fn holders(&self) -> anyhow::Result<BTreeMap<String, Option<String>>> {
+        let mut holders = BTreeMap::new();
+        for writer in &self.writers {
+            let holder = self.holder_of(&self.lease_of_writer(writer)).await?;
+            holders.insert(writer.clone(), holder);
+        }
+        Ok(holders)
+    }
+
+    /// How many writers each replica leads, by the Leases.
+    pub async fn shares(&self) -> anyhow::Result<BTreeMap<String, usize>> {
+        let mut shares = BTreeMap::new();
+        for holder in self.holders().await?.into_values().flatten() {
+            *shares.entry(holder).or_default() += 1;
+        }
+        Ok(shares)
+    }
+
+    /// Each writer's `status.runningOn`, as `kubectl get plugins` shows it.
+    pub async fn running_on(&self) -> anyhow::Result<BTreeMap<String, Option<String>>> {
+        let mut running_on = BTreeMap::new();
+        for writer in &self.writers {
+            let plugin = self.plugins()?.get_opt(writer).await?;
+            let on = plugin.and_then(|plugin| {
+                plugin.data["status"]["runningOn"]
+                    .as_str()
+                    .map(str::to_owned)
+            });
+            running_on.insert(writer.clone(), on);
+        }
+        Ok(running_on)
+    }
+
+    /// The fleet's Plugin objects, as the admin.
+    pub fn plugins(&self) -> anyhow::Result<Api<DynamicObject>> {
+        Ok(Api::namespaced_with(
+            self.cluster.client()?,
+            &self.namespace,
+            &plugin_resource(),
+        ))
+    }
+
+    /// `GET /api/v1/replicas` from replica `identity`.
+    pub async fn replica_view(&self, identity: &str) -> anyhow::Result<serde_json::Value> {
+        self.member(identity)?
+            .process
+            .get_json("/api/v1/replicas")
+            .await
+    }
+
+    /// `GET <path>` from replica `identity`: status and body.
+    pub async fn replica_get(&self, identity: &str, path: &str) -> anyhow::Result<(u16, String)> {
+        self.member(identity)?.process.get(path).await
+    }
+
+    /// Sends `signal` to replica `identity`.
+    pub fn signal(&self, identity: &str, signal: Signal) -> anyhow::Result<()> {
+        self.member(identity)?.process.signal(signal)
     }
 
     /// Injects `fault` into the current leader, waits until another
@@ -282,19 +454,26 @@ impl Fleet {
 
     /// When the plugin last wrote (its Lease's annotation), if it has.
     pub async fn last_written(&self) -> anyhow::Result<Option<String>> {
-        self.written_annotation("leasehold.dev/written-at").await
+        self.last_written_by("writer").await
+    }
+
+    /// When the writer `writer` last wrote, if it has.
+    pub async fn last_written_by(&self, writer: &str) -> anyhow::Result<Option<String>> {
+        self.written_annotation(writer, "leasehold.dev/written-at")
+            .await
     }
 
     /// What the plugin's last write said it was doing: `sleeping` (a slow
     /// reconcile has begun) or `written`.
     pub async fn last_phase(&self) -> anyhow::Result<Option<String>> {
-        self.written_annotation("leasehold.dev/phase").await
+        self.written_annotation("writer", "leasehold.dev/phase")
+            .await
     }
 
-    async fn written_annotation(&self, key: &str) -> anyhow::Result<Option<String>> {
+    async fn written_annotation(&self, writer: &str, key: &str) -> anyhow::Result<Option<String>> {
         Ok(self
             .leases
-            .get_opt(WRITTEN)
+            .get_opt(&format!("{writer}-written"))
             .await?
             .and_then(|written| written.metadata.annotations?.remove(key)))
     }
@@ -339,10 +518,16 @@ impl Fleet {
     /// Waits until the plugin's Lease changes twice: someone leads and
     /// its plugin is writing.
     pub async fn writes_resume(&self) -> anyhow::Result<()> {
+        self.writes_resume_of("writer").await
+    }
+
+    /// Waits until the Lease of writer `writer` changes twice.
+    pub async fn writes_resume_of(&self, writer: &str) -> anyhow::Result<()> {
         let seen = std::sync::Mutex::new(Vec::new());
         let seen = &seen;
-        eventually(PATIENCE, "the plugin to write again", || async move {
-            let at = self.last_written().await.ok().flatten()?;
+        let what = format!("{writer} to write again");
+        eventually(PATIENCE, &what, || async move {
+            let at = self.last_written_by(writer).await.ok().flatten()?;
             let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
             if seen.last() != Some(&at) {
                 seen.push(at);
@@ -352,11 +537,21 @@ impl Fleet {
         .await
     }
 
-    /// What the audit log says of this fleet's plugin writes so far.
+    /// What the audit log says of this fleet's plugin writes so far, each
+    /// judged against the Lease its writer runs under.
     pub fn judge(&self) -> anyhow::Result<Verdict> {
         let log = std::fs::read_to_string(self.cluster.audit_log())
             .context("reading the API server's audit log")?;
-        Ok(audit::judge(&log, &self.namespace, LEASE))
+        let mut leases: Vec<String> = self
+            .writers
+            .iter()
+            .map(|writer| self.lease_of_writer(writer))
+            .collect();
+        leases.push(LEASE.to_owned());
+        Ok(audit::judge_by(&log, &self.namespace, &leases, |object| {
+            let writer = object.strip_suffix("-written").unwrap_or(object);
+            self.lease_of_writer(writer)
+        }))
     }
 
     /// Waits until the audit log's verdict satisfies `check`; returns it.
@@ -426,6 +621,14 @@ impl Fleet {
         ));
         Ok(kube::Client::try_from(config)?)
     }
+}
+
+fn plugin_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "leasehold.dev",
+        "v1alpha1",
+        "Plugin",
+    ))
 }
 
 /// Renders the chart's fencing policy for a release in `namespace` (its
