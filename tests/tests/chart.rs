@@ -108,6 +108,21 @@ plugins:
         verbs: [get, list, watch, create, update, patch]
 "#;
 
+/// Volumes an operator brings: components for `image` sources under
+/// --plugin-root, and somewhere writable for the activity log.
+const EXTRA_VOLUMES: Values = Values::File(EXTRA_VOLUMES_YAML);
+const EXTRA_VOLUMES_YAML: &str = r#"
+extraArgs: ["--activity-log=/var/log/leasehold/activity"]
+extraVolumes:
+  - name: components
+    configMap: {name: my-components}
+  - name: activity
+    emptyDir: {sizeLimit: 64Mi}
+extraVolumeMounts:
+  - {name: components, mountPath: /plugins, readOnly: true}
+  - {name: activity, mountPath: /var/log/leasehold}
+"#;
+
 // === helm and kubectl ===
 
 fn chart() -> PathBuf {
@@ -259,6 +274,15 @@ fn strings(value: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The item of a list of named objects (volumes, mounts, ports) called `name`.
+fn named<'v>(items: &'v Value, name: &str) -> Option<&'v Value> {
+    items
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|item| item["name"] == name)
+}
+
 /// Parses container args with the host's own command line, and validates
 /// them into a replica configuration as `leasehold run` would at start.
 fn host_config(args: &[String]) -> anyhow::Result<(Cli, HostConfig)> {
@@ -314,7 +338,7 @@ const PLUGIN_PERMISSIONS: [(&str, &str, &str); 11] = [
 
 #[tokio::test]
 async fn chart_passes_strict_lint_with_each_value_set() -> anyhow::Result<()> {
-    for values in [DEFAULTS, HA, MONITORED, PLUGINS] {
+    for values in [DEFAULTS, HA, MONITORED, PLUGINS, EXTRA_VOLUMES] {
         let mut args = vec![
             "lint".to_owned(),
             "--strict".to_owned(),
@@ -493,8 +517,41 @@ async fn replicas_run_locked_down() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn extra_volumes_and_mounts_pass_through_as_written() -> anyhow::Result<()> {
+    let declared: Value = serde_saphyr::from_str(EXTRA_VOLUMES_YAML)?;
+    let rendered = render("default", EXTRA_VOLUMES).await?;
+    let container = rendered.container();
+    for (list, rendered_list) in [
+        ("extraVolumes", &rendered.pod_spec()["volumes"]),
+        ("extraVolumeMounts", &container["volumeMounts"]),
+    ] {
+        for item in declared[list].as_array().into_iter().flatten() {
+            let name = item["name"].as_str().unwrap_or_default();
+            assert_eq!(
+                named(rendered_list, name),
+                Some(item),
+                "{list} {name} must reach the pod as written: {rendered_list}"
+            );
+        }
+    }
+    // The host writes where the operator's volume is, not on the read-only
+    // root filesystem.
+    let args = strings(&container["args"]);
+    let (_, config) = host_config(&args).with_context(|| format!("args {args:?}"))?;
+    let activity = config
+        .activity_log
+        .context("--activity-log from extraArgs")?;
+    assert!(
+        activity.starts_with("/var/log/leasehold"),
+        "{}",
+        activity.display()
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn every_object_carries_the_standard_labels() -> anyhow::Result<()> {
-    for values in [DEFAULTS, HA, MONITORED, PLUGINS] {
+    for values in [DEFAULTS, HA, MONITORED, PLUGINS, EXTRA_VOLUMES] {
         let rendered = render("default", values).await?;
         for object in &rendered.objects {
             let labels = &object["metadata"]["labels"];
@@ -893,6 +950,60 @@ async fn bad_values_are_refused_at_install_with_the_reason() -> anyhow::Result<(
             assert!(
                 message.contains(reason),
                 "--set {value} was refused, but the message does not say {reason:?}:\n{message}"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_volume_values_are_refused_at_install_with_the_reason() -> anyhow::Result<()> {
+    let cases: Vec<(Value, &[&str])> = vec![
+        (
+            json!({"extraVolumes": {"name": "scratch", "emptyDir": {}}}),
+            &["at '/extraVolumes': got object, want array"],
+        ),
+        (
+            json!({"extraVolumes": [{"emptyDir": {}}]}),
+            &["at '/extraVolumes/0': missing property 'name'"],
+        ),
+        (
+            json!({"extraVolumes": [{"name": "Scratch_1", "emptyDir": {}}]}),
+            &["at '/extraVolumes/0/name'", "does not match pattern"],
+        ),
+        (
+            json!({"extraVolumes": [
+                {"name": "scratch", "emptyDir": {}},
+                {"name": "scratch", "configMap": {"name": "other"}},
+            ]}),
+            &["extraVolumes[1]: extraVolumes[0] is already named \"scratch\""],
+        ),
+        (
+            json!({"extraVolumeMounts": [{"name": "scratch"}]}),
+            &["at '/extraVolumeMounts/0': missing property 'mountPath'"],
+        ),
+        (
+            json!({
+                "extraVolumes": [{"name": "scratch", "emptyDir": {}}],
+                "extraVolumeMounts": [{"name": "scratch", "mountPath": "tmp"}],
+            }),
+            &[
+                "at '/extraVolumeMounts/0/mountPath'",
+                "does not match pattern",
+            ],
+        ),
+        (
+            json!({"extraVolumeMounts": [{"name": "scratch", "mountPath": "/tmp"}]}),
+            &["extraVolumeMounts[0] mounts \"scratch\", which is not in extraVolumes"],
+        ),
+    ];
+    for (values, reasons) in cases {
+        let file = values.to_string();
+        let message = refusal(Values::File(&file)).await?;
+        for reason in reasons {
+            assert!(
+                message.contains(reason),
+                "{values} was refused, but the message does not say {reason:?}:\n{message}"
             );
         }
     }
@@ -1333,7 +1444,14 @@ async fn api_server_accepts_the_rendered_manifests_in_a_server_side_dry_run() ->
     install_service_monitor_crd(cluster).await?;
     install_plugin_crd(&cluster.client()?).await?;
     let example = values_yaml_plugin_example()?;
-    for values in [DEFAULTS, HA, MONITORED, PLUGINS, Values::File(&example)] {
+    for values in [
+        DEFAULTS,
+        HA,
+        MONITORED,
+        PLUGINS,
+        EXTRA_VOLUMES,
+        Values::File(&example),
+    ] {
         let namespace = cluster.namespace("chart-dry-run").await?;
         let rendered = render(&namespace, values).await?;
         let output = kubectl(

@@ -174,3 +174,33 @@ would otherwise show only on the Plugin's status after the install.
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* The volumes the chart itself gives the pod; extraVolumes may not reuse their names. */}}
+{{- define "leasehold.ownVolumes" -}}
+{{- $own := list }}
+{{- toJson $own }}
+{{- end }}
+
+{{/*
+Refuses extra volumes the API server would refuse only once the upgrade has
+begun: a name the chart's own volumes use, two volumes of one name, and a
+mount of a volume the pod does not have.
+*/}}
+{{- define "leasehold.validateVolumes" -}}
+{{- $own := include "leasehold.ownVolumes" . | fromJsonArray }}
+{{- $declared := dict }}
+{{- range $index, $volume := .Values.extraVolumes }}
+{{- if has $volume.name $own }}
+{{- fail (printf "extraVolumes[%d]: %q is the name of the chart's own volume; pick another" $index $volume.name) }}
+{{- end }}
+{{- if hasKey $declared $volume.name }}
+{{- fail (printf "extraVolumes[%d]: extraVolumes[%d] is already named %q" $index (get $declared $volume.name) $volume.name) }}
+{{- end }}
+{{- $_ := set $declared $volume.name $index }}
+{{- end }}
+{{- range $index, $mount := .Values.extraVolumeMounts }}
+{{- if not (or (hasKey $declared $mount.name) (has $mount.name $own)) }}
+{{- fail (printf "extraVolumeMounts[%d] mounts %q, which is not in extraVolumes" $index $mount.name) }}
+{{- end }}
+{{- end }}
+{{- end }}
