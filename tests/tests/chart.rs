@@ -123,6 +123,12 @@ extraVolumeMounts:
   - {name: activity, mountPath: /var/log/leasehold}
 "#;
 
+/// The compile cache on a claim the chart makes, shared by three replicas.
+const CACHE_ON_A_CLAIM: Values = Values::Set(&[
+    "replicaCount=3",
+    "compileCache.persistentVolumeClaim.create=true",
+]);
+
 // === helm and kubectl ===
 
 fn chart() -> PathBuf {
@@ -338,7 +344,14 @@ const PLUGIN_PERMISSIONS: [(&str, &str, &str); 11] = [
 
 #[tokio::test]
 async fn chart_passes_strict_lint_with_each_value_set() -> anyhow::Result<()> {
-    for values in [DEFAULTS, HA, MONITORED, PLUGINS, EXTRA_VOLUMES] {
+    for values in [
+        DEFAULTS,
+        HA,
+        MONITORED,
+        PLUGINS,
+        EXTRA_VOLUMES,
+        CACHE_ON_A_CLAIM,
+    ] {
         let mut args = vec![
             "lint".to_owned(),
             "--strict".to_owned(),
@@ -517,6 +530,87 @@ async fn replicas_run_locked_down() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn plugins_compile_into_a_writable_cache_that_outlives_the_container() -> anyhow::Result<()> {
+    let rendered = render("default", DEFAULTS).await?;
+    let container = rendered.container();
+    let args = strings(&container["args"]);
+    let (_, config) = host_config(&args).with_context(|| format!("args {args:?}"))?;
+    let cache = config
+        .plugins
+        .compile_cache
+        .context("the host is given a compile cache")?;
+    let cache = cache.to_str().context("a UTF-8 path")?;
+    assert_eq!(
+        container["securityContext"]["readOnlyRootFilesystem"], true,
+        "the root filesystem stays read-only: the cache needs a volume"
+    );
+    let mount = container["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|mount| mount["mountPath"] == cache)
+        .with_context(|| format!("a volume mounted at {cache}"))?;
+    assert_ne!(
+        mount["readOnly"], true,
+        "the host writes the cache: {mount}"
+    );
+    let name = mount["name"].as_str().unwrap_or_default();
+    let volume = named(&rendered.pod_spec()["volumes"], name)
+        .with_context(|| format!("the volume {name}"))?;
+    assert_eq!(
+        volume["emptyDir"],
+        json!({"sizeLimit": "1Gi"}),
+        "by default the pod's own, with room above wasmtime's 512Mi: {volume}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_compile_cache_claim_keeps_compiled_plugins_across_pods() -> anyhow::Result<()> {
+    let rendered = render("team-k", CACHE_ON_A_CLAIM).await?;
+    let claim = rendered.one("PersistentVolumeClaim");
+    assert_eq!(claim["metadata"]["name"], "leasehold-compile-cache");
+    assert_eq!(claim["metadata"]["namespace"], "team-k");
+    assert_eq!(
+        claim["spec"]["accessModes"],
+        json!(["ReadWriteMany"]),
+        "every replica mounts it, on any node"
+    );
+    assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "1Gi");
+    let volume = named(&rendered.pod_spec()["volumes"], "compile-cache")
+        .context("the compile cache volume")?;
+    assert_eq!(
+        volume["persistentVolumeClaim"]["claimName"],
+        claim["metadata"]["name"]
+    );
+    assert_eq!(
+        rendered.pod_spec()["securityContext"]["fsGroup"],
+        65532,
+        "the claim is made writable for the image's user"
+    );
+
+    let existing = render(
+        "team-k",
+        Values::Set(&["compileCache.persistentVolumeClaim.existingClaim=wasm-cache"]),
+    )
+    .await?;
+    assert!(
+        existing.all("PersistentVolumeClaim").is_empty(),
+        "an existing claim is used, not made"
+    );
+    let volume = named(&existing.pod_spec()["volumes"], "compile-cache")
+        .context("the compile cache volume")?;
+    assert_eq!(volume["persistentVolumeClaim"]["claimName"], "wasm-cache");
+
+    let off = render("team-k", Values::Set(&["compileCache.enabled=false"])).await?;
+    let args = strings(&off.container()["args"]);
+    let (_, config) = host_config(&args).with_context(|| format!("args {args:?}"))?;
+    assert_eq!(config.plugins.compile_cache, None);
+    assert_eq!(named(&off.pod_spec()["volumes"], "compile-cache"), None);
+    Ok(())
+}
+
+#[tokio::test]
 async fn extra_volumes_and_mounts_pass_through_as_written() -> anyhow::Result<()> {
     let declared: Value = serde_saphyr::from_str(EXTRA_VOLUMES_YAML)?;
     let rendered = render("default", EXTRA_VOLUMES).await?;
@@ -551,7 +645,14 @@ async fn extra_volumes_and_mounts_pass_through_as_written() -> anyhow::Result<()
 
 #[tokio::test]
 async fn every_object_carries_the_standard_labels() -> anyhow::Result<()> {
-    for values in [DEFAULTS, HA, MONITORED, PLUGINS, EXTRA_VOLUMES] {
+    for values in [
+        DEFAULTS,
+        HA,
+        MONITORED,
+        PLUGINS,
+        EXTRA_VOLUMES,
+        CACHE_ON_A_CLAIM,
+    ] {
         let rendered = render("default", values).await?;
         for object in &rendered.objects {
             let labels = &object["metadata"]["labels"];
@@ -995,6 +1096,44 @@ async fn bad_volume_values_are_refused_at_install_with_the_reason() -> anyhow::R
         (
             json!({"extraVolumeMounts": [{"name": "scratch", "mountPath": "/tmp"}]}),
             &["extraVolumeMounts[0] mounts \"scratch\", which is not in extraVolumes"],
+        ),
+        (
+            json!({"extraVolumes": [{"name": "compile-cache", "emptyDir": {}}]}),
+            &["extraVolumes[0]: \"compile-cache\" is the name of the chart's own volume"],
+        ),
+        (
+            json!({"compileCache": {"persistentVolumeClaim": {"existingClaim": "wasm-cache", "create": true}}}),
+            &[
+                "compileCache.persistentVolumeClaim: existingClaim (wasm-cache) and create are two claims for one cache; set one",
+            ],
+        ),
+        (
+            json!({"compileCache": {"persistentVolumeClaim": {"create": true, "accessModes": ["ReadWriteOncePod"]}}}),
+            &[
+                "at '/compileCache/persistentVolumeClaim/accessModes/0': value must be one of 'ReadWriteMany', 'ReadWriteOnce'",
+            ],
+        ),
+        (
+            json!({"compileCache": {"persistentVolumeClaim": {"existingClaim": "Wasm_Cache"}}}),
+            &[
+                "at '/compileCache/persistentVolumeClaim/existingClaim'",
+                "does not match pattern",
+            ],
+        ),
+        (
+            json!({"compileCache": {"emptyDir": {"sizeLimit": "1 GB"}}}),
+            &[
+                "at '/compileCache/emptyDir/sizeLimit'",
+                "does not match pattern",
+            ],
+        ),
+        (
+            json!({"compileCache": {"emptyDir": {"medium": "HugePages"}}}),
+            &["at '/compileCache/emptyDir/medium': value must be one of '', 'Memory'"],
+        ),
+        (
+            json!({"compileCache": {"path": "/cache"}}),
+            &["at '/compileCache': additional properties 'path' not allowed"],
         ),
     ];
     for (values, reasons) in cases {
@@ -1450,6 +1589,7 @@ async fn api_server_accepts_the_rendered_manifests_in_a_server_side_dry_run() ->
         MONITORED,
         PLUGINS,
         EXTRA_VOLUMES,
+        CACHE_ON_A_CLAIM,
         Values::File(&example),
     ] {
         let namespace = cluster.namespace("chart-dry-run").await?;
@@ -1874,7 +2014,8 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 /// A replica started the way the installed Deployment's container runs: its
-/// args (bar the listen address: a test shares loopback with others), the
+/// args (bar the listen address: a test shares loopback with others; and the
+/// compile cache, the pod's volume, which is a directory of the test's), the
 /// pod's ServiceAccount token and, through the downward API, its name.
 struct InstalledReplica {
     child: tokio::process::Child,
@@ -1894,6 +2035,10 @@ impl InstalledReplica {
             .and_then(|pod| pod.containers.into_iter().next())
             .context("the Deployment has a container")?;
         let port = free_port()?;
+        let workdir = tempfile::Builder::new()
+            .prefix("leasehold-chart")
+            .tempdir()?;
+        let cache = workdir.path().join("compile-cache");
         let args: Vec<String> = container
             .args
             .unwrap_or_default()
@@ -1901,14 +2046,13 @@ impl InstalledReplica {
             .map(|arg| {
                 if arg.starts_with("--listen=") {
                     format!("--listen=127.0.0.1:{port}")
+                } else if arg.starts_with("--compile-cache=") {
+                    format!("--compile-cache={}", cache.display())
                 } else {
                     arg
                 }
             })
             .collect();
-        let workdir = tempfile::Builder::new()
-            .prefix("leasehold-chart")
-            .tempdir()?;
         let token = cluster.service_account_token(namespace, RELEASE).await?;
         let kubeconfig = workdir.path().join("kubeconfig");
         token_kubeconfig(cluster.kubeconfig(), &token, &kubeconfig)?;

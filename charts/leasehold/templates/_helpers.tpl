@@ -175,18 +175,39 @@ would otherwise show only on the Plugin's status after the install.
 {{- end }}
 {{- end }}
 
+{{/*
+Where the compile cache volume is mounted and what --compile-cache names:
+wasmtime keeps its compiled plugins under it, per wasmtime version.
+*/}}
+{{- define "leasehold.compileCachePath" -}}
+/var/cache/leasehold
+{{- end }}
+
+{{- define "leasehold.compileCacheClaimName" -}}
+{{- printf "%s-compile-cache" (include "leasehold.fullname" .) | trunc 253 }}
+{{- end }}
+
 {{/* The volumes the chart itself gives the pod; extraVolumes may not reuse their names. */}}
 {{- define "leasehold.ownVolumes" -}}
 {{- $own := list }}
+{{- if .Values.compileCache.enabled }}
+{{- $own = append $own "compile-cache" }}
+{{- end }}
 {{- toJson $own }}
 {{- end }}
 
 {{/*
-Refuses extra volumes the API server would refuse only once the upgrade has
-begun: a name the chart's own volumes use, two volumes of one name, and a
-mount of a volume the pod does not have.
+Refuses volumes the API server would refuse only once the upgrade has
+begun, or that are ambiguous: an extra volume with a name the chart's own
+volumes use, two volumes of one name, a mount of a volume the pod does not
+have, and a compile cache on two claims at once.
 */}}
 {{- define "leasehold.validateVolumes" -}}
+{{- with .Values.compileCache.persistentVolumeClaim }}
+{{- if and $.Values.compileCache.enabled .existingClaim .create }}
+{{- fail (printf "compileCache.persistentVolumeClaim: existingClaim (%s) and create are two claims for one cache; set one" .existingClaim) }}
+{{- end }}
+{{- end }}
 {{- $own := include "leasehold.ownVolumes" . | fromJsonArray }}
 {{- $declared := dict }}
 {{- range $index, $volume := .Values.extraVolumes }}
