@@ -18,7 +18,7 @@ use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
@@ -127,6 +127,18 @@ extraVolumeMounts:
 const CACHE_ON_A_CLAIM: Values = Values::Set(&[
     "replicaCount=3",
     "compileCache.persistentVolumeClaim.create=true",
+]);
+
+/// HTTPS with the certificate the chart generates, scraped by Prometheus.
+const TLS: Values = Values::Set(&["tls.enabled=true", "serviceMonitor.enabled=true"]);
+/// HTTPS with a kubernetes.io/tls Secret the operator manages.
+const TLS_FROM_A_SECRET: Values = Values::Set(&["tls.enabled=true", "tls.secretName=api-cert"]);
+/// HTTPS with a certificate cert-manager issues and renews.
+const TLS_FROM_CERT_MANAGER: Values = Values::Set(&[
+    "tls.enabled=true",
+    "tls.certManager.enabled=true",
+    "tls.certManager.issuerRef.name=cluster-ca",
+    "tls.certManager.issuerRef.kind=ClusterIssuer",
 ]);
 
 // === helm and kubectl ===
@@ -351,6 +363,9 @@ async fn chart_passes_strict_lint_with_each_value_set() -> anyhow::Result<()> {
         PLUGINS,
         EXTRA_VOLUMES,
         CACHE_ON_A_CLAIM,
+        TLS,
+        TLS_FROM_A_SECRET,
+        TLS_FROM_CERT_MANAGER,
     ] {
         let mut args = vec![
             "lint".to_owned(),
@@ -610,6 +625,247 @@ async fn a_compile_cache_claim_keeps_compiled_plugins_across_pods() -> anyhow::R
     Ok(())
 }
 
+// === HTTPS ===
+
+/// The decoded data of a rendered Secret, by key.
+fn secret_data(secret: &Value) -> anyhow::Result<std::collections::BTreeMap<String, Vec<u8>>> {
+    let secret: Secret = serde_json::from_value(secret.clone())?;
+    Ok(secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(key, bytes)| (key, bytes.0))
+        .collect())
+}
+
+fn pem<'d>(
+    data: &'d std::collections::BTreeMap<String, Vec<u8>>,
+    key: &str,
+) -> anyhow::Result<&'d [u8]> {
+    data.get(key)
+        .map(Vec::as_slice)
+        .with_context(|| format!("{key} in the Secret"))
+}
+
+/// Whether a client that trusts only the Secret's ca.crt accepts its
+/// tls.crt for `name`.
+fn certifies(
+    data: &std::collections::BTreeMap<String, Vec<u8>>,
+    name: &str,
+) -> anyhow::Result<bool> {
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(pem(data, "ca.crt")?)?)?;
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()?;
+    let certificate = CertificateDer::from_pem_slice(pem(data, "tls.crt")?)?;
+    Ok(verifier
+        .verify_server_cert(
+            &certificate,
+            &[],
+            &ServerName::try_from(name)?,
+            &[],
+            UnixTime::now(),
+        )
+        .is_ok())
+}
+
+/// The names clients in the cluster reach the release's Service by.
+fn service_names(namespace: &str) -> [String; 4] {
+    [
+        RELEASE.to_owned(),
+        format!("{RELEASE}.{namespace}"),
+        format!("{RELEASE}.{namespace}.svc"),
+        format!("{RELEASE}.{namespace}.svc.cluster.local"),
+    ]
+}
+
+#[tokio::test]
+async fn the_api_is_plain_http_unless_tls_is_enabled() -> anyhow::Result<()> {
+    let rendered = render("default", DEFAULTS).await?;
+    let container = rendered.container();
+    let args = strings(&container["args"]);
+    let (_, config) = host_config(&args).with_context(|| format!("args {args:?}"))?;
+    assert_eq!(config.tls, None);
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(
+            container[probe]["httpGet"]["scheme"],
+            Value::Null,
+            "{probe}"
+        );
+    }
+    assert_eq!(named(&rendered.pod_spec()["volumes"], "tls"), None);
+    assert!(rendered.all("Secret").is_empty());
+    assert_eq!(
+        rendered.one("Service")["spec"]["ports"][0]["appProtocol"],
+        Value::Null
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn tls_from_an_existing_secret_is_mounted_passed_and_probed_over_https() -> anyhow::Result<()>
+{
+    let rendered = render("team-t", TLS_FROM_A_SECRET).await?;
+    assert!(
+        rendered.all("Secret").is_empty() && rendered.all("Certificate").is_empty(),
+        "the operator's Secret is used, not made"
+    );
+    let container = rendered.container();
+    let args = strings(&container["args"]);
+    let (_, config) = host_config(&args).with_context(|| format!("args {args:?}"))?;
+    let tls = config.tls.clone().context("the host serves HTTPS")?;
+
+    let volume = named(&rendered.pod_spec()["volumes"], "tls").context("the certificate volume")?;
+    assert_eq!(volume["secret"]["secretName"], "api-cert");
+    let mount = named(&container["volumeMounts"], "tls").context("the certificate mount")?;
+    assert_eq!(mount["readOnly"], true);
+    assert_eq!(
+        mount["subPath"],
+        Value::Null,
+        "a subPath mount never sees the Secret renewed"
+    );
+    let dir = Path::new(mount["mountPath"].as_str().context("a mount path")?);
+    assert_eq!(
+        tls.cert,
+        dir.join("tls.crt"),
+        "the host reads the Secret's tls.crt"
+    );
+    assert_eq!(
+        tls.key,
+        dir.join("tls.key"),
+        "the host reads the Secret's tls.key"
+    );
+
+    let port = named(&container["ports"], "https").context("a container port named https")?;
+    assert_eq!(port["containerPort"], config.listen.port());
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(container[probe]["httpGet"]["scheme"], "HTTPS", "{probe}");
+        assert_eq!(container[probe]["httpGet"]["port"], "https", "{probe}");
+    }
+    let service_port = &rendered.one("Service")["spec"]["ports"][0];
+    assert_eq!(service_port["name"], "https");
+    assert_eq!(service_port["targetPort"], "https");
+    assert_eq!(service_port["appProtocol"], "https");
+    Ok(())
+}
+
+#[tokio::test]
+async fn generated_tls_is_a_certificate_for_the_service_that_the_host_and_prometheus_accept()
+-> anyhow::Result<()> {
+    let rendered = render("team-t", TLS).await?;
+    let secret = rendered.named("Secret", "leasehold-tls");
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    let volume = named(&rendered.pod_spec()["volumes"], "tls").context("the certificate volume")?;
+    assert_eq!(volume["secret"]["secretName"], secret["metadata"]["name"]);
+    let data = secret_data(secret)?;
+    let mut keys: Vec<&str> = data.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["ca.crt", "tls.crt", "tls.key"]);
+
+    // The host loads the pair as the pod's mount gives it.
+    let dir = tempfile::tempdir()?;
+    let files = leasehold::api::TlsFiles {
+        cert: dir.path().join("tls.crt"),
+        key: dir.path().join("tls.key"),
+    };
+    std::fs::write(&files.cert, pem(&data, "tls.crt")?)?;
+    std::fs::write(&files.key, pem(&data, "tls.key")?)?;
+    leasehold::api::load_tls(&files).context("the host refuses the generated certificate")?;
+
+    for name in service_names("team-t") {
+        assert!(certifies(&data, &name)?, "the certificate must name {name}");
+    }
+    assert!(
+        !certifies(&data, "leasehold.other.svc")?,
+        "and nothing else"
+    );
+
+    // Prometheus scrapes pod IPs: it checks the Service's name, against the CA.
+    let endpoint = &rendered.one("ServiceMonitor")["spec"]["endpoints"][0];
+    assert_eq!(endpoint["port"], "https");
+    assert_eq!(endpoint["scheme"], "https");
+    let tls_config = &endpoint["tlsConfig"];
+    assert_eq!(
+        tls_config["ca"]["secret"],
+        json!({"name": "leasehold-tls", "key": "ca.crt"})
+    );
+    assert_ne!(tls_config["insecureSkipVerify"], true);
+    let server_name = tls_config["serverName"]
+        .as_str()
+        .context("the ServiceMonitor names the server")?;
+    assert!(certifies(&data, server_name)?, "{server_name}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn new_names_for_a_generated_certificate_roll_the_replicas() -> anyhow::Result<()> {
+    let names_checksum = |rendered: &Rendered| {
+        rendered.one("Deployment")["spec"]["template"]["metadata"]["annotations"]
+            ["leasehold.dev/tls-dns-names"]
+            .clone()
+    };
+    let before = render("team-t", TLS).await?;
+    let after = render(
+        "team-t",
+        Values::Set(&[
+            "tls.enabled=true",
+            "tls.extraDnsNames={leasehold.example.com}",
+        ]),
+    )
+    .await?;
+    assert!(names_checksum(&before).is_string());
+    assert_ne!(names_checksum(&before), names_checksum(&after));
+    let data = secret_data(after.named("Secret", "leasehold-tls"))?;
+    assert!(certifies(&data, "leasehold.example.com")?);
+    assert!(certifies(&data, "leasehold.team-t.svc")?);
+    // The names only, not the certificate: each render here generates a new
+    // one (nothing to look up), and that must not roll the replicas on its own.
+    assert_eq!(
+        names_checksum(&before),
+        names_checksum(&render("team-t", TLS).await?)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn tls_from_cert_manager_is_a_certificate_for_the_service_from_the_issuer_named()
+-> anyhow::Result<()> {
+    let rendered = render("team-t", TLS_FROM_CERT_MANAGER).await?;
+    assert!(
+        rendered.all("Secret").is_empty(),
+        "cert-manager makes the Secret"
+    );
+    let certificate = rendered.one("Certificate");
+    assert_eq!(certificate["apiVersion"], "cert-manager.io/v1");
+    assert_eq!(certificate["metadata"]["namespace"], "team-t");
+    assert_eq!(
+        certificate["spec"]["issuerRef"],
+        json!({"name": "cluster-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"})
+    );
+    let names = strings(&certificate["spec"]["dnsNames"]);
+    for name in service_names("team-t") {
+        assert!(
+            names.contains(&name),
+            "the Certificate must name {name}: {names:?}"
+        );
+    }
+    let volume = named(&rendered.pod_spec()["volumes"], "tls").context("the certificate volume")?;
+    assert_eq!(
+        volume["secret"]["secretName"],
+        certificate["spec"]["secretName"]
+    );
+    let args = strings(&rendered.container()["args"]);
+    let (_, config) = host_config(&args).with_context(|| format!("args {args:?}"))?;
+    assert!(config.tls.is_some());
+    Ok(())
+}
+
 #[tokio::test]
 async fn extra_volumes_and_mounts_pass_through_as_written() -> anyhow::Result<()> {
     let declared: Value = serde_saphyr::from_str(EXTRA_VOLUMES_YAML)?;
@@ -652,6 +908,8 @@ async fn every_object_carries_the_standard_labels() -> anyhow::Result<()> {
         PLUGINS,
         EXTRA_VOLUMES,
         CACHE_ON_A_CLAIM,
+        TLS,
+        TLS_FROM_CERT_MANAGER,
     ] {
         let rendered = render("default", values).await?;
         for object in &rendered.objects {
@@ -1058,7 +1316,7 @@ async fn bad_values_are_refused_at_install_with_the_reason() -> anyhow::Result<(
 }
 
 #[tokio::test]
-async fn bad_volume_values_are_refused_at_install_with_the_reason() -> anyhow::Result<()> {
+async fn bad_volume_and_tls_values_are_refused_at_install_with_the_reason() -> anyhow::Result<()> {
     let cases: Vec<(Value, &[&str])> = vec![
         (
             json!({"extraVolumes": {"name": "scratch", "emptyDir": {}}}),
@@ -1134,6 +1392,49 @@ async fn bad_volume_values_are_refused_at_install_with_the_reason() -> anyhow::R
         (
             json!({"compileCache": {"path": "/cache"}}),
             &["at '/compileCache': additional properties 'path' not allowed"],
+        ),
+        (
+            json!({"tls": {"enabled": true, "secretName": "api-cert",
+                "certManager": {"enabled": true, "issuerRef": {"name": "cluster-ca"}}}}),
+            &[
+                "tls.secretName (api-cert) and tls.certManager.enabled are two sources for one certificate; set one",
+            ],
+        ),
+        (
+            json!({"tls": {"enabled": true, "certManager": {"enabled": true}}}),
+            &[
+                "tls.certManager.issuerRef.name is required: the Issuer or ClusterIssuer that signs the certificate",
+            ],
+        ),
+        (
+            json!({"tls": {"enabled": "yes"}}),
+            &["at '/tls/enabled': got string, want boolean"],
+        ),
+        (
+            json!({"tls": {"enabled": true, "secretName": "API_cert"}}),
+            &["at '/tls/secretName'", "does not match pattern"],
+        ),
+        (
+            json!({"tls": {"enabled": true, "certFile": "/etc/tls.crt"}}),
+            &["at '/tls': additional properties 'certFile' not allowed"],
+        ),
+        (
+            json!({"tls": {"enabled": true, "certManager": {"enabled": true,
+                "issuerRef": {"name": "cluster-ca"}, "duration": "90d"}}}),
+            &["at '/tls/certManager/duration'", "does not match pattern"],
+        ),
+        (
+            json!({"tls": {"enabled": true, "extraDnsNames": ["https://leasehold.example.com"]}}),
+            &["at '/tls/extraDnsNames/0'", "does not match pattern"],
+        ),
+        (
+            json!({"tls": {"enabled": true},
+                "extraVolumes": [{"name": "tls", "secret": {"secretName": "mine"}}]}),
+            &["extraVolumes[0]: \"tls\" is the name of the chart's own volume"],
+        ),
+        (
+            json!({"serviceMonitor": {"tlsConfig": "insecure"}}),
+            &["at '/serviceMonitor/tlsConfig': got string, want object"],
         ),
     ];
     for (values, reasons) in cases {
@@ -1503,6 +1804,15 @@ async fn install_service_monitor_crd(cluster: &TestCluster) -> anyhow::Result<()
         "type": "string",
         "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
     });
+    let key_selector = json!({
+        "type": "object",
+        "required": ["key"],
+        "properties": {
+            "name": {"type": "string"},
+            "key": {"type": "string"},
+            "optional": {"type": "boolean"}
+        }
+    });
     let crd: CustomResourceDefinition = serde_json::from_value(json!({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -1538,7 +1848,16 @@ async fn install_service_monitor_crd(cluster: &TestCluster) -> anyhow::Result<()
                                     "port": {"type": "string"},
                                     "path": {"type": "string"},
                                     "interval": duration,
-                                    "scrapeTimeout": duration
+                                    "scrapeTimeout": duration,
+                                    "scheme": {"type": "string", "enum": ["http", "https"]},
+                                    "tlsConfig": {"type": "object", "properties": {
+                                        "ca": {"type": "object", "properties": {
+                                            "secret": key_selector.clone(),
+                                            "configMap": key_selector
+                                        }},
+                                        "serverName": {"type": "string"},
+                                        "insecureSkipVerify": {"type": "boolean"}
+                                    }}
                                 }}}
                             }
                         }
@@ -1590,6 +1909,8 @@ async fn api_server_accepts_the_rendered_manifests_in_a_server_side_dry_run() ->
         PLUGINS,
         EXTRA_VOLUMES,
         CACHE_ON_A_CLAIM,
+        TLS,
+        TLS_FROM_A_SECRET,
         Values::File(&example),
     ] {
         let namespace = cluster.namespace("chart-dry-run").await?;

@@ -86,6 +86,11 @@ name in two namespaces does not collide.
 8080
 {{- end }}
 
+{{/* The API port's name, in the container, the Service and the ServiceMonitor. */}}
+{{- define "leasehold.apiPortName" -}}
+{{- ternary "https" "http" .Values.tls.enabled }}
+{{- end }}
+
 {{/*
 Milliseconds in a duration that values.schema.json has already checked
 (digits followed by h, m, s or ms, repeated).
@@ -193,6 +198,9 @@ wasmtime keeps its compiled plugins under it, per wasmtime version.
 {{- if .Values.compileCache.enabled }}
 {{- $own = append $own "compile-cache" }}
 {{- end }}
+{{- if .Values.tls.enabled }}
+{{- $own = append $own "tls" }}
+{{- end }}
 {{- toJson $own }}
 {{- end }}
 
@@ -224,4 +232,65 @@ have, and a compile cache on two claims at once.
 {{- fail (printf "extraVolumeMounts[%d] mounts %q, which is not in extraVolumes" $index $mount.name) }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+Where the API's certificate Secret is mounted: its tls.crt and tls.key are
+passed as --tls-cert-file and --tls-private-key-file.
+*/}}
+{{- define "leasehold.tlsPath" -}}
+/etc/leasehold/tls
+{{- end }}
+
+{{/* The Secret the API's certificate is in: the operator's, or the one the chart has made or had cert-manager make. */}}
+{{- define "leasehold.tlsSecretName" -}}
+{{- .Values.tls.secretName | default (printf "%s-tls" (include "leasehold.fullname" .)) }}
+{{- end }}
+
+{{/* "true" when the chart generates the certificate itself (neither an existing Secret nor cert-manager). */}}
+{{- define "leasehold.tlsGenerated" -}}
+{{- if and .Values.tls.enabled (not .Values.tls.secretName) (not .Values.tls.certManager.enabled) }}true{{ end }}
+{{- end }}
+
+{{/*
+The names the certificates the chart makes (generated or cert-manager's)
+are valid for, as a JSON list: the Service's, as clients in the cluster
+reach it, then tls.extraDnsNames.
+*/}}
+{{- define "leasehold.tlsDnsNames" -}}
+{{- $service := include "leasehold.fullname" . }}
+{{- $namespace := .Release.Namespace }}
+{{- $names := list
+  $service
+  (printf "%s.%s" $service $namespace)
+  (printf "%s.%s.svc" $service $namespace)
+  (printf "%s.%s.svc.cluster.local" $service $namespace) }}
+{{- concat $names .Values.tls.extraDnsNames | uniq | toJson }}
+{{- end }}
+
+{{/*
+Refuses TLS settings that name two sources for the certificate, or a
+cert-manager Certificate without an issuer, which cert-manager would only
+refuse after the install, leaving the replicas without their Secret.
+*/}}
+{{- define "leasehold.validateTls" -}}
+{{- with .Values.tls }}
+{{- if .enabled }}
+{{- if and .secretName .certManager.enabled }}
+{{- fail (printf "tls.secretName (%s) and tls.certManager.enabled are two sources for one certificate; set one" .secretName) }}
+{{- end }}
+{{- if and .certManager.enabled (not .certManager.issuerRef.name) }}
+{{- fail "tls.certManager.issuerRef.name is required: the Issuer or ClusterIssuer that signs the certificate" }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+How long the CA and certificate the chart generates are valid, in days: ten
+years, because nothing renews them (delete the Secret and upgrade for new
+ones). cert-manager is the choice for certificates that rotate.
+*/}}
+{{- define "leasehold.tlsGeneratedDays" -}}
+3650
 {{- end }}
