@@ -366,6 +366,7 @@ async fn chart_passes_strict_lint_with_each_value_set() -> anyhow::Result<()> {
         TLS,
         TLS_FROM_A_SECRET,
         TLS_FROM_CERT_MANAGER,
+        Values::Set(&["placement.mode=spread", "replicaCount=3"]),
     ] {
         let mut args = vec![
             "lint".to_owned(),
@@ -483,6 +484,39 @@ async fn election_settings_from_values_reach_the_host() -> anyhow::Result<()> {
     assert_eq!(config.election.renew_deadline, Duration::from_secs(45));
     assert_eq!(config.election.retry_period, Duration::from_millis(500));
     assert_eq!(cli.telemetry.log_format, LogFormat::Text);
+    Ok(())
+}
+
+#[tokio::test]
+async fn placement_from_values_reaches_the_host_and_bad_placements_are_refused()
+-> anyhow::Result<()> {
+    use leasehold::placement::Placement;
+    let placement = |rendered: &Rendered| -> anyhow::Result<Placement> {
+        let args = strings(&rendered.container()["args"]);
+        let (_, config) = host_config(&args).with_context(|| format!("args {args:?}"))?;
+        Ok(config.placement)
+    };
+    assert_eq!(
+        placement(&render("default", DEFAULTS).await?)?,
+        Placement::Leader
+    );
+    let spread = render(
+        "default",
+        Values::Set(&["placement.mode=spread", "placement.shards=8"]),
+    )
+    .await?;
+    assert_eq!(placement(&spread)?, Placement::Spread { shards: 8 });
+    for (values, reason) in [
+        (
+            &["placement.mode=everywhere"][..],
+            "at '/placement/mode': value must be one of 'leader', 'spread'",
+        ),
+        (&["placement.shards=0"], "at '/placement/shards': minimum: got 0, want 1"),
+        (&["placement.shards=300"], "at '/placement/shards': maximum: got 300, want 256"),
+    ] {
+        let refusal = refusal(Values::Set(values)).await?;
+        assert!(refusal.contains(reason), "{values:?}: {refusal}");
+    }
     Ok(())
 }
 
@@ -1813,6 +1847,22 @@ async fn install_service_monitor_crd(cluster: &TestCluster) -> anyhow::Result<()
             "optional": {"type": "boolean"}
         }
     });
+    // Apart from the rest: one json! this deep passes the macro's recursion limit.
+    let endpoint = json!({"type": "object", "properties": {
+        "port": {"type": "string"},
+        "path": {"type": "string"},
+        "interval": duration,
+        "scrapeTimeout": duration,
+        "scheme": {"type": "string", "enum": ["http", "https"]},
+        "tlsConfig": {"type": "object", "properties": {
+            "ca": {"type": "object", "properties": {
+                "secret": key_selector.clone(),
+                "configMap": key_selector
+            }},
+            "serverName": {"type": "string"},
+            "insecureSkipVerify": {"type": "boolean"}
+        }}
+    }});
     let crd: CustomResourceDefinition = serde_json::from_value(json!({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -1844,21 +1894,7 @@ async fn install_service_monitor_crd(cluster: &TestCluster) -> anyhow::Result<()
                                     "any": {"type": "boolean"},
                                     "matchNames": {"type": "array", "items": {"type": "string"}}
                                 }},
-                                "endpoints": {"type": "array", "items": {"type": "object", "properties": {
-                                    "port": {"type": "string"},
-                                    "path": {"type": "string"},
-                                    "interval": duration,
-                                    "scrapeTimeout": duration,
-                                    "scheme": {"type": "string", "enum": ["http", "https"]},
-                                    "tlsConfig": {"type": "object", "properties": {
-                                        "ca": {"type": "object", "properties": {
-                                            "secret": key_selector.clone(),
-                                            "configMap": key_selector
-                                        }},
-                                        "serverName": {"type": "string"},
-                                        "insecureSkipVerify": {"type": "boolean"}
-                                    }}
-                                }}}
+                                "endpoints": {"type": "array", "items": endpoint}
                             }
                         }
                     }
