@@ -511,8 +511,14 @@ async fn placement_from_values_reaches_the_host_and_bad_placements_are_refused()
             &["placement.mode=everywhere"][..],
             "at '/placement/mode': value must be one of 'leader', 'spread'",
         ),
-        (&["placement.shards=0"], "at '/placement/shards': minimum: got 0, want 1"),
-        (&["placement.shards=300"], "at '/placement/shards': maximum: got 300, want 256"),
+        (
+            &["placement.shards=0"],
+            "at '/placement/shards': minimum: got 0, want 1",
+        ),
+        (
+            &["placement.shards=300"],
+            "at '/placement/shards': maximum: got 300, want 256",
+        ),
     ] {
         let refusal = refusal(Values::Set(values)).await?;
         assert!(refusal.contains(reason), "{values:?}: {refusal}");

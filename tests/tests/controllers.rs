@@ -222,7 +222,7 @@ impl Misbehaving {
             vec![rule(
                 &[""],
                 &["configmaps"],
-                &["get", "list", "watch", "create"],
+                &["get", "list", "watch", "create", "update"],
             )],
         )
         .await?;
@@ -342,6 +342,55 @@ async fn misbehaving_plugins_fail_one_reconcile_each_and_the_host_keeps_working(
         objects.get_opt("ok-again-handled").await.ok()?.map(|_| ())
     })
     .await?;
+    Ok(())
+}
+
+/// The host answers a plugin's reads from its watch caches, and still a
+/// plugin reads back what it has just written: twenty reconciles, each
+/// reading its object, writing the next count with a compare-and-swap and
+/// reading it back, none of them failing.
+#[tokio::test]
+async fn a_plugin_reads_from_the_hosts_caches_and_sees_its_own_writes_at_once() -> anyhow::Result<()>
+{
+    let cluster = TestCluster::shared().await;
+    let plugin = Misbehaving::set_up(cluster, json!({})).await?;
+    let replica = ReplicaProcess::start(
+        "caching-host",
+        &plugin.settings(),
+        cluster.kubeconfig(),
+        plugin.workdir.path(),
+    )
+    .await?;
+    let work_ns = cluster.namespace("count").await?;
+    let objects: Api<ConfigMap> = Api::namespaced(cluster.client()?, &work_ns);
+    objects
+        .create(&PostParams::default(), &plugin.object("counter", "count"))
+        .await?;
+    eventually(PATIENCE, "the plugin to count to 20", || async {
+        let counter = objects.get_opt("counter").await.ok()??;
+        (counter.data?.get("count")? == "20").then_some(())
+    })
+    .await
+    .map_err(|error| error.context(replica.log()))?;
+    let (_, metrics) = replica.get("/metrics").await?;
+    let sample = |name: &str, label: &str| {
+        counter(
+            &metrics,
+            &format!(r#"leasehold_plugin_{name}_total{{plugin="misbehaving"{label}}}"#),
+        )
+    };
+    let log = replica.log();
+    assert_eq!(
+        sample("reconciles", r#",result="error""#),
+        0.0,
+        "a read missed the plugin's own write:\n{log}"
+    );
+    let cached = sample("cached_reads", "");
+    assert!(cached >= 20.0, "only {cached} reads came from the caches");
+    println!(
+        "40 reads and 20 writes: {cached} reads from the caches, {} API requests",
+        sample("api_requests", "")
+    );
     Ok(())
 }
 

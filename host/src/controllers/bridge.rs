@@ -4,7 +4,7 @@
 //! made in ([`crate::election::fence`]).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{
@@ -17,6 +17,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
 use serde_json::Value;
 
+use super::cache::{Caches, Kind};
 use super::throttle::{Accounting, Throttle};
 use crate::election::NotLeader;
 use crate::election::fence::{self, Fence};
@@ -45,6 +46,9 @@ pub struct KubeBridge {
     recorder: Recorder,
     /// (apiVersion, kind) → resource, learnt through discovery once.
     resources: Mutex<HashMap<(String, String), (ApiResource, ApiCapabilities)>>,
+    /// The stores of the plugin's watches, once its controller has them:
+    /// reads they can answer cost no request.
+    caches: OnceLock<Caches>,
 }
 
 impl std::fmt::Debug for KubeBridge {
@@ -87,7 +91,24 @@ impl KubeBridge {
             accounting,
             recorder,
             resources: Mutex::default(),
+            caches: OnceLock::new(),
         })
+    }
+
+    /// Answers the plugin's reads from `caches` from now on, where they
+    /// can (see [`super::cache`]). Set once per controller.
+    pub fn read_from(&self, caches: Caches) {
+        if self.caches.set(caches).is_err() {
+            tracing::debug!(plugin = %self.plugin, "the bridge already reads from caches");
+        }
+    }
+
+    /// Remembers a write, for the caches to be read again only once they
+    /// show it.
+    fn wrote(&self, type_meta: &TypeMeta, object: &DynamicObject) {
+        if let Some(caches) = self.caches.get() {
+            caches.wrote(kind_of(type_meta), object);
+        }
     }
 
     /// The client this plugin acts through (also used for its watches and
@@ -196,14 +217,77 @@ fn bad_request(what: &str, error: impl std::fmt::Display) -> ApiError {
     }
 }
 
+fn kind_of(type_meta: &TypeMeta) -> Kind<'_> {
+    Kind {
+        api_version: &type_meta.api_version,
+        kind: &type_meta.kind,
+    }
+}
+
 fn to_json(object: &DynamicObject) -> Result<String, ApiError> {
     serde_json::to_string(object).map_err(|error| bad_request("cannot encode object", error))
+}
+
+impl KubeBridge {
+    /// Refuses a list whose objects pass [`MAX_LIST_BYTES`].
+    fn within_list_limit(&self, type_meta: &TypeMeta, bytes: usize) -> Result<(), ApiError> {
+        if bytes <= MAX_LIST_BYTES {
+            return Ok(());
+        }
+        let message = format!(
+            "the list of {} is over {MAX_LIST_BYTES} bytes; narrow it with a label or field selector",
+            type_meta.kind
+        );
+        self.accounting.limited("ResponseTooLarge", &message);
+        Err(ApiError {
+            code: 413,
+            reason: "ResponseTooLarge".into(),
+            message,
+        })
+    }
+
+    /// A list as the API server writes one, from its items, within
+    /// [`MAX_LIST_BYTES`].
+    fn list_json<'a>(
+        &self,
+        type_meta: &TypeMeta,
+        items: impl Iterator<Item = &'a DynamicObject>,
+        resource_version: Option<String>,
+    ) -> Result<String, ApiError> {
+        let mut values = Vec::new();
+        let mut bytes = 0;
+        for item in items {
+            let value = serde_json::to_value(item)
+                .map_err(|error| bad_request("cannot encode list", error))?;
+            bytes += value.to_string().len();
+            self.within_list_limit(type_meta, bytes)?;
+            values.push(value);
+        }
+        Ok(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": format!("{}List", type_meta.kind),
+            "metadata": {"resourceVersion": resource_version},
+            "items": values,
+        })
+        .to_string())
+    }
 }
 
 /// The plugin's calls, made as its ServiceAccount through the fenced client.
 impl Backend for KubeBridge {
     fn get(&self, type_meta: TypeMeta, object: ObjectRef) -> BackendFuture<'_, Option<String>> {
         Box::pin(async move {
+            let cached = self.caches.get().and_then(|caches| {
+                caches.get(
+                    kind_of(&type_meta),
+                    object.namespace.as_deref(),
+                    &object.name,
+                )
+            });
+            if let Some(found) = cached {
+                self.accounting.served_from_cache();
+                return found.map(|found| to_json(&found)).transpose();
+            }
             let api = self
                 .api_for(&type_meta, object.namespace.as_deref())
                 .await?;
@@ -216,6 +300,18 @@ impl Backend for KubeBridge {
 
     fn list(&self, type_meta: TypeMeta, params: WitListParams) -> BackendFuture<'_, String> {
         Box::pin(async move {
+            let cached = self.caches.get().and_then(|caches| {
+                caches.list(
+                    kind_of(&type_meta),
+                    params.namespace.as_deref(),
+                    params.label_selector.as_deref(),
+                    params.field_selector.as_deref(),
+                )
+            });
+            if let Some(items) = cached {
+                self.accounting.served_from_cache();
+                return self.list_json(&type_meta, items.iter().map(|item| item.as_ref()), None);
+            }
             let api = self
                 .api_for(&type_meta, params.namespace.as_deref())
                 .await?;
@@ -232,22 +328,11 @@ impl Backend for KubeBridge {
             let mut page = list_params.limit(LIST_PAGE);
             loop {
                 let list = api.list(&page).await.map_err(api_error)?;
-                for item in &list.items {
-                    let item = serde_json::to_value(item)
-                        .map_err(|error| bad_request("cannot encode list", error))?;
-                    bytes += item.to_string().len();
-                    if bytes > MAX_LIST_BYTES {
-                        let message = format!(
-                            "the list of {} is over {MAX_LIST_BYTES} bytes; narrow it with a label or field selector",
-                            type_meta.kind
-                        );
-                        self.accounting.limited("ResponseTooLarge", &message);
-                        return Err(ApiError {
-                            code: 413,
-                            reason: "ResponseTooLarge".into(),
-                            message,
-                        });
-                    }
+                for item in list.items {
+                    // Counted as it comes: a huge list is refused before
+                    // all of it is held.
+                    bytes += serde_json::to_vec(&item).map_or(0, |json| json.len());
+                    self.within_list_limit(&type_meta, bytes)?;
                     items.push(item);
                 }
                 resource_version = list.metadata.resource_version;
@@ -256,13 +341,7 @@ impl Backend for KubeBridge {
                     None => break,
                 }
             }
-            Ok(serde_json::json!({
-                "apiVersion": "v1",
-                "kind": format!("{}List", type_meta.kind),
-                "metadata": {"resourceVersion": resource_version},
-                "items": items,
-            })
-            .to_string())
+            self.list_json(&type_meta, items.iter(), resource_version)
         })
     }
 
@@ -279,6 +358,7 @@ impl Backend for KubeBridge {
                 .create(&PostParams::default(), &parsed)
                 .await
                 .map_err(api_error)?;
+            self.wrote(&type_meta, &created);
             to_json(&created)
         })
     }
@@ -298,6 +378,7 @@ impl Backend for KubeBridge {
                 .replace(&target.name, &PostParams::default(), &parsed)
                 .await
                 .map_err(api_error)?;
+            self.wrote(&type_meta, &replaced);
             to_json(&replaced)
         })
     }
@@ -323,6 +404,7 @@ impl Backend for KubeBridge {
                 .patch(&target.name, &patch_params, &Patch::Apply(parsed))
                 .await
                 .map_err(api_error)?;
+            self.wrote(&type_meta, &applied);
             to_json(&applied)
         })
     }
@@ -335,6 +417,9 @@ impl Backend for KubeBridge {
             api.delete(&target.name, &DeleteParams::default())
                 .await
                 .map_err(api_error)?;
+            if let Some(caches) = self.caches.get() {
+                caches.deleted(kind_of(&type_meta), target.namespace, target.name);
+            }
             Ok(())
         })
     }
@@ -362,7 +447,9 @@ impl Backend for KubeBridge {
                         .await
                 }
             };
-            to_json(&updated.map_err(api_error)?)
+            let updated = updated.map_err(api_error)?;
+            self.wrote(&type_meta, &updated);
+            to_json(&updated)
         })
     }
 

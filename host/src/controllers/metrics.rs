@@ -31,6 +31,7 @@ pub struct PluginMetrics {
     reconciles: Family<ResultLabel, Counter>,
     limited: Family<ReasonLabel, Counter>,
     api_requests: Family<PluginLabel, Counter>,
+    cached_reads: Family<PluginLabel, Counter>,
 }
 
 impl PluginMetrics {
@@ -55,6 +56,19 @@ impl PluginMetrics {
             "Requests sent to the API server for a plugin (its calls, discovery, its finalizers)",
             self.api_requests.clone(),
         );
+        registry.register(
+            "plugin_cached_reads",
+            "A plugin's get and list calls answered from the host's watch caches, without a request",
+            self.cached_reads.clone(),
+        );
+    }
+
+    pub fn cached_read(&self, plugin: &str) {
+        self.cached_reads
+            .get_or_create(&PluginLabel {
+                plugin: plugin.to_owned(),
+            })
+            .inc();
     }
 
     pub fn limited(&self, plugin: &str, reason: &'static str) {

@@ -12,6 +12,7 @@
 
 mod access;
 pub mod bridge;
+mod cache;
 mod finalizer;
 mod metrics;
 mod run;

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::bridge::KubeBridge;
+use super::cache::{self, Caches};
 use super::metrics::PluginMetrics;
 use super::throttle::Accounting;
 use super::{access, finalizer};
@@ -315,6 +316,10 @@ impl Accounting for PluginAccounting {
         self.metrics.api_request(&self.plugin);
     }
 
+    fn served_from_cache(&self) {
+        self.metrics.cached_read(&self.plugin);
+    }
+
     fn limited(&self, reason: &'static str, message: &str) {
         self.metrics.limited(&self.plugin, reason);
         // Waiting for a token is the budget working, not a fault.
@@ -484,20 +489,28 @@ async fn build_controller(run: &Arc<PluginRun>) -> Result<Controller<DynamicObje
     // also triggers on deletions (including leaving the label selector), so
     // a primary that is gone reaches the plugin as `absent` (see
     // `ObjectNotFound` in `run`). The store is updated before the trigger.
-    let writer = reflector::store::Writer::new(run.primary.clone());
-    let store = writer.as_reader();
-    let primaries = reflector::reflector(
-        writer,
-        watcher::watcher(api_for(run, &run.primary), primary_watch),
-    )
-    .touched_objects();
+    // Every watch keeps a store, which also answers the plugin's reads.
+    let mut caches = Caches::default();
+    let namespace = registration.namespace.clone();
+    let mut cached = |resource: &ApiResource, config: watcher::Config| {
+        let writer = reflector::store::Writer::new(resource.clone());
+        caches.add(
+            resource.clone(),
+            namespace.clone(),
+            config.label_selector.as_deref(),
+            writer.as_reader(),
+        );
+        let events = watcher::watcher(api_for(run, resource), config).modify(cache::strip);
+        (
+            writer.as_reader(),
+            reflector::reflector(writer, events).touched_objects(),
+        )
+    };
+    let (store, primaries) = cached(&run.primary, primary_watch);
     let mut controller = Controller::for_stream_with(primaries, store, run.primary.clone());
     for resource in owned {
-        controller = controller.owns_with(
-            api_for(run, &resource),
-            resource,
-            watcher::Config::default(),
-        );
+        let (_, changes) = cached(&resource, watcher::Config::default());
+        controller = controller.owns_stream_with(changes, resource);
     }
     for (resource, watch) in watched {
         let mut config = watcher::Config::default();
@@ -505,10 +518,11 @@ async fn build_controller(run: &Arc<PluginRun>) -> Result<Controller<DynamicObje
             config = config.labels(selector);
         }
         let primary = run.primary.clone();
-        let api = api_for(run, &resource);
+        let (_, changes) = cached(&resource, config);
         controller = match watch.mapping.clone() {
-            Mapping::Labels(labels) => {
-                controller.watches_with(api, resource, config, move |object: DynamicObject| {
+            Mapping::Labels(labels) => controller.watches_stream_with(
+                changes,
+                move |object: DynamicObject| {
                     let name = object.labels().get(&labels.name)?.clone();
                     let namespace = match &labels.namespace {
                         Some(label) => object.labels().get(label).cloned(),
@@ -519,20 +533,26 @@ async fn build_controller(run: &Arc<PluginRun>) -> Result<Controller<DynamicObje
                         Some(namespace) => reference.within(&namespace),
                         None => reference,
                     })
-                })
-            }
+                },
+                resource,
+            ),
             Mapping::AllPrimaries => {
                 let store = controller.store();
-                controller.watches_with(api, resource, config, move |_: DynamicObject| {
-                    store
-                        .state()
-                        .iter()
-                        .map(|object| QueueRef::from_obj_with(object.as_ref(), primary.clone()))
-                        .collect::<Vec<_>>()
-                })
+                controller.watches_stream_with(
+                    changes,
+                    move |_: DynamicObject| {
+                        store
+                            .state()
+                            .iter()
+                            .map(|object| QueueRef::from_obj_with(object.as_ref(), primary.clone()))
+                            .collect::<Vec<_>>()
+                    },
+                    resource,
+                )
             }
         };
     }
+    run.bridge.read_from(caches);
     Ok(controller)
 }
 

@@ -23,6 +23,8 @@ use tower::{BoxError, Layer, Service};
 pub trait Accounting: Send + Sync {
     fn sent(&self);
     fn limited(&self, reason: &'static str, message: &str);
+    /// A read answered from the host's caches, without a request.
+    fn served_from_cache(&self) {}
 }
 
 /// Counts nothing: for a bridge outside a cluster (`plugin validate`).

@@ -159,10 +159,10 @@ impl Spread {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 Some(event) = shard_leases.next() => {
-                    if let Some((name, lease)) = seen.record(Kind::Shard, event) {
-                        if let Some(&index) = shard_by_name.get(&name) {
-                            changes[index].send_replace(lease);
-                        }
+                    if let Some((name, lease)) = seen.record(Kind::Shard, event)
+                        && let Some(&index) = shard_by_name.get(&name)
+                    {
+                        changes[index].send_replace(lease);
                     }
                 }
                 Some(event) = announcements.next() => {
