@@ -348,7 +348,9 @@ impl<K: Object> Api<K> {
         self.namespace.as_deref()
     }
 
-    /// Reads one object; `Ok(None)` when it does not exist.
+    /// Reads one object; `Ok(None)` when it does not exist. For a kind the
+    /// plugin watches, the host answers from its watch cache once that
+    /// shows the plugin's own writes (see the crate's README).
     ///
     /// ```no_run
     /// use k8s_openapi::api::core::v1::ConfigMap;
@@ -361,7 +363,9 @@ impl<K: Object> Api<K> {
         found.map(|json| decode(&json)).transpose()
     }
 
-    /// Lists the objects that match `params`.
+    /// Lists the objects that match `params`: from the host's watch cache
+    /// when a watch of the plugin covers them, live with a field selector
+    /// (see the crate's README).
     ///
     /// ```no_run
     /// use k8s_openapi::api::core::v1::Namespace;
