@@ -257,7 +257,11 @@ impl Replica {
         let (status_tx, status) = watch::channel(Status::default());
         let metrics = Arc::new(Metrics::new());
         metrics.fencing.set(i64::from(election_config.fencing));
-        let directory = Directory::new(client.clone(), &election_config);
+        let directory = Directory::new(
+            client.clone(),
+            &election_config,
+            config.placement.announced(),
+        );
 
         let api_stop = CancellationToken::new();
         let (prepared_tx, prepared) = watch::channel(false);
@@ -278,7 +282,7 @@ impl Replica {
             api::router(state),
             api_stop.clone(),
         ));
-        let announce = tokio::spawn(directory.announce(shutdown.clone()));
+        let announce = tokio::spawn(directory.clone().announce(shutdown.clone()));
 
         // Every replica keeps the catalog (fetched, compiled); the leader runs it.
         let watch_plugins = config.plugins.watch_plugins;
@@ -303,7 +307,16 @@ impl Replica {
                 own_account.clone(),
             );
             match config.placement {
-                Placement::Leader => roles = roles.with(controllers),
+                Placement::Leader => {
+                    let (agreed_tx, agreed) = watch::channel(false);
+                    tokio::spawn(placement::agreement::watch_leader_agreement(
+                        leases.clone(),
+                        election_config.clone(),
+                        agreed_tx,
+                        shutdown.clone(),
+                    ));
+                    roles = roles.with(controllers.gated_by(agreed));
+                }
                 Placement::Spread { shards } => {
                     let spread_placement = Spread::new(
                         election_config.clone(),
@@ -371,7 +384,10 @@ impl Replica {
         if let Some(spread) = spread {
             let _ = spread.await;
         }
+        // Only now, with every plugin stopped, does the replica leave the
+        // directory: the others see it until it runs nothing.
         let _ = announce.await;
+        directory.leave().await;
         if let Some(plugin_watcher) = plugin_watcher {
             let _ = plugin_watcher.await;
         }

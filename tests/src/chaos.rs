@@ -281,13 +281,21 @@ impl Fleet {
 
     /// Starts one more replica, `replica-<n>`; its identity.
     pub async fn add_replica(&mut self) -> anyhow::Result<String> {
+        self.add_replica_with(&[]).await
+    }
+
+    /// Starts one more replica with `extra_args` besides the fleet's.
+    pub async fn add_replica_with(&mut self, extra_args: &[&str]) -> anyhow::Result<String> {
+        let mut settings = self.settings.clone();
+        settings
+            .extra_args
+            .extend(extra_args.iter().map(|arg| (*arg).to_owned()));
         let identity = format!("replica-{}", self.members.len());
         let proxy = ApiProxy::start(self.cluster).await?;
         let kubeconfig = self.workdir.path().join(format!("{identity}.kubeconfig"));
         proxy.kubeconfig(self.cluster.kubeconfig(), &kubeconfig)?;
         let process =
-            ReplicaProcess::start(&identity, &self.settings, &kubeconfig, self.workdir.path())
-                .await?;
+            ReplicaProcess::start(&identity, &settings, &kubeconfig, self.workdir.path()).await?;
         self.members.push(Member {
             identity: identity.clone(),
             kubeconfig,
@@ -376,6 +384,11 @@ impl Fleet {
     /// `GET <path>` from replica `identity`: status and body.
     pub async fn replica_get(&self, identity: &str, path: &str) -> anyhow::Result<(u16, String)> {
         self.member(identity)?.process.get(path).await
+    }
+
+    /// Replica `identity`'s log so far.
+    pub fn log_of(&self, identity: &str) -> anyhow::Result<String> {
+        Ok(self.member(identity)?.process.log())
     }
 
     /// Sends `signal` to replica `identity`.

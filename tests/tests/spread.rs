@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use leasehold_tests::chaos::{Fleet, Setup};
+use leasehold_tests::chaos::{Fleet, Setup, Writers};
 use leasehold_tests::eventually;
 use nix::sys::signal::Signal;
 use serde_json::json;
@@ -149,5 +149,57 @@ async fn the_replica_list_names_the_shards_each_replica_leads() -> anyhow::Resul
             "{replica}: {metrics}"
         );
     }
+    Ok(())
+}
+
+/// A rolling switch from leader to spread placement: the spread replica
+/// leads no shard while the leader-mode replica is there (every write is
+/// the leader's), and takes every plugin once it has drained and left.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_of_another_placement_wait_until_the_old_ones_have_left() -> anyhow::Result<()> {
+    let mut fleet = Fleet::start_with(Setup {
+        fencing: true,
+        replicas: 1,
+        shards: None,
+        writers: Writers::Named(vec!["a".into(), "b".into()]),
+    })
+    .await?;
+    let newcomer = fleet
+        .add_replica_with(&["--placement=spread", "--shards=2"])
+        .await?;
+    eventually(
+        PATIENCE,
+        "the spread replica to see the disagreement",
+        || async {
+            fleet
+                .log_of(&newcomer)
+                .ok()?
+                .contains("no shard is led until every replica runs plugins the same way")
+                .then_some(())
+        },
+    )
+    .await
+    .with_context(|| fleet.logs())?;
+    // Writes go on meanwhile, all of them the leader-mode replica's.
+    every_writer_writes(&fleet).await?;
+    every_writer_writes(&fleet).await?;
+    let verdict = fleet.judge()?;
+    assert_eq!(
+        verdict.committed_by.get(&newcomer),
+        None,
+        "the spread replica ran plugins beside the leader: {:?}",
+        verdict.committed_by
+    );
+
+    fleet.signal("replica-0", Signal::SIGTERM)?;
+    fleet.exited("replica-0").await?;
+    every_writer_writes(&fleet).await?;
+    let verdict = fleet.judge()?;
+    assert!(
+        verdict.committed_by.get(&newcomer).is_some_and(|&n| n > 0),
+        "the spread replica never took over: {:?}\n{}",
+        verdict.committed_by,
+        fleet.logs()
+    );
     Ok(())
 }

@@ -73,7 +73,7 @@ impl Compiler {
                 compiled
             })
             .await
-                .map_err(|error| Error::Engine(wasmtime::format_err!("compile task: {error}")))?
+            .map_err(|error| Error::Engine(wasmtime::format_err!("compile task: {error}")))?
         })
         .await
         .cloned()

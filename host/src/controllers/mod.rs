@@ -49,6 +49,9 @@ pub struct Controllers {
     host: Shared,
     /// Which plugins of the catalogue this role runs.
     scope: Scope,
+    /// While false, no plugin runs (the replicas disagree on placement;
+    /// see [`crate::placement::agreement`]). Always true without one.
+    gate: Option<watch::Receiver<bool>>,
 }
 
 /// The plugins a [`Controllers`] role runs.
@@ -108,7 +111,15 @@ impl Controllers {
                 own_account,
             },
             scope: Scope::All,
+            gate: None,
         }
+    }
+
+    /// Runs plugins only while `gate` is true; stops them all (draining)
+    /// while it is false.
+    pub fn gated_by(mut self, gate: watch::Receiver<bool>) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// The same role, running only the plugins of shard `index` of `count`
@@ -131,6 +142,7 @@ impl LeaderRole for Controllers {
         let mut catalog = self.catalog.clone();
         let host = self.host.clone();
         let scope = self.scope;
+        let mut gate = self.gate.clone();
         Box::pin(async move {
             let status_client = match status_client {
                 Ok(client) => client,
@@ -154,11 +166,19 @@ impl LeaderRole for Controllers {
             let mut changing = true;
             loop {
                 let snapshot = scope.narrow(&catalog.borrow_and_update());
-                term.converge(&snapshot).await;
-                term.write_statuses(&snapshot).await;
+                let open = gate.as_mut().is_none_or(|gate| *gate.borrow_and_update());
+                if open {
+                    term.converge(&snapshot).await;
+                    term.write_statuses(&snapshot).await;
+                } else {
+                    // Statuses stay as the replica that ran the plugins
+                    // last wrote them.
+                    term.stop_all().await;
+                }
                 loop {
                     let changed = term.changed.clone();
                     tokio::select! {
+                        Ok(()) = gate_changed(&mut gate) => break,
                         changed = catalog.changed(), if changing => {
                             changing = changed.is_ok();
                             if changing {
@@ -175,6 +195,19 @@ impl LeaderRole for Controllers {
             }
         })
     }
+}
+
+/// Resolves when `gate` changes; never without one (or once its sender is
+/// gone).
+async fn gate_changed(gate: &mut Option<watch::Receiver<bool>>) -> Result<(), ()> {
+    let changed = match gate {
+        Some(gate) => gate.changed().await.is_ok(),
+        None => false,
+    };
+    if !changed {
+        std::future::pending::<()>().await;
+    }
+    Ok(())
 }
 
 /// The client Plugin statuses are written with, fenced to `guard`'s term

@@ -17,6 +17,10 @@ use crate::election::{Config, Role};
 
 /// Label on every replica Lease; its value is the election Lease's name.
 pub const REPLICA_OF_LABEL: &str = "leasehold.dev/replica-of";
+/// Label on every replica Lease: where the replica runs plugins (`leader`,
+/// or `spread-<shards>`). A replica without it is an older host, which
+/// runs every plugin on the leader.
+pub const PLACEMENT_LABEL: &str = "leasehold.dev/placement";
 const FIELD_MANAGER: &str = "leasehold-replica";
 /// Object names are DNS subdomains: at most 253 characters.
 const MAX_NAME_LEN: usize = 253;
@@ -40,6 +44,8 @@ pub struct Member {
     /// The shard Leases it holds, in spread placement.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<String>,
+    /// Where it runs plugins: `leader` or `spread-<shards>`.
+    pub placement: String,
 }
 
 /// Announces this replica and lists the live ones.
@@ -48,23 +54,29 @@ pub struct Directory {
     api: Api<Lease>,
     election_lease: String,
     identity: String,
+    /// This replica's placement, announced with it.
+    placement: String,
     lease_duration: Duration,
     period: Duration,
 }
 
 impl Directory {
-    pub fn new(client: Client, config: &Config) -> Self {
+    /// `placement` is what this replica announces: `leader` or
+    /// `spread-<shards>`.
+    pub fn new(client: Client, config: &Config, placement: String) -> Self {
         Self {
             api: Api::namespaced(client, &config.namespace),
             election_lease: config.lease_name.clone(),
             identity: config.identity.clone(),
+            placement,
             lease_duration: config.lease_duration,
             period: config.retry_period,
         }
     }
 
-    /// Announces this replica every period until `shutdown`, then removes
-    /// its Lease so it leaves the directory at once.
+    /// Announces this replica every period until `shutdown`. It stays in
+    /// the directory until [`Directory::leave`]: a replica still draining
+    /// plugins is still there for the others to see.
     pub async fn announce(self, shutdown: CancellationToken) {
         let name = replica_lease_name(&self.election_lease, &self.identity);
         loop {
@@ -84,6 +96,11 @@ impl Directory {
                 () = tokio::time::sleep(self.period) => {}
             }
         }
+    }
+
+    /// Removes this replica's Lease, so it leaves the directory at once.
+    pub async fn leave(&self) {
+        let name = replica_lease_name(&self.election_lease, &self.identity);
         if let Err(error) = self.api.delete(&name, &DeleteParams::default()).await {
             tracing::debug!(%error, "failed to remove replica lease; it expires on its own");
         }
@@ -93,10 +110,10 @@ impl Directory {
         Lease {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),
-                labels: Some(BTreeMap::from([(
-                    REPLICA_OF_LABEL.to_owned(),
-                    self.election_lease.clone(),
-                )])),
+                labels: Some(BTreeMap::from([
+                    (REPLICA_OF_LABEL.to_owned(), self.election_lease.clone()),
+                    (PLACEMENT_LABEL.to_owned(), self.placement.clone()),
+                ])),
                 ..ObjectMeta::default()
             },
             spec: Some(LeaseSpec {
@@ -149,6 +166,17 @@ fn live_holder(lease: &Lease, now: Timestamp) -> Option<(String, Timestamp)> {
     (expires > now).then_some((holder, renewed))
 }
 
+/// Where an announced replica runs plugins; an older host, without the
+/// label, on its leader.
+pub fn placement_of(announcement: &Lease) -> &str {
+    announcement
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(PLACEMENT_LABEL))
+        .map_or("leader", String::as_str)
+}
+
 /// Pure: which announcements are still live at `now`, with the live shard
 /// Leases each holds.
 fn live_replicas(
@@ -176,6 +204,7 @@ fn live_replicas(
                 last_seen: Some(renewed.to_string()),
                 identity,
                 shards: held,
+                placement: placement_of(lease).to_owned(),
             })
         })
         .collect();

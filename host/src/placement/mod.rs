@@ -24,11 +24,22 @@
 //! went unrenewed for its duration counts as gone from that instant, and
 //! its successor, already following that Lease, acquires it at once.
 //!
-//! The shard count is part of a deployment's identity, like the Lease
-//! name: replicas with different counts (or placements) hash plugins
-//! differently, so change either only with every replica stopped.
+//! # Changing placement
+//!
+//! Replicas of different placements (or shard counts) would each run the
+//! plugins: a leader-mode leader all of them, spread replicas their shards.
+//! The election Lease is the mutex between placements. A leader-mode
+//! leader runs plugins only while no shard Lease is held; a spread replica
+//! leads shards only while the election Lease is held by a replica spread
+//! the same way (each replica announces its placement in the directory)
+//! and no shard is held by one spread differently. Incumbents go on,
+//! newcomers wait: a rolling `helm upgrade` from one placement to the other
+//! keeps the old replicas running plugins until the last of them has
+//! drained and left, then the new ones start (see [`agreement`]).
 
+pub mod agreement;
 mod assign;
+mod seen;
 mod spread;
 
 use std::fmt;
@@ -77,6 +88,18 @@ impl Options {
             Mode::Spread => Placement::Spread {
                 shards: self.shards,
             },
+        }
+    }
+}
+
+impl Placement {
+    /// How this placement is announced in the replica directory:
+    /// `leader` or `spread-<shards>`. Replicas run plugins only while every
+    /// live replica announces the same (see [`agreement`]).
+    pub fn announced(self) -> String {
+        match self {
+            Self::Leader => "leader".to_owned(),
+            Self::Spread { shards } => format!("spread-{shards}"),
         }
     }
 }

@@ -2,26 +2,27 @@
 //! [`assign`] puts the shard.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
-use super::{ShardView, assign, shard_lease_name, shard_of};
+use super::agreement::Disagreement;
+use super::seen::{Kind, Seen};
+use super::{Placement, assign, shard_lease_name};
 use crate::controllers::Controllers;
 use crate::election::directory::REPLICA_OF_LABEL;
 use crate::election::roles::LeaderRoles;
 use crate::election::{self, ElectionMetrics, Elector, LeaseClient, Role, Status};
-use crate::plugins::{Catalog, State};
+use crate::plugins::Catalog;
 
 /// Every replica's side of spread placement.
 pub struct Spread {
@@ -133,11 +134,30 @@ impl Spread {
         );
         let mut seen = Seen::default();
         let mut catalog_open = true;
+        let ours = Placement::Spread { shards }.announced();
+        let mut said: Option<Result<(), Disagreement>> = None;
         loop {
             let now = Instant::now();
-            let members = seen.live_members(&config.identity, now);
-            let views = seen.shard_views(&catalog.borrow(), shards, &shard_by_name, now);
-            let desired = assign(&members, &views);
+            let agreed = seen.spread_may_lead(&ours, &config.lease_name, &config.identity, now);
+            if said.as_ref() != Some(&agreed) {
+                match &agreed {
+                    Ok(()) if said.is_some() => {
+                        info!("replicas agree on spread placement; shards may be led")
+                    }
+                    Ok(()) => {}
+                    Err(reason) => {
+                        warn!(%reason, "no shard is led until every replica runs plugins the same way")
+                    }
+                }
+                said = Some(agreed.clone());
+            }
+            let desired = if agreed.is_ok() {
+                let members = seen.live_members(&config.identity, now);
+                let views = seen.shard_views(&catalog.borrow(), shards, &shard_by_name, now);
+                assign(&members, &views)
+            } else {
+                vec![None; shards as usize]
+            };
             for (index, holder) in desired.iter().enumerate() {
                 let mine = holder.as_deref() == Some(config.identity.as_str());
                 wanted[index].send_if_modified(|wanted| {
@@ -175,150 +195,5 @@ impl Spread {
         led.set(0);
         // Each elector drains and releases the shards it leads.
         while electors.join_next().await.is_some() {}
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Shard,
-    Announcement,
-}
-
-/// The Leases of the election as this replica has seen them, each with
-/// the local instant its current version was first seen (expiry is judged
-/// from there, as the elector does, never from another replica's clock).
-#[derive(Default)]
-struct Seen {
-    leases: HashMap<(bool, String), Observed>,
-}
-
-struct Observed {
-    lease: Lease,
-    since: Instant,
-}
-
-impl Observed {
-    /// Its holder, while its duration has not run out since it was seen.
-    fn holder(&self, now: Instant) -> Option<&str> {
-        let spec = self.lease.spec.as_ref()?;
-        let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty())?;
-        (now < self.expires_at()).then_some(holder)
-    }
-
-    fn expired_holder(&self, now: Instant) -> Option<&str> {
-        let spec = self.lease.spec.as_ref()?;
-        let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty())?;
-        (now >= self.expires_at()).then_some(holder)
-    }
-
-    fn expires_at(&self) -> Instant {
-        let seconds = self
-            .lease
-            .spec
-            .as_ref()
-            .and_then(|spec| spec.lease_duration_seconds)
-            .unwrap_or(0);
-        self.since + Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
-    }
-}
-
-impl Seen {
-    /// Records a watch event; returns the Lease's name and its new state
-    /// (`None`: deleted) when one changed.
-    fn record(
-        &mut self,
-        kind: Kind,
-        event: Result<Event<Lease>, watcher::Error>,
-    ) -> Option<(String, Option<Lease>)> {
-        let shard = kind == Kind::Shard;
-        match event {
-            Ok(Event::Apply(lease) | Event::InitApply(lease)) => {
-                let name = lease.metadata.name.clone()?;
-                let key = (shard, name.clone());
-                let unchanged = self.leases.get(&key).is_some_and(|seen| {
-                    seen.lease.metadata.resource_version == lease.metadata.resource_version
-                });
-                if !unchanged {
-                    self.leases.insert(
-                        key,
-                        Observed {
-                            lease: lease.clone(),
-                            since: Instant::now(),
-                        },
-                    );
-                }
-                Some((name, Some(lease)))
-            }
-            Ok(Event::Delete(lease)) => {
-                let name = lease.metadata.name?;
-                self.leases.remove(&(shard, name.clone()));
-                Some((name, None))
-            }
-            Ok(Event::Init | Event::InitDone) => None,
-            Err(error) => {
-                debug!(%error, "lease watch interrupted; reconnecting");
-                None
-            }
-        }
-    }
-
-    fn of(&self, shard: bool) -> impl Iterator<Item = &Observed> {
-        self.leases
-            .iter()
-            .filter(move |((is_shard, _), _)| *is_shard == shard)
-            .map(|(_, observed)| observed)
-    }
-
-    /// The replicas whose announcement is live, less those that let a
-    /// shard Lease expire (gone or cut off: their shards must move now,
-    /// not when their announcement runs out too). This replica is always
-    /// live to itself.
-    fn live_members(&self, identity: &str, now: Instant) -> Vec<String> {
-        let lapsed: Vec<&str> = self
-            .of(true)
-            .filter_map(|observed| observed.expired_holder(now))
-            .collect();
-        let mut members: Vec<String> = self
-            .of(false)
-            .filter_map(|observed| observed.holder(now))
-            .filter(|member| !lapsed.contains(member) && *member != identity)
-            .map(str::to_owned)
-            .collect();
-        members.push(identity.to_owned());
-        members.sort();
-        members.dedup();
-        members
-    }
-
-    /// Each shard's plugins (from the catalogue) and live holder.
-    fn shard_views(
-        &self,
-        catalog: &Catalog,
-        shards: u32,
-        shard_by_name: &HashMap<String, usize>,
-        now: Instant,
-    ) -> Vec<ShardView> {
-        let mut views = vec![ShardView::default(); shards as usize];
-        for (key, entry) in &catalog.entries {
-            let view = &mut views[shard_of(key, shards) as usize];
-            view.needed = true;
-            let runs = !entry.suspend && matches!(entry.state, State::Ready(_) | State::Preparing);
-            view.weight += u32::from(runs);
-        }
-        for ((_, name), observed) in self.leases.iter().filter(|((shard, _), _)| *shard) {
-            if let Some(&index) = shard_by_name.get(name) {
-                views[index].holder = observed.holder(now).map(str::to_owned);
-            }
-        }
-        views
-    }
-
-    /// The next instant at which a Lease seen now runs out.
-    fn next_expiry(&self, now: Instant) -> Option<Instant> {
-        self.leases
-            .values()
-            .filter(|observed| observed.holder(now).is_some())
-            .map(Observed::expires_at)
-            .min()
     }
 }

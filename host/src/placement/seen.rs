@@ -1,0 +1,328 @@
+//! The election's Leases (its own and its shards') and the replicas'
+//! announcements as this replica has seen them through its watches, each
+//! with the local instant its current version was first seen: expiry is
+//! judged from there, as the elector judges it, never from another
+//! replica's clock. Spread placement decides from it who leads which
+//! shard, and both placements whether the replicas agree on how plugins
+//! run.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::watcher::{self, Event};
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::agreement::Disagreement;
+use super::{ShardView, shard_of};
+use crate::election::directory::placement_of;
+use crate::plugins::{Catalog, State};
+
+/// Which watch a Lease came from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The election's Leases: its own and its shards'.
+    Shard,
+    /// The replicas' announcements.
+    Announcement,
+}
+
+/// The Leases of the election as this replica has seen them, each with
+/// the local instant its current version was first seen (expiry is judged
+/// from there, as the elector does, never from another replica's clock).
+#[derive(Default)]
+pub struct Seen {
+    leases: HashMap<(bool, String), Observed>,
+}
+
+struct Observed {
+    lease: Lease,
+    since: Instant,
+}
+
+impl Observed {
+    /// Its holder, while its duration has not run out since it was seen.
+    fn holder(&self, now: Instant) -> Option<&str> {
+        let spec = self.lease.spec.as_ref()?;
+        let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty())?;
+        (now < self.expires_at()).then_some(holder)
+    }
+
+    fn expired_holder(&self, now: Instant) -> Option<&str> {
+        let spec = self.lease.spec.as_ref()?;
+        let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty())?;
+        (now >= self.expires_at()).then_some(holder)
+    }
+
+    fn expires_at(&self) -> Instant {
+        let seconds = self
+            .lease
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.lease_duration_seconds)
+            .unwrap_or(0);
+        self.since + Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
+    }
+}
+
+impl Seen {
+    /// Records a watch event; returns the Lease's name and its new state
+    /// (`None`: deleted) when one changed.
+    pub fn record(
+        &mut self,
+        kind: Kind,
+        event: Result<Event<Lease>, watcher::Error>,
+    ) -> Option<(String, Option<Lease>)> {
+        let shard = kind == Kind::Shard;
+        match event {
+            Ok(Event::Apply(lease) | Event::InitApply(lease)) => {
+                let name = lease.metadata.name.clone()?;
+                let key = (shard, name.clone());
+                let unchanged = self.leases.get(&key).is_some_and(|seen| {
+                    seen.lease.metadata.resource_version == lease.metadata.resource_version
+                });
+                if !unchanged {
+                    self.leases.insert(
+                        key,
+                        Observed {
+                            lease: lease.clone(),
+                            since: Instant::now(),
+                        },
+                    );
+                }
+                Some((name, Some(lease)))
+            }
+            Ok(Event::Delete(lease)) => {
+                let name = lease.metadata.name?;
+                self.leases.remove(&(shard, name.clone()));
+                Some((name, None))
+            }
+            Ok(Event::Init | Event::InitDone) => None,
+            Err(error) => {
+                debug!(%error, "lease watch interrupted; reconnecting");
+                None
+            }
+        }
+    }
+
+    fn of(&self, shard: bool) -> impl Iterator<Item = &Observed> {
+        self.leases
+            .iter()
+            .filter(move |((is_shard, _), _)| *is_shard == shard)
+            .map(|(_, observed)| observed)
+    }
+
+    /// The replicas whose announcement is live, less those that let a
+    /// shard Lease expire (gone or cut off: their shards must move now,
+    /// not when their announcement runs out too). This replica is always
+    /// live to itself.
+    pub fn live_members(&self, identity: &str, now: Instant) -> Vec<String> {
+        let lapsed: Vec<&str> = self
+            .of(true)
+            .filter_map(|observed| observed.expired_holder(now))
+            .collect();
+        let mut members: Vec<String> = self
+            .of(false)
+            .filter_map(|observed| observed.holder(now))
+            .filter(|member| !lapsed.contains(member) && *member != identity)
+            .map(str::to_owned)
+            .collect();
+        members.push(identity.to_owned());
+        members.sort();
+        members.dedup();
+        members
+    }
+
+    /// The placement replica `identity` announces, if it is announced.
+    fn placement_of(&self, identity: &str, now: Instant) -> Option<&str> {
+        self.of(false)
+            .find(|observed| observed.holder(now) == Some(identity))
+            .map(|observed| placement_of(&observed.lease))
+    }
+
+    /// Whether this replica, spread as `ours`, may lead shards of the
+    /// election `lease`: the election Lease is held by a replica spread the
+    /// same way (it is the mutex between placements: a leader-mode leader
+    /// runs plugins only while holding it, and only once no shard is led),
+    /// and every shard Lease held is held by one too (a replica spread over
+    /// another count hashes plugins onto other shards). Other replicas
+    /// merely announced do not stop it: newcomers wait for incumbents.
+    pub fn spread_may_lead(
+        &self,
+        ours: &str,
+        lease: &str,
+        identity: &str,
+        now: Instant,
+    ) -> Result<(), Disagreement> {
+        let differs =
+            |holder: &str| holder != identity && self.placement_of(holder, now) != Some(ours);
+        let main = self
+            .of(true)
+            .find(|observed| observed.lease.metadata.name.as_deref() == Some(lease));
+        match main.and_then(|observed| observed.holder(now)) {
+            None => return Err(Disagreement::Unheld),
+            Some(holder) if differs(holder) => {
+                return Err(Disagreement::Holder {
+                    holder: holder.to_owned(),
+                    placement: self.placement_of(holder, now).map(str::to_owned),
+                    ours: ours.to_owned(),
+                });
+            }
+            Some(_) => {}
+        }
+        for observed in self.of(true) {
+            let name = observed.lease.metadata.name.as_deref().unwrap_or_default();
+            if let Some(holder) = observed.holder(now)
+                && name != lease
+                && differs(holder)
+            {
+                return Err(Disagreement::ShardHeld {
+                    shard: name.to_owned(),
+                    holder: holder.to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a leader-mode leader of the election `lease` may run its
+    /// plugins: no shard Lease is held (spread replicas still run theirs).
+    pub fn leader_may_run(&self, lease: &str, now: Instant) -> Result<(), Disagreement> {
+        for observed in self.of(true) {
+            let name = observed.lease.metadata.name.as_deref().unwrap_or_default();
+            if let Some(holder) = observed.holder(now)
+                && name != lease
+            {
+                return Err(Disagreement::ShardHeld {
+                    shard: name.to_owned(),
+                    holder: holder.to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Each shard's plugins (from the catalogue) and live holder.
+    pub fn shard_views(
+        &self,
+        catalog: &Catalog,
+        shards: u32,
+        shard_by_name: &HashMap<String, usize>,
+        now: Instant,
+    ) -> Vec<ShardView> {
+        let mut views = vec![ShardView::default(); shards as usize];
+        for (key, entry) in &catalog.entries {
+            let view = &mut views[shard_of(key, shards) as usize];
+            view.needed = true;
+            let runs = !entry.suspend && matches!(entry.state, State::Ready(_) | State::Preparing);
+            view.weight += u32::from(runs);
+        }
+        for ((_, name), observed) in self.leases.iter().filter(|((shard, _), _)| *shard) {
+            if let Some(&index) = shard_by_name.get(name) {
+                views[index].holder = observed.holder(now).map(str::to_owned);
+            }
+        }
+        views
+    }
+
+    /// The next instant at which a Lease seen now runs out.
+    pub fn next_expiry(&self, now: Instant) -> Option<Instant> {
+        self.leases
+            .values()
+            .filter(|observed| observed.holder(now).is_some())
+            .map(Observed::expires_at)
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+
+    use super::*;
+    use crate::election::directory::PLACEMENT_LABEL;
+
+    /// A Lease `name` held by `holder` for 15 s, seen now.
+    fn lease(name: &str, holder: &str, placement: Option<&str>) -> Event<Lease> {
+        let mut lease = Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.into()),
+                lease_duration_seconds: Some(15),
+                ..LeaseSpec::default()
+            }),
+            ..Lease::default()
+        };
+        lease.metadata.name = Some(name.into());
+        lease.metadata.resource_version = Some("1".into());
+        if let Some(placement) = placement {
+            lease.metadata.labels = Some(BTreeMap::from([(
+                PLACEMENT_LABEL.to_owned(),
+                placement.to_owned(),
+            )]));
+        }
+        Event::Apply(lease)
+    }
+
+    /// The election Lease held by `holder`, and announcements.
+    fn seen(holder: &str, announced: &[(&str, Option<&str>)]) -> Seen {
+        let mut seen = Seen::default();
+        seen.record(Kind::Shard, Ok(lease("leasehold", holder, None)));
+        for (replica, placement) in announced {
+            let name = format!("leasehold-replica-{replica}");
+            seen.record(Kind::Announcement, Ok(lease(&name, replica, *placement)));
+        }
+        seen
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn spread_replicas_lead_only_under_a_leader_spread_the_same_way() {
+        let now = Instant::now();
+        let may_lead = |seen: &Seen| seen.spread_may_lead("spread-4", "leasehold", "me", now);
+        let agreed = seen("a", &[("a", Some("spread-4")), ("me", Some("spread-4"))]);
+        assert_eq!(may_lead(&agreed), Ok(()));
+        // A newcomer of another placement does not stop the incumbents.
+        let newcomer = seen("a", &[("a", Some("spread-4")), ("new", Some("leader"))]);
+        assert_eq!(may_lead(&newcomer), Ok(()));
+        // An older host leads (no placement label: every plugin on it), or
+        // one that already left the directory while still draining.
+        let older = seen("old", &[("old", None)]);
+        assert!(matches!(may_lead(&older),
+            Err(Disagreement::Holder { holder, placement: Some(p), .. }) if holder == "old" && p == "leader"));
+        let leaving = seen("old", &[("me", Some("spread-4"))]);
+        assert!(matches!(
+            may_lead(&leaving),
+            Err(Disagreement::Holder {
+                placement: None,
+                ..
+            })
+        ));
+        let other_count = seen("a", &[("a", Some("spread-8"))]);
+        assert!(matches!(
+            may_lead(&other_count),
+            Err(Disagreement::Holder { .. })
+        ));
+        assert_eq!(may_lead(&Seen::default()), Err(Disagreement::Unheld));
+        // A shard held by a replica spread over another count.
+        let mut shard = seen("me", &[("b", Some("spread-8"))]);
+        shard.record(Kind::Shard, Ok(lease("leasehold-shard-1", "b", None)));
+        assert!(
+            matches!(may_lead(&shard), Err(Disagreement::ShardHeld { holder, .. }) if holder == "b")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_mode_leader_runs_only_once_no_shard_is_led() {
+        let mut seen = seen("me", &[("me", Some("leader"))]);
+        assert_eq!(seen.leader_may_run("leasehold", Instant::now()), Ok(()));
+        seen.record(Kind::Shard, Ok(lease("leasehold-shard-0", "s", None)));
+        assert!(seen.leader_may_run("leasehold", Instant::now()).is_err());
+        // Its holder stopped renewing: the shard expires where it was seen.
+        tokio::time::advance(Duration::from_secs(15)).await;
+        assert_eq!(seen.leader_may_run("leasehold", Instant::now()), Ok(()));
+        seen.record(Kind::Shard, Ok(lease("leasehold-shard-0", "", None)));
+        assert_eq!(seen.leader_may_run("leasehold", Instant::now()), Ok(()));
+    }
+}
