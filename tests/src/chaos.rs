@@ -23,7 +23,7 @@ use serde_json::json;
 use crate::audit::{self, Verdict};
 use crate::fixtures::{apply_plugin, config_map, grant, plugin_namespace, rule, store_component};
 use crate::{
-    ApiProxy, ReplicaProcess, ReplicaSettings, TestCluster, eventually, kube_tools,
+    ApiProxy, Memory, ReplicaProcess, ReplicaSettings, TestCluster, eventually, kube_tools,
     plugin_component, unique_name,
 };
 
@@ -34,6 +34,9 @@ pub const LEASE: &str = "leasehold";
 const PATIENCE: Duration = Duration::from_secs(90);
 /// How long the audit log may take to show a write the fleet made.
 const AUDIT_PATIENCE: Duration = Duration::from_secs(30);
+/// How often a writer writes unless its [`Setup`] says otherwise: often
+/// enough that a fault meets a write in flight.
+const WRITE_EVERY: Duration = Duration::from_millis(100);
 
 /// A fault, injected into the current leader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -100,6 +103,8 @@ pub struct Setup {
     pub shards: Option<u32>,
     /// The writing plugins: each writes the Lease `<name>-written`.
     pub writers: Writers,
+    /// How often each writer writes (and so reconciles).
+    pub write_every: Duration,
 }
 
 /// Which writing plugins a fleet runs.
@@ -119,6 +124,7 @@ impl Setup {
             replicas: 3,
             shards: None,
             writers: Writers::Named(vec!["writer".to_owned()]),
+            write_every: WRITE_EVERY,
         }
     }
 
@@ -130,6 +136,7 @@ impl Setup {
             replicas,
             shards: Some(shards),
             writers: Writers::OnePerShard,
+            write_every: WRITE_EVERY,
         }
     }
 }
@@ -181,6 +188,7 @@ impl Fleet {
             replicas,
             shards,
             writers,
+            write_every,
         } = setup;
         let cluster = TestCluster::shared().await;
         let admin = cluster.client()?;
@@ -213,6 +221,7 @@ impl Fleet {
         .await?;
         let plugins: Api<DynamicObject> =
             Api::namespaced_with(admin.clone(), &namespace, &plugin_resource());
+        let every = write_every.as_millis().to_string();
         for writer in &writers {
             // Its own label value: the plugin watches cluster-wide, and
             // other writers live in the same control plane.
@@ -232,7 +241,7 @@ impl Fleet {
                     &config_map(
                         writer,
                         &[("leasehold.dev/misbehave", label.as_str())],
-                        &[("mode", "write"), ("every", "100")],
+                        &[("mode", "write"), ("every", every.as_str())],
                     ),
                 )
                 .await?;
@@ -389,6 +398,19 @@ impl Fleet {
     /// Replica `identity`'s log so far.
     pub fn log_of(&self, identity: &str) -> anyhow::Result<String> {
         Ok(self.member(identity)?.process.log())
+    }
+
+    /// Every replica's identity, in the order they were started.
+    pub fn identities(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|member| member.identity.clone())
+            .collect()
+    }
+
+    /// The resident memory of replica `identity`.
+    pub fn memory(&self, identity: &str) -> anyhow::Result<Memory> {
+        self.member(identity)?.process.memory()
     }
 
     /// Sends `signal` to replica `identity`.

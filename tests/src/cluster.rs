@@ -75,6 +75,14 @@ impl TestCluster {
         Ok(Client::try_from(self.config.clone())?)
     }
 
+    /// The API server's own `/metrics` (Prometheus text), read as the
+    /// admin: `apiserver_request_total` counts every request it served, by
+    /// verb and resource.
+    pub async fn apiserver_metrics(&self) -> anyhow::Result<String> {
+        let request = http::Request::get("/metrics").body(Vec::new())?;
+        Ok(self.client()?.request_text(request).await?)
+    }
+
     /// A fresh namespace named `<prefix>-<unique>`. It is left behind: with
     /// no controller-manager, a deleted namespace would stay Terminating.
     pub async fn namespace(&self, prefix: &str) -> anyhow::Result<String> {

@@ -129,6 +129,62 @@ pub fn counter(metrics: &str, sample: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A sample's labels, as Prometheus text gives them.
+pub type Labels = BTreeMap<String, String>;
+
+/// Every sample of the metric `name` in Prometheus text (`name{k="v",...}
+/// value`, or `name value`): its labels and its value.
+pub fn samples(metrics: &str, name: &str) -> Vec<(Labels, f64)> {
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(rest) => {
+                    let (labels, value) = rest.rsplit_once('}')?;
+                    (parse_labels(labels)?, value)
+                }
+                None if rest.starts_with(' ') => (Labels::new(), rest),
+                None => return None,
+            };
+            let value = value.split_whitespace().next()?.parse().ok()?;
+            Some((labels, value))
+        })
+        .collect()
+}
+
+/// The sum of the samples of `name` whose labels `keep` accepts.
+pub fn sum_of(metrics: &str, name: &str, keep: impl Fn(&Labels) -> bool) -> f64 {
+    samples(metrics, name)
+        .into_iter()
+        .filter(|(labels, _)| keep(labels))
+        .map(|(_, value)| value)
+        .sum()
+}
+
+/// `k="v",k2="v2"` (values may hold escaped quotes).
+fn parse_labels(mut text: &str) -> Option<Labels> {
+    let mut labels = Labels::new();
+    loop {
+        text = text.trim_start_matches(',').trim_start();
+        if text.is_empty() {
+            return Some(labels);
+        }
+        let (key, rest) = text.split_once("=\"")?;
+        let mut value = String::new();
+        let mut chars = rest.char_indices();
+        let end = loop {
+            match chars.next()? {
+                (_, '\\') => value.push(chars.next()?.1),
+                (at, '"') => break at,
+                (_, c) => value.push(c),
+            }
+        };
+        labels.insert(key.trim().to_owned(), value);
+        text = &rest[end + 1..];
+    }
+}
+
 /// Applies the committed Plugin CRD (what users install) and waits until
 /// it is served. Safe to call from every test: server-side apply.
 pub async fn install_plugin_crd(client: &Client) -> anyhow::Result<()> {
@@ -287,4 +343,27 @@ pub fn bench_trials(default: usize) -> anyhow::Result<usize> {
         .transpose()
         .context("LEASEHOLD_BENCH_TRIALS must be a number")
         .map(|trials| trials.unwrap_or(default))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_are_read_with_their_labels() {
+        let text = "# HELP x_total X\n\
+                    x_total{verb=\"LIST\",resource=\"configmaps\"} 3\n\
+                    x_total{verb=\"POST\",note=\"a \\\"quoted\\\", b\"} 4\n\
+                    x_total 5\n\
+                    x_total_other 6\n";
+        let found = samples(text, "x_total");
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert_eq!(found[0].0["resource"], "configmaps");
+        assert_eq!(found[1].0["note"], "a \"quoted\", b");
+        assert_eq!(found[2], (Labels::new(), 5.0));
+        assert_eq!(
+            sum_of(text, "x_total", |labels| labels.contains_key("verb")),
+            7.0
+        );
+    }
 }

@@ -34,7 +34,7 @@ pub use cluster::TestCluster;
 pub use proxy::TcpProxy;
 pub use registry::TestRegistry;
 pub use replica::{
-    ActivityInterval, ReplicaProcess, ReplicaSettings, kubeconfig_via, leasehold_binary,
+    ActivityInterval, Memory, ReplicaProcess, ReplicaSettings, kubeconfig_via, leasehold_binary,
     now_micros, overlapping, plugin_component,
 };
 

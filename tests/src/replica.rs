@@ -145,14 +145,12 @@ impl ReplicaProcess {
 
     /// The process's peak resident memory so far (`VmHWM`), in bytes.
     pub fn peak_rss(&self) -> anyhow::Result<u64> {
-        let pid = self.child.id().context("replica already exited")?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let kib: u64 = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .context("no VmHWM in /proc/<pid>/status")?;
-        Ok(kib * 1024)
+        Ok(self.memory()?.peak)
+    }
+
+    /// The process's resident memory now and at its peak.
+    pub fn memory(&self) -> anyhow::Result<Memory> {
+        Memory::of(self.child.id().context("replica already exited")?)
     }
 
     pub fn signal(&self, signal: Signal) -> anyhow::Result<()> {
@@ -212,6 +210,35 @@ impl ReplicaProcess {
         text.lines()
             .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
             .find(|micros| *micros >= since_micros)
+    }
+}
+
+/// A process's resident memory, from `/proc/<pid>/status`, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Memory {
+    /// Resident now (`VmRSS`).
+    pub resident: u64,
+    /// The most it has been resident (`VmHWM`).
+    pub peak: u64,
+}
+
+impl Memory {
+    /// The memory of process `pid` (any process of this user: a replica,
+    /// a baseline the benchmark started).
+    pub fn of(pid: u32) -> anyhow::Result<Self> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let field = |name: &str| -> anyhow::Result<u64> {
+            let kib: u64 = status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+                .with_context(|| format!("no {name} in /proc/{pid}/status"))?;
+            Ok(kib * 1024)
+        };
+        Ok(Self {
+            resident: field("VmRSS:")?,
+            peak: field("VmHWM:")?,
+        })
     }
 }
 
