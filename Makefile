@@ -11,7 +11,7 @@ include plugins/Makefile.inc
 help:
 	@echo "make demo            the HA story end to end on a local control plane"
 	@echo "make test            every test (unit + against a real kube-apiserver)"
-	@echo "make bench           every benchmark (bench-failover, bench-runtime, bench-reload, bench-new-plugin, bench-containment)"
+	@echo "make bench           every benchmark (bench-failover, bench-runtime, bench-reload, bench-new-plugin, bench-containment, bench-scale)"
 	@echo "make plugins         build the example plugins to wasm32-wasip2 components"
 	@echo "make chaos           random faults into the leader of three replicas for LEASEHOLD_CHAOS_MINUTES (10); judged from the audit log"
 	@echo "make test-chart      the Helm chart tests (real helm, kubectl, kube-apiserver)"
@@ -48,15 +48,15 @@ test: deps
 .PHONY: bench-smoke
 bench-smoke: deps
 	LEASEHOLD_BENCH_TRIALS=1 LEASEHOLD_BENCH_SOURCES=5 LEASEHOLD_BASELINE_ELECTOR=$$(tools/cluster.sh baseline) \
-	  LEASEHOLD_BENCH_SOAK_SECS=2 \
-	  tools/with-cluster.sh bash -c '$(foreach bench,failover runtime reload containment,$(CARGO) bench --profile dev -p leasehold-tests --bench $(bench) && ) true'
+	  LEASEHOLD_BENCH_SOAK_SECS=2 LEASEHOLD_SCALE_OBJECTS=200 LEASEHOLD_SCALE_NAMESPACES=4 LEASEHOLD_SCALE_PLUGINS=3 \
+	  tools/with-cluster.sh bash -c '$(foreach bench,failover runtime reload containment scale,$(CARGO) bench --profile dev -p leasehold-tests --bench $(bench) && ) true'
 
 demo: deps
 	$(CARGO) build --release -p leasehold
 	$(CARGO) build --release --target wasm32-wasip2 -p configmap-mirror -p greeter
 	tools/with-cluster.sh tools/demo.sh
 
-bench: bench-failover bench-runtime bench-reload bench-new-plugin bench-containment
+bench: bench-failover bench-runtime bench-reload bench-new-plugin bench-containment bench-scale
 
 bench-failover: deps
 	$(CARGO) build --release -p leasehold
@@ -83,6 +83,14 @@ bench-runtime: deps
 bench-containment: deps
 	$(CARGO) build --release -p leasehold
 	tools/with-cluster.sh $(CARGO) bench -p leasehold-tests --bench containment
+
+## bench-scale: the ConfigMap mirror over LEASEHOLD_SCALE_OBJECTS (10 000)
+## sources in LEASEHOLD_SCALE_NAMESPACES (100), plugin vs native; 30 plugins
+## (LEASEHOLD_SCALE_PLUGINS) on 1 and 3 spread replicas; idle and loaded RSS.
+.PHONY: bench-scale
+bench-scale: deps
+	$(CARGO) build --release -p leasehold
+	tools/with-cluster.sh $(CARGO) bench -p leasehold-tests --bench scale
 
 ## bench-reload: applying a changed Plugin (≈1 MB component) to the new
 ## version's first reconcile, without a restart; a restart as the baseline.
