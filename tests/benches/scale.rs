@@ -426,6 +426,8 @@ struct Measured {
     steady_requests: f64,
     steady_reconciles: f64,
     memory: Memory,
+    /// The same process's memory with nothing to mirror.
+    idle: Memory,
 }
 
 /// The sources, their namespaces, the target namespace and a watch of the
@@ -459,7 +461,9 @@ struct Workload {
 ///   same reconciles: the host adds the finalizer itself, kube-runtime's
 ///   `finalizer` adds it in a reconcile of its own);
 /// * **memory**: each process's peak RSS over both phases (the plugin's
-///   compile cache is warm, as a restarted replica's is).
+///   compile cache is warm, as a restarted replica's is); per 1 000
+///   sources, what that peak adds to the same process's RSS with nothing
+///   to mirror (started before any source exists, read `SETTLE` after).
 async fn mirror_at_scale(home: &Home, objects: usize, namespaces: usize) -> anyhow::Result<()> {
     let cluster = home.cluster;
     let patience = Duration::from_secs(120 + objects as u64 / 5);
@@ -471,7 +475,22 @@ async fn mirror_at_scale(home: &Home, objects: usize, namespaces: usize) -> anyh
         &plugin_component("configmap-mirror"),
         json!({"namespaceSelector": "leasehold.dev/scale-target=none"}),
     )?;
-    stop(home.replica("scale-mirror-warm", &[warm], &cache).await?).await?;
+    stop(
+        home.replica("scale-mirror-warm", std::slice::from_ref(&warm), &cache)
+            .await?,
+    )
+    .await?;
+    // Each side's memory with nothing to mirror: what the objects add is
+    // measured from there.
+    let idle_plugin = home.replica("scale-mirror-idle", &[warm], &cache).await?;
+    tokio::time::sleep(SETTLE).await;
+    let mut idle = BTreeMap::new();
+    idle.insert("plugin", idle_plugin.memory()?);
+    stop(idle_plugin).await?;
+    let idle_native = native(home, "leasehold.dev/scale-target=none")?;
+    tokio::time::sleep(SETTLE).await;
+    idle.insert("native", idle_native.memory()?);
+    idle_native.stop().await?;
 
     let mut workload = Workload::create(cluster, objects, namespaces).await?;
     let manifest = home.manifest(
@@ -524,6 +543,7 @@ async fn mirror_at_scale(home: &Home, objects: usize, namespaces: usize) -> anyh
                 steady_requests: mirror_requests(&middle, &after) - objects as f64,
                 steady_reconciles: reconciles - first_reconciles,
                 memory: running.memory()?,
+                idle: idle[contender.name()],
             })
         }
         .await
@@ -540,6 +560,12 @@ async fn mirror_at_scale(home: &Home, objects: usize, namespaces: usize) -> anyh
     }
     workload.remove().await?;
 
+    for (name, memory) in &idle {
+        println!(
+            "bench scale_rss_idle_{name} {:.2} MiB",
+            mib(memory.resident)
+        );
+    }
     let figures: [(&str, &str, fn(&Measured, usize) -> f64); 9] = [
         ("scale_first_sync", "s", |m, _| m.first_sync.as_secs_f64()),
         ("scale_first_requests_per_source", "count", |m, n| {
@@ -560,7 +586,7 @@ async fn mirror_at_scale(home: &Home, objects: usize, namespaces: usize) -> anyh
         }),
         ("scale_rss_peak", "MiB", |m, _| mib(m.memory.peak)),
         ("scale_rss_per_1k_objects", "MiB", |m, n| {
-            mib(m.memory.peak) / (n as f64 / 1000.0)
+            (mib(m.memory.peak) - mib(m.idle.resident)) / (n as f64 / 1000.0)
         }),
     ];
     for (name, unit, figure) in figures {
