@@ -430,6 +430,10 @@ struct Measured {
     idle: Memory,
 }
 
+/// A figure of [`mirror_at_scale`]: its name, its unit, and how it is
+/// computed from what a mirror did over so many sources.
+type Figure = (&'static str, &'static str, fn(&Measured, usize) -> f64);
+
 /// The sources, their namespaces, the target namespace and a watch of the
 /// copies there.
 struct Workload {
@@ -566,7 +570,7 @@ async fn mirror_at_scale(home: &Home, objects: usize, namespaces: usize) -> anyh
             mib(memory.resident)
         );
     }
-    let figures: [(&str, &str, fn(&Measured, usize) -> f64); 9] = [
+    let figures: [Figure; 9] = [
         ("scale_first_sync", "s", |m, _| m.first_sync.as_secs_f64()),
         ("scale_first_requests_per_source", "count", |m, n| {
             m.first_requests / n as f64
