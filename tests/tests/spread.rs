@@ -158,10 +158,9 @@ async fn the_replica_list_names_the_shards_each_replica_leads() -> anyhow::Resul
 #[tokio::test(flavor = "multi_thread")]
 async fn replicas_of_another_placement_wait_until_the_old_ones_have_left() -> anyhow::Result<()> {
     let mut fleet = Fleet::start_with(Setup {
-        fencing: true,
         replicas: 1,
-        shards: None,
         writers: Writers::Named(vec!["a".into(), "b".into()]),
+        ..Setup::leader(true)
     })
     .await?;
     let newcomer = fleet
