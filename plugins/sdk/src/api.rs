@@ -224,7 +224,31 @@ impl ListParams {
         self.field_selector = Some(and(self.field_selector.take(), selector));
         self
     }
+
+    /// Reads from the API server itself rather than the host's watch
+    /// caches (see the crate's README): the host answers every list with a
+    /// field selector live, so this adds one every object matches
+    /// (`metadata.name!=`, as every object has a name) unless the list
+    /// has one already.
+    ///
+    /// ```
+    /// let params = leasehold_sdk::api::ListParams::default().labels("app=web").live();
+    /// assert_eq!(params.field_selector.as_deref(), Some("metadata.name!="));
+    /// ```
+    pub fn live(mut self) -> Self {
+        if self
+            .field_selector
+            .as_deref()
+            .is_none_or(|f| f.trim().is_empty())
+        {
+            self.field_selector = Some(EVERY_NAME.to_owned());
+        }
+        self
+    }
 }
+
+/// A field selector every object matches.
+const EVERY_NAME: &str = "metadata.name!=";
 
 fn and(existing: Option<String>, selector: &str) -> String {
     match existing {
@@ -361,6 +385,22 @@ impl<K: Object> Api<K> {
     pub fn get(&self, name: &str) -> Result<Option<K>> {
         let found = host::with(|host| host.get(&TypeMeta::of::<K>(), &self.reference(name)))?;
         found.map(|json| decode(&json)).transpose()
+    }
+
+    /// Reads one object from the API server itself, never from the host's
+    /// watch caches: what the API server holds now, even where a cache
+    /// has not caught up with another writer. Costs a request; `get` is
+    /// what a reconcile usually wants.
+    ///
+    /// ```no_run
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// # fn example() -> Result<(), leasehold_sdk::api::Error> {
+    /// let settings = leasehold_sdk::api::Api::<ConfigMap>::namespaced("default").get_live("settings")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn get_live(&self, name: &str) -> Result<Option<K>> {
+        let params = ListParams::default().fields(&format!("metadata.name={name}"));
+        Ok(self.list(&params)?.into_iter().next())
     }
 
     /// Lists the objects that match `params`: from the host's watch cache

@@ -1435,6 +1435,24 @@ mod tests {
     }
 
     #[test]
+    fn live_reads_ask_for_what_a_field_selector_returns() {
+        let cluster = FakeCluster::new();
+        cluster.insert(config_map("a", "x", json!({ "team": "red" })));
+        cluster.insert(config_map("a", "y", json!({ "team": "blue" })));
+        let _installed = cluster.install();
+        let api = Api::<ConfigMap>::namespaced("a");
+        let found = api.get_live("y").unwrap().unwrap();
+        assert_eq!(ObjectRef::from_object(&found).to_string(), "a/y");
+        assert!(api.get_live("z").unwrap().is_none());
+        let every = api.list(&ListParams::default().live()).unwrap();
+        assert_eq!(every.len(), 2, "metadata.name!= matches every object");
+        let red = api
+            .list(&ListParams::default().labels("team=red").live())
+            .unwrap();
+        assert_eq!(red.len(), 1);
+    }
+
+    #[test]
     fn an_unparsable_selector_is_a_bad_request() {
         let cluster = FakeCluster::new();
         let _installed = cluster.install();
