@@ -388,7 +388,9 @@ async fn a_plugin_reads_from_the_hosts_caches_and_sees_its_own_writes_at_once() 
     );
     let cached = sample("cached_reads", "");
     assert!(cached >= 20.0, "only {cached} reads came from the caches");
-    // Twenty writes and twenty live reads, whatever else went live.
+    // Twenty writes and twenty live reads (each a request: the host answers
+    // a field selector, which `get_live` sends, only live), whatever else
+    // went live.
     let requests = sample("api_requests", "");
     assert!(
         requests >= 40.0,
