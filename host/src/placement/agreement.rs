@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::seen::{Kind, Seen};
+use super::seen::{Seen, Watched};
 use crate::election::{self, LeaseClient};
 
 /// Why plugins must wait: other replicas run them another way.
@@ -75,7 +75,7 @@ pub async fn watch_leader_agreement(
             () = shutdown.cancelled() => return,
             Some(event) = events.next() => {
                 listed |= matches!(event, Ok(watcher::Event::InitDone));
-                seen.record(Kind::Shard, event);
+                seen.record(Watched::Election, event);
             }
             () = tokio::time::sleep_until(wake_at) => {}
         }

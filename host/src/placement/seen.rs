@@ -20,10 +20,10 @@ use crate::election::directory::placement_of;
 use crate::plugins::{Catalog, State};
 
 /// Which watch a Lease came from.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Watched {
     /// The election's Leases: its own and its shards'.
-    Shard,
+    Election,
     /// The replicas' announcements.
     Announcement,
 }
@@ -33,7 +33,7 @@ pub enum Kind {
 /// from there, as the elector does, never from another replica's clock).
 #[derive(Default)]
 pub struct Seen {
-    leases: HashMap<(bool, String), Observed>,
+    leases: HashMap<(Watched, String), Observed>,
 }
 
 struct Observed {
@@ -44,15 +44,17 @@ struct Observed {
 impl Observed {
     /// Its holder, while its duration has not run out since it was seen.
     fn holder(&self, now: Instant) -> Option<&str> {
-        let spec = self.lease.spec.as_ref()?;
-        let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty())?;
-        (now < self.expires_at()).then_some(holder)
+        self.named_holder().filter(|_| now < self.expires_at())
     }
 
+    /// Its holder, once its duration has run out without a renewal.
     fn expired_holder(&self, now: Instant) -> Option<&str> {
+        self.named_holder().filter(|_| now >= self.expires_at())
+    }
+
+    fn named_holder(&self) -> Option<&str> {
         let spec = self.lease.spec.as_ref()?;
-        let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty())?;
-        (now >= self.expires_at()).then_some(holder)
+        spec.holder_identity.as_deref().filter(|h| !h.is_empty())
     }
 
     fn expires_at(&self) -> Instant {
@@ -71,14 +73,13 @@ impl Seen {
     /// (`None`: deleted) when one changed.
     pub fn record(
         &mut self,
-        kind: Kind,
+        watched: Watched,
         event: Result<Event<Lease>, watcher::Error>,
     ) -> Option<(String, Option<Lease>)> {
-        let shard = kind == Kind::Shard;
         match event {
             Ok(Event::Apply(lease) | Event::InitApply(lease)) => {
                 let name = lease.metadata.name.clone()?;
-                let key = (shard, name.clone());
+                let key = (watched, name.clone());
                 let unchanged = self.leases.get(&key).is_some_and(|seen| {
                     seen.lease.metadata.resource_version == lease.metadata.resource_version
                 });
@@ -95,7 +96,7 @@ impl Seen {
             }
             Ok(Event::Delete(lease)) => {
                 let name = lease.metadata.name?;
-                self.leases.remove(&(shard, name.clone()));
+                self.leases.remove(&(watched, name.clone()));
                 Some((name, None))
             }
             Ok(Event::Init | Event::InitDone) => None,
@@ -106,10 +107,10 @@ impl Seen {
         }
     }
 
-    fn of(&self, shard: bool) -> impl Iterator<Item = &Observed> {
+    fn of(&self, watched: Watched) -> impl Iterator<Item = &Observed> {
         self.leases
             .iter()
-            .filter(move |((is_shard, _), _)| *is_shard == shard)
+            .filter(move |((from, _), _)| *from == watched)
             .map(|(_, observed)| observed)
     }
 
@@ -119,11 +120,11 @@ impl Seen {
     /// live to itself.
     pub fn live_members(&self, identity: &str, now: Instant) -> Vec<String> {
         let lapsed: Vec<&str> = self
-            .of(true)
+            .of(Watched::Election)
             .filter_map(|observed| observed.expired_holder(now))
             .collect();
         let mut members: Vec<String> = self
-            .of(false)
+            .of(Watched::Announcement)
             .filter_map(|observed| observed.holder(now))
             .filter(|member| !lapsed.contains(member) && *member != identity)
             .map(str::to_owned)
@@ -136,7 +137,7 @@ impl Seen {
 
     /// The placement replica `identity` announces, if it is announced.
     fn placement_of(&self, identity: &str, now: Instant) -> Option<&str> {
-        self.of(false)
+        self.of(Watched::Announcement)
             .find(|observed| observed.holder(now) == Some(identity))
             .map(|observed| placement_of(&observed.lease))
     }
@@ -158,7 +159,7 @@ impl Seen {
         let differs =
             |holder: &str| holder != identity && self.placement_of(holder, now) != Some(ours);
         let main = self
-            .of(true)
+            .of(Watched::Election)
             .find(|observed| observed.lease.metadata.name.as_deref() == Some(lease));
         match main.and_then(|observed| observed.holder(now)) {
             None => return Err(Disagreement::Unheld),
@@ -171,7 +172,7 @@ impl Seen {
             }
             Some(_) => {}
         }
-        for observed in self.of(true) {
+        for observed in self.of(Watched::Election) {
             let name = observed.lease.metadata.name.as_deref().unwrap_or_default();
             if let Some(holder) = observed.holder(now)
                 && name != lease
@@ -189,7 +190,7 @@ impl Seen {
     /// Whether a leader-mode leader of the election `lease` may run its
     /// plugins: no shard Lease is held (spread replicas still run theirs).
     pub fn leader_may_run(&self, lease: &str, now: Instant) -> Result<(), Disagreement> {
-        for observed in self.of(true) {
+        for observed in self.of(Watched::Election) {
             let name = observed.lease.metadata.name.as_deref().unwrap_or_default();
             if let Some(holder) = observed.holder(now)
                 && name != lease
@@ -218,7 +219,11 @@ impl Seen {
             let runs = !entry.suspend && matches!(entry.state, State::Ready(_) | State::Preparing);
             view.weight += u32::from(runs);
         }
-        for ((_, name), observed) in self.leases.iter().filter(|((shard, _), _)| *shard) {
+        for ((_, name), observed) in self
+            .leases
+            .iter()
+            .filter(|((from, _), _)| *from == Watched::Election)
+        {
             if let Some(&index) = shard_by_name.get(name) {
                 views[index].holder = observed.holder(now).map(str::to_owned);
             }
@@ -269,10 +274,10 @@ mod tests {
     /// The election Lease held by `holder`, and announcements.
     fn seen(holder: &str, announced: &[(&str, Option<&str>)]) -> Seen {
         let mut seen = Seen::default();
-        seen.record(Kind::Shard, Ok(lease("leasehold", holder, None)));
+        seen.record(Watched::Election, Ok(lease("leasehold", holder, None)));
         for (replica, placement) in announced {
             let name = format!("leasehold-replica-{replica}");
-            seen.record(Kind::Announcement, Ok(lease(&name, replica, *placement)));
+            seen.record(Watched::Announcement, Ok(lease(&name, replica, *placement)));
         }
         seen
     }
@@ -307,7 +312,7 @@ mod tests {
         assert_eq!(may_lead(&Seen::default()), Err(Disagreement::Unheld));
         // A shard held by a replica spread over another count.
         let mut shard = seen("me", &[("b", Some("spread-8"))]);
-        shard.record(Kind::Shard, Ok(lease("leasehold-shard-1", "b", None)));
+        shard.record(Watched::Election, Ok(lease("leasehold-shard-1", "b", None)));
         assert!(
             matches!(may_lead(&shard), Err(Disagreement::ShardHeld { holder, .. }) if holder == "b")
         );
@@ -317,12 +322,12 @@ mod tests {
     async fn a_leader_mode_leader_runs_only_once_no_shard_is_led() {
         let mut seen = seen("me", &[("me", Some("leader"))]);
         assert_eq!(seen.leader_may_run("leasehold", Instant::now()), Ok(()));
-        seen.record(Kind::Shard, Ok(lease("leasehold-shard-0", "s", None)));
+        seen.record(Watched::Election, Ok(lease("leasehold-shard-0", "s", None)));
         assert!(seen.leader_may_run("leasehold", Instant::now()).is_err());
         // Its holder stopped renewing: the shard expires where it was seen.
         tokio::time::advance(Duration::from_secs(15)).await;
         assert_eq!(seen.leader_may_run("leasehold", Instant::now()), Ok(()));
-        seen.record(Kind::Shard, Ok(lease("leasehold-shard-0", "", None)));
+        seen.record(Watched::Election, Ok(lease("leasehold-shard-0", "", None)));
         assert_eq!(seen.leader_may_run("leasehold", Instant::now()), Ok(()));
     }
 }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::agreement::Disagreement;
-use super::seen::{Kind, Seen};
+use super::seen::{Seen, Watched};
 use super::{Placement, assign, shard_lease_name};
 use crate::controllers::Controllers;
 use crate::election::directory::REPLICA_OF_LABEL;
@@ -179,14 +179,14 @@ impl Spread {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 Some(event) = shard_leases.next() => {
-                    if let Some((name, lease)) = seen.record(Kind::Shard, event)
+                    if let Some((name, lease)) = seen.record(Watched::Election, event)
                         && let Some(&index) = shard_by_name.get(&name)
                     {
                         changes[index].send_replace(lease);
                     }
                 }
                 Some(event) = announcements.next() => {
-                    seen.record(Kind::Announcement, event);
+                    seen.record(Watched::Announcement, event);
                 }
                 changed = catalog.changed(), if catalog_open => catalog_open = changed.is_ok(),
                 () = tokio::time::sleep_until(wake_at) => {}
