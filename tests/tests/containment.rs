@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use leasehold::runtime::contract::{
-    ApplyParams, Event, Field, InvolvedObject, Level, ListParams, ObjectRef, StatusUpdate, TypeMeta,
+    ApplyParams, Event, Field, InvolvedObject, Level, ListParams, ObjectPatch, ObjectRef,
+    StatusUpdate, TypeMeta,
 };
 use leasehold::runtime::{Backend, BackendFuture, HostContext, Limits, Request, Runtime};
 use leasehold_tests::plugin_component;
@@ -58,6 +59,9 @@ impl Backend for Counting {
         _: ApplyParams,
     ) -> BackendFuture<'_, String> {
         self.answer(object)
+    }
+    fn patch(&self, _: TypeMeta, _: ObjectRef, _: ObjectPatch) -> BackendFuture<'_, String> {
+        self.answer("{}".into())
     }
     fn delete(&self, _: TypeMeta, _: ObjectRef) -> BackendFuture<'_, ()> {
         self.answer(())

@@ -85,7 +85,7 @@ async fn a_new_plugin_builds_passes_its_test_and_validates() -> anyhow::Result<(
     assert_succeeds(&validated);
     let report = stdout(&validated);
     for expected in [
-        "contract:  leasehold:controller@0.1.0",
+        "contract:  leasehold:controller@0.2.0",
         "name:      hello",
         "primary:   v1/ConfigMap",
         "selector:  example.com/hello=true",
@@ -148,7 +148,7 @@ async fn validate_refuses_what_is_not_a_controller_component_with_the_reason() {
     let output = plugin(&["validate", &empty]).await;
     assert_fails_with(
         &output,
-        "does not implement the leasehold:controller@0.1.0 world",
+        "does not implement the leasehold:controller@0.2.0 (or @0.1.0) controller world",
     );
     assert_fails_with(&output, "exports no leasehold:controller/reconciler");
 

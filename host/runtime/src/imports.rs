@@ -18,13 +18,14 @@ use std::time::Instant;
 use wasmtime::component::{HasSelf, Linker};
 
 use super::HostState;
-use super::bindings::Controller;
-use super::bindings::leasehold::controller::config;
-use super::bindings::leasehold::controller::kubernetes::{
-    self, ApplyParams, Event as WitEvent, InvolvedObject, ListParams as WitListParams, StatusUpdate,
+use super::bindings::current::ControllerWithAdmission;
+use super::bindings::current::leasehold::controller::config;
+use super::bindings::current::leasehold::controller::kubernetes::{
+    self, ApplyParams, Event as WitEvent, InvolvedObject, ListParams as WitListParams, ObjectPatch,
+    StatusUpdate,
 };
-use super::bindings::leasehold::controller::log::{self, Field, Level};
-use super::bindings::leasehold::controller::types::{self, ApiError, ObjectRef, TypeMeta};
+use super::bindings::current::leasehold::controller::log::{self, Field, Level};
+use super::bindings::current::leasehold::controller::types::{self, ApiError, ObjectRef, TypeMeta};
 
 /// What a backend call resolves to: the import's result.
 pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ApiError>> + Send + 'a>>;
@@ -59,6 +60,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         target: ObjectRef,
         object: String,
         params: ApplyParams,
+    ) -> BackendFuture<'_, String>;
+    /// Patches an object; returns it as stored.
+    fn patch(
+        &self,
+        type_meta: TypeMeta,
+        target: ObjectRef,
+        patch: ObjectPatch,
     ) -> BackendFuture<'_, String>;
     /// Deletes an object.
     fn delete(&self, type_meta: TypeMeta, target: ObjectRef) -> BackendFuture<'_, ()>;
@@ -98,8 +106,10 @@ pub struct HostContext {
     pub object: Option<String>,
 }
 
+/// Links the current contract's imports; [`super::previous`] links the
+/// previous one's beside them.
 pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    Controller::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
+    ControllerWithAdmission::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
 }
 
 /// [`HostState::admit`] in an import: a refusal is the import's error value.
@@ -175,6 +185,24 @@ impl kubernetes::Host for HostState {
         let deadline = admit!(self, object.len());
         Ok(bounded(self.context.backend.clone(), deadline, |b| {
             b.apply(type_meta, target, object, params)
+        })
+        .await)
+    }
+
+    async fn patch(
+        &mut self,
+        type_meta: TypeMeta,
+        target: ObjectRef,
+        patch: ObjectPatch,
+    ) -> wasmtime::Result<Result<String, ApiError>> {
+        let deadline = admit!(
+            self,
+            match &patch {
+                ObjectPatch::Merge(text) | ObjectPatch::Json(text) => text.len(),
+            }
+        );
+        Ok(bounded(self.context.backend.clone(), deadline, |b| {
+            b.patch(type_meta, target, patch)
         })
         .await)
     }

@@ -26,24 +26,28 @@ mod bindings;
 mod compiler;
 mod imports;
 mod output;
+mod previous;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{
     Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
     StoreLimitsBuilder, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-pub use self::bindings::exports::leasehold::controller::reconciler::{
+use self::bindings::current::exports::leasehold::controller::admission;
+pub use self::bindings::current::exports::leasehold::controller::admission::Verdict;
+use self::bindings::current::exports::leasehold::controller::reconciler;
+pub use self::bindings::current::exports::leasehold::controller::reconciler::{
     Action, GroupVersionKind, Mapping, ReconcileError, Registration, Request, Watch,
 };
-pub use self::bindings::leasehold::controller::types::ObjectRef;
-use self::bindings::{Controller, ControllerPre};
+pub use self::bindings::current::leasehold::controller::types::ObjectRef;
+use self::bindings::previous::{Controller as PreviousController, ControllerPre as PreviousPre};
 pub use self::compiler::{COMPILES_AT_ONCE, Compiler};
 pub use self::imports::{Backend, BackendFuture, HostContext, cut};
 use self::output::Output;
@@ -51,16 +55,76 @@ use self::output::Output;
 /// The contract's types a [`Backend`] receives and returns, as the host's
 /// bindings generate them from `wit/`.
 pub mod contract {
-    pub use super::bindings::leasehold::controller::kubernetes::{
-        ApplyParams, Event, EventType, InvolvedObject, ListParams, StatusUpdate,
+    pub use super::bindings::current::leasehold::controller::kubernetes::{
+        ApplyParams, Event, EventType, InvolvedObject, ListParams, ObjectPatch, StatusUpdate,
     };
-    pub use super::bindings::leasehold::controller::log::{Field, Level};
-    pub use super::bindings::leasehold::controller::types::{ApiError, ObjectRef, TypeMeta};
+    pub use super::bindings::current::leasehold::controller::log::{Field, Level};
+    pub use super::bindings::current::leasehold::controller::types::{
+        ApiError, ObjectRef, TypeMeta,
+    };
 }
 
 /// The version of `wit/controller.wit` this host implements. Components
-/// built for another minor version (0.x semantics) are refused by name.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+/// built for the previous minor version ([`PREVIOUS_CONTRACT_VERSION`]) run
+/// too; any other (0.x semantics: each minor is its own) is refused by name.
+pub const CONTRACT_VERSION: &str = "0.2.0";
+
+/// The contract version before [`CONTRACT_VERSION`], still linked, and
+/// deprecated: the next host drops it.
+pub const PREVIOUS_CONTRACT_VERSION: &str = previous::VERSION;
+
+/// Which of the linked contract versions a component was built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Contract {
+    /// [`CONTRACT_VERSION`].
+    Current,
+    /// [`PREVIOUS_CONTRACT_VERSION`]: runs unchanged, deprecated.
+    Previous,
+}
+
+impl Contract {
+    /// The version as the component names it, for example `0.1.0`.
+    pub fn version(self) -> &'static str {
+        match self {
+            Self::Current => CONTRACT_VERSION,
+            Self::Previous => PREVIOUS_CONTRACT_VERSION,
+        }
+    }
+
+    /// Whether the next host release will stop loading it.
+    pub fn deprecated(self) -> bool {
+        self == Self::Previous
+    }
+}
+
+impl std::fmt::Display for Contract {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "leasehold:controller@{}", self.version())?;
+        if self.deprecated() {
+            f.write_str(" (deprecated: rebuild against the current SDK)")?;
+        }
+        Ok(())
+    }
+}
+
+/// Which admission check the API server asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Review {
+    /// `mutate`: may answer a patch; runs before the validating webhooks.
+    Mutate,
+    /// `validate`: allows or denies, changes nothing.
+    Validate,
+}
+
+impl Review {
+    /// `mutate` or `validate`, as the export and the webhook path name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mutate => "mutate",
+            Self::Validate => "validate",
+        }
+    }
+}
 
 /// Every interface of the contract is named `leasehold:controller/<iface>@<version>`.
 const CONTRACT_PACKAGE: &str = "leasehold:controller/";
@@ -128,15 +192,24 @@ pub enum Error {
     /// a chain printed with its causes would say it twice.)
     #[error("not a valid wasm component: {0:#}")]
     Compile(wasmtime::Error),
-    /// The component does not target the `leasehold:controller@0.1.0` world
-    /// (it imports something the host does not provide, or lacks an export).
-    #[error("component does not implement the leasehold:controller@0.1.0 world: {0:#}")]
-    WrongWorld(wasmtime::Error),
-    /// The component was built against another version of the contract.
+    /// The component does not target a `leasehold:controller` world of a
+    /// version the host links (it imports something the host does not
+    /// provide, or lacks an export).
     #[error(
-        "component was built for leasehold:controller@{found}; this host implements @{CONTRACT_VERSION} (rebuild it against the host's wit/)"
+        "component does not implement the leasehold:controller@{CONTRACT_VERSION} (or @{PREVIOUS_CONTRACT_VERSION}) controller world: {0:#}"
+    )]
+    WrongWorld(wasmtime::Error),
+    /// The component was built against a version of the contract the host
+    /// does not link.
+    #[error(
+        "component was built for leasehold:controller@{found}; this host implements @{CONTRACT_VERSION} and @{PREVIOUS_CONTRACT_VERSION} (rebuild it against the host's wit/)"
     )]
     IncompatibleContract { found: String },
+    /// An admission review reached a plugin that exports no `admission`.
+    #[error(
+        "the plugin exports no leasehold:controller/admission: build it with the SDK's admission support (contract @{CONTRACT_VERSION})"
+    )]
+    NoAdmission,
     /// The plugin trapped, ran out of time, or exceeded its memory.
     /// `last_words` is the end of what it wrote to stderr (a Rust panic's
     /// message), empty if nothing. The message names the root cause only;
@@ -230,6 +303,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(Error::Engine)?;
         imports::add_to_linker(&mut linker).map_err(Error::Engine)?;
+        previous::add_to_linker(&mut linker).map_err(Error::Engine)?;
         let ticker = EpochTicker::start(engine.clone());
         Ok(Self {
             engine,
@@ -247,15 +321,32 @@ impl Runtime {
         let digest = digest_of(bytes);
         let started = Instant::now();
         let component = Component::new(&self.engine, bytes).map_err(Error::Compile)?;
-        check_contract(&self.engine, &component)?;
+        let contract = check_contract(&self.engine, &component)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .and_then(ControllerPre::new)
             .map_err(Error::WrongWorld)?;
+        let pre = match contract {
+            Contract::Current => {
+                let reconciler = reconciler::GuestIndices::new(&pre).map_err(Error::WrongWorld)?;
+                // An `admission` export of the wrong shape is refused, not
+                // ignored: its author meant it to be called.
+                let admission = exports_interface(&self.engine, &component, "admission")
+                    .then(|| admission::GuestIndices::new(&pre))
+                    .transpose()
+                    .map_err(Error::WrongWorld)?;
+                Pre::Current {
+                    pre,
+                    reconciler,
+                    admission,
+                }
+            }
+            Contract::Previous => Pre::Previous(PreviousPre::new(pre).map_err(Error::WrongWorld)?),
+        };
         Ok(Compiled {
             digest,
             compile_time: started.elapsed(),
+            contract,
             pre: Arc::new(pre),
         })
     }
@@ -280,23 +371,45 @@ fn is_core_module(bytes: &[u8]) -> bool {
     bytes.starts_with(b"\0asm\x01\0\0\0")
 }
 
-/// Refuses, by name, a component built for another contract version or
-/// one that does not export the reconciler, before linking reports the
-/// same thing less plainly.
-fn check_contract(engine: &Engine, component: &Component) -> Result<()> {
+/// Whether the component exports the contract's interface `name` (any
+/// version).
+fn exports_interface(engine: &Engine, component: &Component, name: &str) -> bool {
+    let prefix = format!("{CONTRACT_PACKAGE}{name}@");
+    component
+        .component_type()
+        .exports(engine)
+        .any(|(export, _)| export.starts_with(&prefix))
+}
+
+/// Which linked contract version the component was built for; refuses, by
+/// name, one built for another version, one mixing versions, or one that
+/// does not export the reconciler, before linking reports the same thing
+/// less plainly.
+fn check_contract(engine: &Engine, component: &Component) -> Result<Contract> {
     let ty = component.component_type();
     let imports = ty.imports(engine).map(|(name, _)| name);
     let exports: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
+    let mut contract = None;
     for name in imports.chain(exports.iter().copied()) {
         let Some(interface) = name.strip_prefix(CONTRACT_PACKAGE) else {
             continue;
         };
         let version = interface.split_once('@').map_or("", |(_, version)| version);
-        if !same_minor(version, CONTRACT_VERSION) {
+        let this = if same_minor(version, CONTRACT_VERSION) {
+            Contract::Current
+        } else if same_minor(version, PREVIOUS_CONTRACT_VERSION) {
+            Contract::Previous
+        } else {
             return Err(Error::IncompatibleContract {
                 found: version.to_owned(),
             });
+        };
+        if contract.is_some_and(|seen| seen != this) {
+            return Err(Error::WrongWorld(wasmtime::format_err!(
+                "it uses both @{CONTRACT_VERSION} and @{PREVIOUS_CONTRACT_VERSION} of the contract; build it against one"
+            )));
         }
+        contract = Some(this);
     }
     let reconciler = format!("{CONTRACT_PACKAGE}reconciler@");
     if !exports.iter().any(|name| name.starts_with(&reconciler)) {
@@ -309,7 +422,7 @@ fn check_contract(engine: &Engine, component: &Component) -> Result<()> {
             }
         )));
     }
-    Ok(())
+    Ok(contract.unwrap_or(Contract::Current))
 }
 
 /// 0.x versions are compatible within a minor version; 1.x and later within
@@ -333,7 +446,42 @@ pub struct Compiled {
     pub digest: String,
     /// How long compiling (or loading from the cache) took.
     pub compile_time: Duration,
-    pre: Arc<ControllerPre<HostState>>,
+    /// The contract version the component was built for.
+    pub contract: Contract,
+    pre: Arc<Pre>,
+}
+
+/// A linked component and where its exports are, per contract version.
+enum Pre {
+    Current {
+        pre: InstancePre<HostState>,
+        reconciler: reconciler::GuestIndices,
+        admission: Option<admission::GuestIndices>,
+    },
+    Previous(PreviousPre<HostState>),
+}
+
+impl Pre {
+    fn engine(&self) -> &Engine {
+        match self {
+            Self::Current { pre, .. } => pre.engine(),
+            Self::Previous(pre) => pre.engine(),
+        }
+    }
+}
+
+impl Compiled {
+    /// Whether the component exports `admission` (it can be asked to
+    /// validate and mutate requests).
+    pub fn admits(&self) -> bool {
+        matches!(
+            *self.pre,
+            Pre::Current {
+                admission: Some(_),
+                ..
+            }
+        )
+    }
 }
 
 impl std::fmt::Debug for Compiled {
@@ -341,6 +489,7 @@ impl std::fmt::Debug for Compiled {
         f.debug_struct("Compiled")
             .field("digest", &self.digest)
             .field("compile_time", &self.compile_time)
+            .field("contract", &self.contract)
             .finish_non_exhaustive()
     }
 }
@@ -389,8 +538,17 @@ impl WasiView for HostState {
 /// One live instance of a plugin with its own store.
 pub struct Instance {
     store: Store<HostState>,
-    controller: Controller,
+    exports: Exports,
     output: Output,
+}
+
+/// An instance's exports, per contract version.
+enum Exports {
+    Current {
+        reconciler: reconciler::Guest,
+        admission: Option<admission::Guest>,
+    },
+    Previous(PreviousController),
 }
 
 impl Compiled {
@@ -433,11 +591,32 @@ impl Compiled {
             Ok(UpdateDeadline::Yield(1))
         });
         store.set_epoch_deadline(1);
-        let controller = self.pre.instantiate_async(&mut store).await;
-        let controller = finished(&output, controller)?;
+        let exports = match &*self.pre {
+            Pre::Current {
+                pre,
+                reconciler,
+                admission,
+            } => pre
+                .instantiate_async(&mut store)
+                .await
+                .and_then(|instance| {
+                    Ok(Exports::Current {
+                        reconciler: reconciler.load(&mut store, &instance)?,
+                        admission: admission
+                            .as_ref()
+                            .map(|admission| admission.load(&mut store, &instance))
+                            .transpose()?,
+                    })
+                }),
+            Pre::Previous(pre) => pre
+                .instantiate_async(&mut store)
+                .await
+                .map(Exports::Previous),
+        };
+        let exports = finished(&output, exports)?;
         Ok(Instance {
             store,
-            controller,
+            exports,
             output,
         })
     }
@@ -446,12 +625,15 @@ impl Compiled {
 impl Instance {
     /// Asks the plugin what it reconciles.
     pub async fn register(&mut self, timeout: Duration) -> Result<Registration> {
-        self.start_call(timeout);
-        let call = self
-            .controller
-            .leasehold_controller_reconciler()
-            .call_register(&mut self.store)
-            .await;
+        start_call(&mut self.store, timeout);
+        let call = match &self.exports {
+            Exports::Current { reconciler, .. } => reconciler.call_register(&mut self.store).await,
+            Exports::Previous(controller) => controller
+                .leasehold_controller_reconciler()
+                .call_register(&mut self.store)
+                .await
+                .map(previous::registration),
+        };
         finished(&self.output, call)
     }
 
@@ -462,23 +644,60 @@ impl Instance {
         cleanup: bool,
         timeout: Duration,
     ) -> Result<std::result::Result<Action, ReconcileError>> {
-        self.start_call(timeout);
-        let reconciler = self.controller.leasehold_controller_reconciler();
-        let call = if cleanup {
-            reconciler.call_cleanup(&mut self.store, request).await
-        } else {
-            reconciler.call_reconcile(&mut self.store, request).await
+        start_call(&mut self.store, timeout);
+        let call = match &self.exports {
+            Exports::Current { reconciler, .. } if cleanup => {
+                reconciler.call_cleanup(&mut self.store, request).await
+            }
+            Exports::Current { reconciler, .. } => {
+                reconciler.call_reconcile(&mut self.store, request).await
+            }
+            Exports::Previous(controller) => {
+                let reconciler = controller.leasehold_controller_reconciler();
+                let request = previous::request(request);
+                let call = if cleanup {
+                    reconciler.call_cleanup(&mut self.store, &request).await
+                } else {
+                    reconciler.call_reconcile(&mut self.store, &request).await
+                };
+                call.map(previous::outcome)
+            }
         };
         finished(&self.output, call)
     }
 
-    fn start_call(&mut self, timeout: Duration) {
-        let state = self.store.data_mut();
-        state.deadline = Instant::now() + timeout;
-        state.calls = 0;
-        state.logs = 0;
-        self.store.set_epoch_deadline(1);
+    /// Asks the plugin about one admission request: `request` is the
+    /// AdmissionReview's `request` as JSON. The inner error is the plugin's
+    /// own "could not decide".
+    pub async fn review(
+        &mut self,
+        review: Review,
+        request: &str,
+        timeout: Duration,
+    ) -> Result<std::result::Result<Verdict, String>> {
+        let Exports::Current {
+            admission: Some(admission),
+            ..
+        } = &self.exports
+        else {
+            return Err(Error::NoAdmission);
+        };
+        start_call(&mut self.store, timeout);
+        let call = match review {
+            Review::Mutate => admission.call_mutate(&mut self.store, request).await,
+            Review::Validate => admission.call_validate(&mut self.store, request).await,
+        };
+        finished(&self.output, call)
     }
+}
+
+/// Starts one call into the plugin: a fresh deadline and budgets.
+fn start_call(store: &mut Store<HostState>, timeout: Duration) {
+    let state = store.data_mut();
+    state.deadline = Instant::now() + timeout;
+    state.calls = 0;
+    state.logs = 0;
+    store.set_epoch_deadline(1);
 }
 
 /// Forwards what a call wrote, and names a trap with stderr's last words.
@@ -531,14 +750,44 @@ mod tests {
     async fn a_component_built_for_another_contract_version_is_named_as_such() {
         let runtime = Runtime::new(None).unwrap();
         let newer =
-            wat::parse_str(r#"(component (import "leasehold:controller/log@0.2.0" (instance)))"#)
+            wat::parse_str(r#"(component (import "leasehold:controller/log@0.3.0" (instance)))"#)
                 .unwrap();
         let error = runtime.compile(&newer).unwrap_err();
         assert!(
-            matches!(&error, Error::IncompatibleContract { found } if found == "0.2.0"),
+            matches!(&error, Error::IncompatibleContract { found } if found == "0.3.0"),
             "{error}"
         );
-        assert!(error.to_string().contains("this host implements @0.1.0"));
+        assert!(
+            error
+                .to_string()
+                .contains("this host implements @0.2.0 and @0.1.0")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_component_mixing_contract_versions_is_refused() {
+        let runtime = Runtime::new(None).unwrap();
+        let mixed = wat::parse_str(
+            r#"(component
+                (import "leasehold:controller/log@0.1.0" (instance))
+                (import "leasehold:controller/config@0.2.0" (instance)))"#,
+        )
+        .unwrap();
+        let error = runtime.compile(&mixed).unwrap_err();
+        assert!(
+            error.to_string().contains("uses both @0.2.0 and @0.1.0"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_previous_contract_is_named_deprecated() {
+        assert_eq!(Contract::Current.to_string(), "leasehold:controller@0.2.0");
+        assert!(
+            Contract::Previous
+                .to_string()
+                .starts_with("leasehold:controller@0.1.0 (deprecated")
+        );
     }
 
     #[tokio::test]

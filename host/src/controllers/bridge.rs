@@ -24,7 +24,7 @@ use crate::election::fence::{self, Fence};
 use crate::plugins::{Budget, ServiceAccount};
 use crate::runtime::contract::{
     ApiError, ApplyParams, Event as WitEvent, EventType as WitEventType, Field, InvolvedObject,
-    Level, ListParams as WitListParams, ObjectRef, StatusUpdate, TypeMeta,
+    Level, ListParams as WitListParams, ObjectPatch, ObjectRef, StatusUpdate, TypeMeta,
 };
 use crate::runtime::{Backend, BackendFuture, cut};
 
@@ -253,6 +253,7 @@ impl KubeBridge {
         type_meta: &TypeMeta,
         items: impl Iterator<Item = &'a DynamicObject>,
         resource_version: Option<String>,
+        continue_token: Option<String>,
     ) -> Result<String, ApiError> {
         let mut values = Vec::new();
         let mut bytes = 0;
@@ -266,7 +267,10 @@ impl KubeBridge {
         Ok(serde_json::json!({
             "apiVersion": "v1",
             "kind": format!("{}List", type_meta.kind),
-            "metadata": {"resourceVersion": resource_version},
+            "metadata": {
+                "resourceVersion": resource_version,
+                "continue": continue_token.filter(|token| !token.is_empty()),
+            },
             "items": values,
         })
         .to_string())
@@ -300,17 +304,28 @@ impl Backend for KubeBridge {
 
     fn list(&self, type_meta: TypeMeta, params: WitListParams) -> BackendFuture<'_, String> {
         Box::pin(async move {
-            let cached = self.caches.get().and_then(|caches| {
-                caches.list(
-                    kind_of(&type_meta),
-                    params.namespace.as_deref(),
-                    params.label_selector.as_deref(),
-                    params.field_selector.as_deref(),
-                )
-            });
+            let paged = params.limit.is_some() || params.continue_token.is_some();
+            // A page is the API server's (its continue token names a
+            // snapshot there), so a paginated list is always live.
+            let cached = (!paged)
+                .then(|| self.caches.get())
+                .flatten()
+                .and_then(|caches| {
+                    caches.list(
+                        kind_of(&type_meta),
+                        params.namespace.as_deref(),
+                        params.label_selector.as_deref(),
+                        params.field_selector.as_deref(),
+                    )
+                });
             if let Some(items) = cached {
                 self.accounting.served_from_cache();
-                return self.list_json(&type_meta, items.iter().map(|item| item.as_ref()), None);
+                return self.list_json(
+                    &type_meta,
+                    items.iter().map(|item| item.as_ref()),
+                    None,
+                    None,
+                );
             }
             let api = self
                 .api_for(&type_meta, params.namespace.as_deref())
@@ -321,6 +336,21 @@ impl Backend for KubeBridge {
             }
             if let Some(fields) = &params.field_selector {
                 list_params = list_params.fields(fields);
+            }
+            if paged {
+                if let Some(limit) = params.limit {
+                    list_params = list_params.limit(limit);
+                }
+                if let Some(token) = &params.continue_token {
+                    list_params = list_params.continue_token(token);
+                }
+                let list = api.list(&list_params).await.map_err(api_error)?;
+                return self.list_json(
+                    &type_meta,
+                    list.items.iter(),
+                    list.metadata.resource_version,
+                    list.metadata.continue_,
+                );
             }
             let mut items = Vec::new();
             let mut bytes = 0;
@@ -341,7 +371,7 @@ impl Backend for KubeBridge {
                     None => break,
                 }
             }
-            self.list_json(&type_meta, items.iter(), resource_version)
+            self.list_json(&type_meta, items.iter(), resource_version, None)
         })
     }
 
@@ -406,6 +436,36 @@ impl Backend for KubeBridge {
                 .map_err(api_error)?;
             self.wrote(&type_meta, &applied);
             to_json(&applied)
+        })
+    }
+
+    fn patch(
+        &self,
+        type_meta: TypeMeta,
+        target: ObjectRef,
+        patch: ObjectPatch,
+    ) -> BackendFuture<'_, String> {
+        Box::pin(async move {
+            let patch = match patch {
+                ObjectPatch::Merge(text) => Patch::Merge(
+                    serde_json::from_str::<Value>(&text)
+                        .map_err(|error| bad_request("merge patch is not JSON", error))?,
+                ),
+                ObjectPatch::Json(text) => Patch::Json(
+                    serde_json::from_str::<json_patch::Patch>(&text).map_err(|error| {
+                        bad_request("JSON patch is not a list of RFC 6902 operations", error)
+                    })?,
+                ),
+            };
+            let api = self
+                .api_for(&type_meta, target.namespace.as_deref())
+                .await?;
+            let patched = api
+                .patch(&target.name, &PatchParams::default(), &patch)
+                .await
+                .map_err(api_error)?;
+            self.wrote(&type_meta, &patched);
+            to_json(&patched)
         })
     }
 

@@ -54,6 +54,7 @@ pub fn desired(
         list: Vec::new(),
     };
     let mut digest = None;
+    let mut contract = None;
     let mut last_error = previous.and_then(|status| status.last_error.clone());
     let mut reconciles = None;
     let mut running_on = None;
@@ -93,9 +94,11 @@ pub fn desired(
         State::Ready(loaded) => {
             digest = Some(loaded.compiled.digest.clone());
             conditions.set("Fetched", "True", "Fetched", "");
+            contract = Some(loaded.compiled.contract.to_string());
             let compiled = format!(
-                "compiled or loaded in {} ms",
-                loaded.compiled.compile_time.as_millis()
+                "compiled or loaded in {} ms, for {}",
+                loaded.compiled.compile_time.as_millis(),
+                loaded.compiled.contract
             );
             conditions.set("Compiled", "True", "Compiled", &compiled);
             match running {
@@ -145,6 +148,7 @@ pub fn desired(
         conditions: conditions.list,
         source: Some(entry.source.clone()),
         digest,
+        contract,
         running_on,
         last_error,
         reconciles,

@@ -12,7 +12,7 @@ use crate::election::LeaderGuard;
 use crate::election::fence::Fence;
 use crate::plugins::{Budget, ServiceAccount};
 use crate::runtime::{
-    self, Compiler, GroupVersionKind, HostContext, Limits, Mapping, Registration, Runtime,
+    Compiler, Contract, GroupVersionKind, HostContext, Limits, Mapping, Registration, Runtime,
 };
 
 #[derive(Debug, clap::Args)]
@@ -27,6 +27,10 @@ pub(super) struct Validated {
     pub bytes: Vec<u8>,
     /// `sha256:<hex>`.
     pub digest: String,
+    /// The contract version it was built for.
+    pub contract: Contract,
+    /// Whether it exports `admission` as well as the reconciler.
+    pub admits: bool,
     pub registration: Registration,
 }
 
@@ -61,6 +65,8 @@ pub(super) async fn validate(path: &Path, bytes: Vec<u8>) -> Result<Validated> {
         .map_err(Error::Register)?;
     Ok(Validated {
         bytes,
+        admits: compiled.admits(),
+        contract: compiled.contract,
         digest: compiled.digest,
         registration,
     })
@@ -103,13 +109,14 @@ fn describe(path: &Path, validated: &Validated) -> String {
     line("component", &path.display().to_string());
     line("digest", &validated.digest);
     line("size", &format!("{} bytes", validated.bytes.len()));
+    line("contract", &validated.contract.to_string());
     line(
-        "contract",
-        &format!(
-            "leasehold:controller@{} (compatible with this host's @{})",
-            declared_contract(&validated.bytes).unwrap_or("?"),
-            runtime::CONTRACT_VERSION
-        ),
+        "admission",
+        if validated.admits {
+            "validate, mutate (served by every replica for the Plugin's admission rules)"
+        } else {
+            "(none)"
+        },
     );
     line("name", &registration.name);
     line("primary", &kind(&registration.primary));
@@ -173,36 +180,10 @@ fn list(items: impl Iterator<Item = String>) -> String {
     }
 }
 
-/// The contract version a component names in its reconciler export. Names
-/// of imports and exports are stored as plain UTF-8 in the binary; the
-/// runtime has already checked that they are compatible, this only reports
-/// which version the author built against.
-fn declared_contract(bytes: &[u8]) -> Option<&str> {
-    let needle = b"leasehold:controller/reconciler@";
-    let start = bytes
-        .windows(needle.len())
-        .position(|window| window == needle)?
-        + needle.len();
-    let len = bytes[start..]
-        .iter()
-        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+'))
-        .count();
-    std::str::from_utf8(&bytes[start..start + len])
-        .ok()
-        .filter(|version| !version.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::runtime::Watch;
-
-    #[test]
-    fn the_declared_contract_version_is_read_from_the_export_name() {
-        let bytes = b"\0asm...leasehold:controller/reconciler@0.1.3\x07more";
-        assert_eq!(declared_contract(bytes), Some("0.1.3"));
-        assert_eq!(declared_contract(b"\0asm"), None);
-    }
 
     #[test]
     fn the_report_names_every_part_of_the_registration() {
@@ -215,6 +196,8 @@ mod tests {
         let validated = Validated {
             bytes: b"leasehold:controller/reconciler@0.1.0".to_vec(),
             digest: "sha256:ab".into(),
+            contract: Contract::Previous,
+            admits: false,
             registration: Registration {
                 name: "mirror".into(),
                 primary: gvk("", "ConfigMap"),
@@ -233,7 +216,8 @@ mod tests {
         let report = describe(Path::new("m.wasm"), &validated);
         for expected in [
             "digest:    sha256:ab",
-            "contract:  leasehold:controller@0.1.0",
+            "contract:  leasehold:controller@0.1.0 (deprecated",
+            "admission: (none)",
             "name:      mirror",
             "primary:   v1/ConfigMap",
             "selector:  a=b",

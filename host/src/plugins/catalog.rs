@@ -463,6 +463,7 @@ fn compile_reason(error: &runtime::Error) -> &'static str {
         runtime::Error::WrongWorld(_) => "WrongWorld",
         runtime::Error::IncompatibleContract { .. } => "IncompatibleContract",
         runtime::Error::Engine(_)
+        | runtime::Error::NoAdmission
         | runtime::Error::Trap { .. }
         | runtime::Error::MemoryLimit { .. } => "CompileFailed",
     }

@@ -185,6 +185,10 @@ pub struct PluginStatus {
     /// `sha256:<hex>` of the component that was fetched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// The contract version the component was built for, and whether it
+    /// is deprecated (the next host release stops loading it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contract: Option<String>,
     /// The replica running the plugin (the leader), when it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub running_on: Option<String>,

@@ -1,6 +1,7 @@
 /**
  * labeler-js: a Leasehold controller plugin written in JavaScript against the
- * same WIT contract as the Rust examples (wit/controller.wit).
+ * same WIT contract as the Rust examples, in its previous version (wit/v0.1/),
+ * which the host still links.
  *
  * For every ConfigMap that matches the configured selector it server-side
  * applies the configured labels and an annotation counting the ConfigMap's

@@ -3,8 +3,8 @@
 //! types and back.
 
 use leasehold_runtime::contract::{
-    ApiError, ApplyParams, Event, EventType, Field, InvolvedObject, Level, ListParams, ObjectRef,
-    StatusUpdate, TypeMeta,
+    ApiError, ApplyParams, Event, EventType, Field, InvolvedObject, Level, ListParams, ObjectPatch,
+    ObjectRef, StatusUpdate, TypeMeta,
 };
 use leasehold_runtime::{Backend, BackendFuture};
 use leasehold_sdk::testing::{self, Host, HostCalls};
@@ -98,6 +98,19 @@ impl Backend for InMemory {
             &params.field_manager,
             params.force,
         ))
+    }
+
+    fn patch(
+        &self,
+        _meta: TypeMeta,
+        _target: ObjectRef,
+        _patch: ObjectPatch,
+    ) -> BackendFuture<'_, String> {
+        answer(Err(api::ApiError {
+            code: 405,
+            reason: "MethodNotAllowed".to_owned(),
+            message: "the in-memory cluster does not answer patch yet".to_owned(),
+        }))
     }
 
     fn delete(&self, meta: TypeMeta, target: ObjectRef) -> BackendFuture<'_, ()> {

@@ -262,6 +262,8 @@ impl Host for Wit {
             namespace: namespace.map(str::to_owned),
             label_selector: label_selector.map(str::to_owned),
             field_selector: field_selector.map(str::to_owned),
+            limit: None,
+            continue_token: None,
         };
         Ok(wit::kubernetes::list(&type_meta(meta), &params)?)
     }
