@@ -6,6 +6,7 @@
 //! [`election::roles::LeaderRole`], started on acquisition and stopped before the
 //! Lease can pass to anyone else. [`replica::Replica`] wires it together.
 
+pub mod admission;
 pub mod api;
 pub mod backoff;
 pub mod body;

@@ -6,6 +6,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::admission::AdmissionMetrics;
 use crate::controllers::PluginMetrics;
 use crate::election::{ElectionMetrics, Role, Status};
 
@@ -15,6 +16,7 @@ pub struct Metrics {
     registry: Registry,
     pub election: ElectionMetrics,
     pub plugins: PluginMetrics,
+    pub admission: AdmissionMetrics,
     // Derived from the election status at scrape time.
     is_leader: Gauge,
     lease_transitions: Gauge,
@@ -76,10 +78,13 @@ impl Metrics {
         );
         let plugins = PluginMetrics::default();
         plugins.register(&mut registry);
+        let admission = AdmissionMetrics::default();
+        admission.register(&mut registry);
         Self {
             registry,
             election,
             plugins,
+            admission,
             is_leader,
             lease_transitions,
             seconds_since_renew,

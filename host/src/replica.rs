@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::admission::{self, Reviews, WebhookConfigs};
 use crate::api::{self, AppState};
 use crate::controllers::Controllers;
 use crate::election::activity::{self, ActivityLog};
@@ -43,6 +44,9 @@ pub struct Options {
     #[command(flatten)]
     pub placement: placement::Options,
 
+    #[command(flatten)]
+    pub admission: admission::Options,
+
     /// Append `<term> <unix-micros>` to this file each time leader-only work
     /// acts (a diagnostic for failover tests and benchmarks).
     #[arg(long, env = "LEASEHOLD_ACTIVITY_LOG")]
@@ -63,6 +67,10 @@ pub struct Config {
     pub activity_log: Option<PathBuf>,
     pub plugins: plugins::Options,
     pub placement: Placement,
+    /// Where the webhook configurations point, if anywhere.
+    pub admission_endpoint: Option<admission::Endpoint>,
+    /// The CA bundle written into them.
+    pub admission_ca_bundle: Option<Vec<u8>>,
 }
 
 /// Why a replica could not start or stopped abnormally.
@@ -87,6 +95,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The admission options were unusable.
+    #[error("invalid admission settings")]
+    Admission(#[from] admission::OptionsError),
     /// The API's certificate or key could not be loaded.
     #[error("failed to load the API's TLS certificate")]
     Tls(#[source] api::TlsError),
@@ -107,10 +118,13 @@ pub enum Error {
 impl Options {
     pub fn into_config(self) -> Result<Config, Error> {
         let election = self.election.into_config(self.pod_name, &hostname())?;
+        let tls = self.api.tls();
         Ok(Config {
             election,
             listen: self.api.listen,
-            tls: self.api.tls(),
+            admission_endpoint: self.admission.endpoint(tls.is_some())?,
+            admission_ca_bundle: self.admission.ca_bundle()?,
+            tls,
             activity_log: self.activity_log,
             plugins: self.plugins,
             placement: self.placement.placement(),
@@ -265,6 +279,9 @@ impl Replica {
 
         let api_stop = CancellationToken::new();
         let (prepared_tx, prepared) = watch::channel(false);
+        // Every replica keeps the catalog (fetched, compiled); the leader
+        // runs it, and every replica answers its admission reviews.
+        let (catalog_tx, catalog) = watch::channel(Catalog::of_manifests(&manifests));
         let state = AppState {
             election: Arc::new(election_config.clone()),
             status,
@@ -275,6 +292,12 @@ impl Replica {
             kube_config: kube_config.clone(),
             validator: api::Validator::new(compiler.clone()),
             prepared: prepared.clone(),
+            reviews: Arc::new(Reviews::new(
+                catalog.clone(),
+                kube_config.clone(),
+                election_config.identity.clone(),
+                metrics.admission.clone(),
+            )),
         };
         let mut api = tokio::spawn(api::serve(
             listener,
@@ -284,11 +307,23 @@ impl Replica {
         ));
         let announce = tokio::spawn(directory.clone().announce(shutdown.clone()));
 
-        // Every replica keeps the catalog (fetched, compiled); the leader runs it.
         let watch_plugins = config.plugins.watch_plugins;
-        let (catalog_tx, catalog) = watch::channel(Catalog::of_manifests(&manifests));
         tokio::spawn(wait_until_prepared(catalog.clone(), prepared_tx));
         let mut roles = LeaderRoles::new();
+        match config.admission_endpoint {
+            Some(endpoint) => {
+                roles = roles.with(WebhookConfigs::new(
+                    catalog.clone(),
+                    kube_config.clone(),
+                    endpoint,
+                    config.admission_ca_bundle,
+                    election_config.lease_name.clone(),
+                ));
+            }
+            None => info!(
+                "no --admission-url or --admission-service: Plugins' admission webhooks are served but no webhook configuration points at them"
+            ),
+        }
         let runs_plugins = watch_plugins || !manifests.is_empty();
         let own_account = if runs_plugins {
             own_account(&client).await

@@ -10,6 +10,7 @@
 //! | `GET /api/v1/replicas` | every live replica with its role | nothing |
 //! | `GET /api/v1/plugins[?namespace=]` | the Plugin objects with their status (`{"items":[...]}`) | `list plugins` |
 //! | `GET /api/v1/namespaces/{ns}/plugins/{name}` | one Plugin with its status | `get plugins` |
+//! | `POST /admission/{ns}/{name}/{mutate,validate}` | an AdmissionReview answered by the plugin (every replica) | nothing (the API server calls it) |
 //! | `PUT /api/v1/namespaces/{ns}/plugins/{name}/component[?serviceAccountName=]` | stores the body (a component, at most 1 MiB) in the ConfigMap `{name}-component` and points the Plugin at it with the new sha256; 201 created, 200 updated | `create`/`update` on `plugins` and `configmaps` |
 //!
 //! Probes and metrics are open: kubelets and Prometheus call them. The
@@ -20,6 +21,7 @@
 //! With `--tls-cert-file` and `--tls-private-key-file` the API is served
 //! over HTTPS only ([`tls`]).
 
+mod admission;
 mod auth;
 mod cache;
 mod error;
@@ -109,6 +111,8 @@ pub struct AppState {
     pub validator: Validator,
     /// Whether the plugins this replica knew at its start are compiled.
     pub prepared: watch::Receiver<bool>,
+    /// Answers admission reviews with the plugins' `admission` exports.
+    pub reviews: Arc<crate::admission::Reviews>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -133,6 +137,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/leader", get(leader))
         .route("/api/v1/replicas", get(replicas))
         .merge(plugins)
+        .merge(admission::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -195,6 +195,13 @@ fn api_error(error: kube::Error) -> ApiError {
     if fence::refused(&error) {
         return not_leader();
     }
+    if fence::refused_write(&error) {
+        return ApiError {
+            code: 405,
+            reason: "MethodNotAllowed".into(),
+            message: fence::ReadsOnly.to_string(),
+        };
+    }
     match error {
         kube::Error::Api(status) => ApiError {
             code: status.code,

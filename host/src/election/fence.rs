@@ -28,30 +28,52 @@ pub const TERM_HEADER: &str = "impersonate-extra-leasehold.dev%2fterm";
 /// The key of that extra as the API server (and CEL) sees it.
 pub const TERM_EXTRA: &str = "leasehold.dev/term";
 
-/// Refuses every request once `guard`'s term is over.
+/// What a fence lets through.
 #[derive(Clone, Debug)]
-pub struct Fence {
-    guard: LeaderGuard,
-    carry_term: bool,
+pub struct Fence(Scope);
+
+#[derive(Clone, Debug)]
+enum Scope {
+    /// Every request, until `guard`'s term is over.
+    Term {
+        guard: LeaderGuard,
+        carry_term: bool,
+    },
+    /// Reads only (GET: get, list, watch, discovery), on any replica, for
+    /// work that must have no side effects, such as an admission review
+    /// (its webhook declares `sideEffects: None`).
+    ReadsOnly,
 }
+
+/// A write refused by a reads-only fence.
+#[derive(Clone, Copy, Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "an admission review may only read (its webhook declares sideEffects: None); write from reconcile instead"
+)]
+pub struct ReadsOnly;
 
 impl Fence {
     /// A fence for the term `guard` stands for.
     pub fn new(guard: LeaderGuard) -> Self {
-        Self {
+        Self(Scope::Term {
             guard,
             carry_term: false,
-        }
+        })
     }
 
     /// The same fence, also sending the term with every request for the API
     /// server to check. Only for a client that impersonates: the API server
     /// takes extras only together with a user to impersonate.
     pub fn carrying_term(guard: LeaderGuard) -> Self {
-        Self {
+        Self(Scope::Term {
             guard,
             carry_term: true,
-        }
+        })
+    }
+
+    /// A fence that lets reads through on any replica and refuses writes.
+    pub fn reads_only() -> Self {
+        Self(Scope::ReadsOnly)
     }
 }
 
@@ -61,8 +83,7 @@ impl<S> Layer<S> for Fence {
     fn layer(&self, inner: S) -> Self::Service {
         Fenced {
             inner,
-            guard: self.guard.clone(),
-            carry_term: self.carry_term,
+            scope: self.0.clone(),
         }
     }
 }
@@ -71,8 +92,7 @@ impl<S> Layer<S> for Fence {
 #[derive(Clone, Debug)]
 pub struct Fenced<S> {
     inner: S,
-    guard: LeaderGuard,
-    carry_term: bool,
+    scope: Scope,
 }
 
 type IntoBox<E> = fn(E) -> BoxError;
@@ -92,12 +112,17 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        if let Err(not_leader) = self.guard.check() {
+        let (guard, carry_term) = match &self.scope {
+            Scope::ReadsOnly if request.method() == http::Method::GET => {
+                return Either::Right(self.inner.call(request).map_err(Into::into as IntoBox<_>));
+            }
+            Scope::ReadsOnly => return Either::Left(ready(Err(Box::new(ReadsOnly)))),
+            Scope::Term { guard, carry_term } => (guard, *carry_term),
+        };
+        if let Err(not_leader) = guard.check() {
             return Either::Left(ready(Err(Box::new(not_leader))));
         }
-        if self.carry_term
-            && let Some(term) = self.guard.term()
-        {
+        if carry_term && let Some(term) = guard.term() {
             match http::HeaderValue::from_str(term) {
                 Ok(value) => {
                     request
@@ -112,12 +137,21 @@ where
     }
 }
 
-/// Whether a client error is the fence's refusal, however deep the client
-/// wrapped it.
+/// Whether a client error is the fence's refusal of a term that ended,
+/// however deep the client wrapped it.
 pub fn refused(error: &kube::Error) -> bool {
+    caused_by::<NotLeader>(error)
+}
+
+/// Whether a client error is a reads-only fence's refusal of a write.
+pub fn refused_write(error: &kube::Error) -> bool {
+    caused_by::<ReadsOnly>(error)
+}
+
+fn caused_by<E: std::error::Error + 'static>(error: &kube::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(error) = source {
-        if error.is::<NotLeader>() {
+        if error.is::<E>() {
             return true;
         }
         source = error.source();
@@ -175,6 +209,34 @@ mod tests {
             .unwrap_err();
         assert!(error.is::<NotLeader>(), "{error}");
         assert_eq!(sent.load(Ordering::SeqCst), 0, "the request was sent");
+    }
+
+    #[tokio::test]
+    async fn a_reads_only_fence_sends_reads_and_refuses_writes() {
+        let sent = Arc::new(AtomicUsize::new(0));
+        let fence = Fence::reads_only();
+        fence
+            .layer(counting(&sent))
+            .oneshot(request())
+            .await
+            .unwrap();
+        assert_eq!(sent.load(Ordering::SeqCst), 1, "the read was not sent");
+        for method in [
+            http::Method::POST,
+            http::Method::PUT,
+            http::Method::PATCH,
+            http::Method::DELETE,
+        ] {
+            let mut write = request();
+            *write.method_mut() = method.clone();
+            let error = fence
+                .layer(counting(&sent))
+                .oneshot(write)
+                .await
+                .unwrap_err();
+            assert!(error.is::<ReadsOnly>(), "{method}: {error}");
+        }
+        assert_eq!(sent.load(Ordering::SeqCst), 1, "a write was sent");
     }
 
     #[tokio::test(start_paused = true)]

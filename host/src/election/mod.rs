@@ -107,7 +107,7 @@ mod status;
 pub use config::{Config, ConfigError, Options};
 pub use elector::Elector;
 pub use guard::{LeaderGuard, NotLeader};
-pub use lease_client::{LeaseClient, LeaseError, Leases};
+pub use lease_client::{ELECTION_LABEL, LeaseClient, LeaseError, Leases};
 pub use metrics::ElectionMetrics;
 pub use record::LeaderRecord;
 pub use status::{Role, Status};

@@ -450,6 +450,18 @@ async fn prepare(
             retryable: false,
             digest: Some(fetched.digest.clone()),
         })?;
+    if definition.admission.is_some() && !compiled.admits() {
+        return Err(Problem {
+            stage: Stage::Compile,
+            reason: "NoAdmissionExport",
+            message: format!(
+                "spec.admission declares webhooks, but the component ({}) exports no leasehold:controller/admission: build it with the SDK's export_controller!(.., admission: ..)",
+                compiled.contract
+            ),
+            retryable: false,
+            digest: Some(fetched.digest.clone()),
+        });
+    }
     Ok(LoadedPlugin {
         definition,
         compiled,

@@ -8,10 +8,11 @@ use serde_json::Value;
 
 use super::limits::{Budget, InvalidField, parse_budget, parse_limits};
 use super::resource::Plugin;
+use crate::admission::Declaration;
 use crate::runtime::Limits;
 
 /// A plugin's identity, configuration and limits (not its component).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Definition {
     /// Unique among a replica's plugins: a manifest's `name`, or
     /// `namespace/name` of a Plugin object. Labels metrics and logs.
@@ -23,6 +24,8 @@ pub struct Definition {
     pub limits: Limits,
     /// Its use of the API server: rate and requeue floor.
     pub budget: Budget,
+    /// The admission webhooks it serves, if any.
+    pub admission: Option<Arc<Declaration>>,
 }
 
 /// A ServiceAccount by namespace and name.
@@ -101,6 +104,11 @@ impl Definition {
                 limits.api_burst,
                 limits.min_requeue_after.as_deref(),
             )?,
+            admission: spec
+                .admission
+                .as_ref()
+                .map(|spec| Declaration::of(spec).map(Arc::new))
+                .transpose()?,
         })
     }
 }

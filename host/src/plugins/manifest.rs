@@ -108,6 +108,7 @@ impl Manifest {
                 config: config_text(raw.config)?,
                 limits,
                 budget,
+                admission: None,
             },
             component: base.join(raw.component),
         })

@@ -51,6 +51,76 @@ pub struct PluginSpec {
     /// Stops the plugin (in-flight reconciles finish) without deleting it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
+
+    /// Requests the API server sends to the plugin's `admission` export
+    /// before storing them, answered by every replica. The leader keeps a
+    /// webhook configuration for each and removes it with the Plugin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission: Option<AdmissionSpec>,
+}
+
+/// The plugin's admission webhooks: at least one of the two.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.mutating) || has(self.validating)").message("set mutating, validating or both"))]
+pub struct AdmissionSpec {
+    /// Requests the plugin's `mutate` may change (a
+    /// MutatingWebhookConfiguration). Mutating webhooks run first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mutating: Option<WebhookSpec>,
+    /// Requests the plugin's `validate` may deny (a
+    /// ValidatingWebhookConfiguration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validating: Option<WebhookSpec>,
+}
+
+/// Which requests one webhook sees, as admissionregistration.k8s.io/v1
+/// says it. `sideEffects` is always `None`: a review may read, not write.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// Operations and resources, as in a webhook configuration: for example
+    /// `{operations: [CREATE, UPDATE], apiGroups: [""], apiVersions: [v1],
+    /// resources: [configmaps]}`.
+    pub rules: Vec<k8s_openapi::api::admissionregistration::v1::RuleWithOperations>,
+    /// What the API server does when the plugin cannot answer (it traps,
+    /// runs out of time, or answers nonsense): `Fail` refuses the request,
+    /// `Ignore` lets it through. Default `Fail`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_policy: Option<FailurePolicy>,
+    /// How long the API server waits, 1–30 seconds. Default 10. The host
+    /// answers within it: the plugin's own deadline is cut to fit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 30))]
+    pub timeout_seconds: Option<i32>,
+    /// Only requests for objects in namespaces matching this selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+    /// Only requests for objects whose labels match this selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_selector: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+}
+
+/// What happens to a request the plugin could not judge.
+#[derive(
+    schemars::JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize,
+)]
+pub enum FailurePolicy {
+    /// The request is refused.
+    #[default]
+    Fail,
+    /// The request proceeds (with a warning).
+    Ignore,
+}
+
+impl FailurePolicy {
+    /// As a webhook configuration spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fail => "Fail",
+            Self::Ignore => "Ignore",
+        }
+    }
 }
 
 /// Where a plugin's component comes from. Exactly one field is set.

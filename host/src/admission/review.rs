@@ -1,0 +1,537 @@
+//! Answering the API server's admission reviews, on every replica.
+//!
+//! A review names its plugin in the URL. The replica looks the plugin up in
+//! its catalog (every replica compiles every plugin), runs the plugin's
+//! `validate` or `mutate` in a fresh instance within the plugin's memory
+//! limit and a deadline that fits inside the webhook's `timeoutSeconds`,
+//! and turns the verdict into an AdmissionResponse. A plugin that cannot
+//! answer (it traps, runs out of time or slots, answers an error or a patch
+//! that is not one) gets its webhook's failure policy applied here, with
+//! the cause in the message: the API server would only say "failed calling
+//! webhook".
+//!
+//! While a new version of a plugin is fetched and compiled (a hot reload),
+//! or if it fails to, reviews go on to the last version that was ready:
+//! none is dropped.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+use tracing::warn;
+
+use super::metrics::AdmissionMetrics;
+use crate::controllers::bridge::KubeBridge;
+use crate::controllers::throttle::Unaccounted;
+use crate::election::fence::Fence;
+use crate::plugins::resource::FailurePolicy;
+use crate::plugins::{Catalog, LoadedPlugin, State};
+use crate::runtime::{Backend, HostContext, Review, Verdict, cut};
+
+/// Warnings passed on from one verdict; the API server truncates beyond
+/// about this many anyway.
+const MAX_WARNINGS: usize = 16;
+/// A warning's length; longer ones are cut (the API server's own limit).
+const MAX_WARNING_BYTES: usize = 256;
+/// A denial's message; longer ones are cut.
+const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// Why a review could not be answered at all. The API server then applies
+/// the webhook's failure policy itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    /// The body is not an `admission.k8s.io/v1` AdmissionReview.
+    #[error("the body is not an AdmissionReview: {0}")]
+    NotAReview(#[source] serde_json::Error),
+    /// An AdmissionReview without its `request`.
+    #[error("the AdmissionReview carries no request")]
+    NoRequest,
+    /// The URL names a plugin this replica does not know.
+    #[error("no plugin {0} on this replica")]
+    UnknownPlugin(String),
+    /// The plugin is known but has never been ready on this replica.
+    #[error("plugin {0} is not ready on this replica (still compiling, or failed: see its status)")]
+    NotReady(String),
+    /// The plugin does not declare the webhook the URL names.
+    #[error("plugin {plugin} declares no {review} webhook in spec.admission")]
+    NotDeclared {
+        plugin: String,
+        review: &'static str,
+    },
+    /// The client the plugin's host calls go through could not be built.
+    #[error("cannot build a client for plugin {plugin}")]
+    Client {
+        plugin: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Every plugin's admission reviews on this replica.
+pub struct Reviews {
+    catalog: watch::Receiver<Catalog>,
+    kube_config: kube::Config,
+    identity: String,
+    metrics: AdmissionMetrics,
+    /// The plugin version each key was last reviewed with.
+    reviewers: Mutex<HashMap<String, Arc<Reviewer>>>,
+}
+
+impl std::fmt::Debug for Reviews {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reviews")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One version of one plugin, ready to review.
+struct Reviewer {
+    plugin: LoadedPlugin,
+    /// Answers its host calls as its account, reads only.
+    backend: Arc<dyn Backend>,
+    /// Reviews that may run at once: the plugin's concurrency.
+    slots: Semaphore,
+}
+
+/// What asking the plugin came to.
+#[derive(Debug)]
+enum Outcome {
+    Verdict(Verdict),
+    /// It could not answer; why, in words for the requester.
+    Failed(String),
+}
+
+/// The request's raw text: the plugin gets it as the API server sent it.
+#[derive(Deserialize)]
+struct RawReview<'a> {
+    #[serde(borrow)]
+    request: &'a RawValue,
+}
+
+impl Reviews {
+    pub fn new(
+        catalog: watch::Receiver<Catalog>,
+        kube_config: kube::Config,
+        identity: String,
+        metrics: AdmissionMetrics,
+    ) -> Self {
+        Self {
+            catalog,
+            kube_config,
+            identity,
+            metrics,
+            reviewers: Mutex::default(),
+        }
+    }
+
+    /// Answers one AdmissionReview `body` for the plugin `namespace/name`.
+    pub async fn review(
+        &self,
+        namespace: &str,
+        name: &str,
+        review: Review,
+        body: &[u8],
+    ) -> Result<AdmissionReview<DynamicObject>, ReviewError> {
+        let parsed: AdmissionReview<DynamicObject> =
+            serde_json::from_slice(body).map_err(ReviewError::NotAReview)?;
+        let request: AdmissionRequest<DynamicObject> =
+            parsed.try_into().map_err(|_| ReviewError::NoRequest)?;
+        let raw: RawReview<'_> = serde_json::from_slice(body).map_err(ReviewError::NotAReview)?;
+        let key = format!("{namespace}/{name}");
+        let reviewer = self.reviewer(&key)?;
+        let webhook = reviewer
+            .plugin
+            .definition
+            .admission
+            .as_ref()
+            .and_then(|declared| declared.webhook(review))
+            .ok_or_else(|| ReviewError::NotDeclared {
+                plugin: key.clone(),
+                review: review.as_str(),
+            })?;
+        let started = Instant::now();
+        let budget = budget(webhook.timeout, reviewer.plugin.definition.limits.timeout);
+        let object = format!(
+            "{}{}",
+            request
+                .namespace
+                .as_deref()
+                .map_or(String::new(), |namespace| format!("{namespace}/")),
+            request.name
+        );
+        let outcome = reviewer
+            .ask(review, raw.request.get(), budget, object)
+            .await;
+        let response = respond(&request, review, webhook.failure_policy, &key, outcome);
+        self.metrics
+            .reviewed(&key, review, &response, started.elapsed());
+        Ok(response.into_review())
+    }
+
+    /// The reviewer of the plugin's current version; the last ready one
+    /// while a new version is prepared or has failed.
+    fn reviewer(&self, key: &str) -> Result<Arc<Reviewer>, ReviewError> {
+        let catalog = self.catalog.borrow();
+        let mut reviewers = self.reviewers.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = catalog.entries.get(key) else {
+            reviewers.remove(key);
+            return Err(ReviewError::UnknownPlugin(key.to_owned()));
+        };
+        let State::Ready(loaded) = &entry.state else {
+            return reviewers
+                .get(key)
+                .cloned()
+                .ok_or_else(|| ReviewError::NotReady(key.to_owned()));
+        };
+        if let Some(reviewer) = reviewers.get(key)
+            && reviewer.plugin.same_version(loaded)
+        {
+            return Ok(reviewer.clone());
+        }
+        let reviewer = Arc::new(self.reviewer_of(loaded)?);
+        reviewers.insert(key.to_owned(), reviewer.clone());
+        Ok(reviewer)
+    }
+
+    fn reviewer_of(&self, plugin: &LoadedPlugin) -> Result<Reviewer, ReviewError> {
+        let definition = &plugin.definition;
+        // Reads only, on any replica: the webhook declares sideEffects
+        // None, and no term is needed to read.
+        let bridge = KubeBridge::impersonating(
+            &self.kube_config,
+            &definition.name,
+            &definition.service_account,
+            &self.identity,
+            Fence::reads_only(),
+            &definition.budget,
+            Arc::new(Unaccounted),
+        )
+        .map_err(|source| ReviewError::Client {
+            plugin: definition.name.clone(),
+            source,
+        })?;
+        Ok(Reviewer {
+            slots: Semaphore::new(definition.limits.concurrency.into()),
+            backend: Arc::new(bridge),
+            plugin: plugin.clone(),
+        })
+    }
+}
+
+/// The plugin's time for one review: its own timeout, cut to three
+/// quarters of the webhook's so the answer (or the failure policy's)
+/// reaches the API server before it gives up.
+fn budget(webhook_timeout: Duration, plugin_timeout: Duration) -> Duration {
+    plugin_timeout.min(webhook_timeout * 3 / 4)
+}
+
+impl Reviewer {
+    async fn ask(
+        &self,
+        review: Review,
+        request: &str,
+        budget: Duration,
+        object: String,
+    ) -> Outcome {
+        let deadline = Instant::now() + budget;
+        let limits = &self.plugin.definition.limits;
+        let Ok(Ok(_slot)) = tokio::time::timeout_at(deadline, self.slots.acquire()).await else {
+            return Outcome::Failed(format!(
+                "all {} of its review slots stayed busy for {}",
+                limits.concurrency,
+                humantime::format_duration(budget)
+            ));
+        };
+        let context = HostContext {
+            backend: self.backend.clone(),
+            config: self.plugin.definition.config.clone(),
+            object: Some(object),
+        };
+        let mut instance = match self.plugin.compiled.instantiate(context, limits).await {
+            Ok(instance) => instance,
+            Err(error) => return Outcome::Failed(error.to_string()),
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match instance.review(review, request, remaining).await {
+            Ok(Ok(verdict)) => Outcome::Verdict(verdict),
+            Ok(Err(message)) => Outcome::Failed(format!(
+                "it could not decide: {}",
+                cut(message, MAX_MESSAGE_BYTES)
+            )),
+            Err(error) => Outcome::Failed(error.to_string()),
+        }
+    }
+}
+
+/// The AdmissionResponse for `outcome`.
+fn respond(
+    request: &AdmissionRequest<DynamicObject>,
+    review: Review,
+    policy: FailurePolicy,
+    plugin: &str,
+    outcome: Outcome,
+) -> AdmissionResponse {
+    let verdict = match outcome {
+        Outcome::Verdict(verdict) => verdict,
+        Outcome::Failed(cause) => return failed(request, policy, plugin, &cause),
+    };
+    let mut response = AdmissionResponse::from(request);
+    if !verdict.warnings.is_empty() {
+        response.warnings = Some(
+            verdict
+                .warnings
+                .into_iter()
+                .take(MAX_WARNINGS)
+                .map(|warning| cut(warning, MAX_WARNING_BYTES))
+                .collect(),
+        );
+    }
+    if !verdict.allowed {
+        let message = verdict
+            .message
+            .filter(|message| !message.trim().is_empty())
+            .unwrap_or_else(|| format!("denied by plugin {plugin}"));
+        response = response.deny(cut(message, MAX_MESSAGE_BYTES));
+        let code = verdict
+            .code
+            .filter(|code| (400..=599).contains(code))
+            .unwrap_or(403);
+        response.result.code = code;
+        return response;
+    }
+    let Some(patch) = verdict.patch else {
+        return response;
+    };
+    if review == Review::Validate {
+        return failed(
+            request,
+            policy,
+            plugin,
+            "validate answered a patch; only mutate may change the object",
+        );
+    }
+    let patch = match serde_json::from_str::<json_patch::Patch>(&patch) {
+        Ok(patch) => patch,
+        Err(error) => {
+            let cause =
+                format!("mutate answered a patch that is not an RFC 6902 JSON patch: {error}");
+            return failed(request, policy, plugin, &cause);
+        }
+    };
+    if patch.0.is_empty() {
+        return response;
+    }
+    match response.clone().with_patch(patch) {
+        Ok(patched) => patched,
+        Err(error) => failed(request, policy, plugin, &error.to_string()),
+    }
+}
+
+/// The answer for a plugin that could not judge the request: its failure
+/// policy, with the cause.
+fn failed(
+    request: &AdmissionRequest<DynamicObject>,
+    policy: FailurePolicy,
+    plugin: &str,
+    cause: &str,
+) -> AdmissionResponse {
+    warn!(plugin, cause, policy = policy.as_str(), uid = %request.uid, "admission review failed");
+    let said = format!("plugin {plugin} could not review the request: {cause}");
+    let response = AdmissionResponse::from(request);
+    match policy {
+        FailurePolicy::Fail => {
+            let mut response = response.deny(format!("{said} (failurePolicy Fail refuses it)"));
+            response.result.code = 500;
+            response.result.reason = "InternalError".into();
+            response
+        }
+        FailurePolicy::Ignore => {
+            let mut response = response;
+            response.warnings = Some(vec![cut(
+                format!("{said}; admitted because its failurePolicy is Ignore"),
+                MAX_WARNING_BYTES,
+            )]);
+            response
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn request() -> AdmissionRequest<DynamicObject> {
+        let review: AdmissionReview<DynamicObject> = serde_json::from_value(json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "7d1d5c1e",
+                "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+                "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+                "name": "settings", "namespace": "team",
+                "operation": "CREATE",
+                "userInfo": {"username": "alice"},
+                "object": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}},
+                "dryRun": false,
+            }
+        }))
+        .unwrap();
+        review.try_into().unwrap()
+    }
+
+    fn verdict(allowed: bool) -> Verdict {
+        Verdict {
+            allowed,
+            message: None,
+            code: None,
+            warnings: Vec::new(),
+            patch: None,
+        }
+    }
+
+    fn answer(review: Review, policy: FailurePolicy, outcome: Outcome) -> serde_json::Value {
+        let response = respond(&request(), review, policy, "team/check", outcome);
+        serde_json::to_value(response.into_review()).unwrap()["response"].clone()
+    }
+
+    #[test]
+    fn a_denial_carries_the_plugins_message_and_code_for_the_request() {
+        let mut denied = verdict(false);
+        denied.message = Some("name must not be empty".into());
+        denied.code = Some(422);
+        let response = answer(
+            Review::Validate,
+            FailurePolicy::Fail,
+            Outcome::Verdict(denied),
+        );
+        assert_eq!(response["uid"], "7d1d5c1e");
+        assert_eq!(response["allowed"], false);
+        assert_eq!(response["status"]["message"], "name must not be empty");
+        assert_eq!(response["status"]["code"], 422);
+    }
+
+    #[test]
+    fn a_denial_without_a_message_or_with_a_success_code_still_reads_as_one() {
+        let mut denied = verdict(false);
+        denied.code = Some(200);
+        let response = answer(
+            Review::Validate,
+            FailurePolicy::Fail,
+            Outcome::Verdict(denied),
+        );
+        assert_eq!(response["status"]["message"], "denied by plugin team/check");
+        assert_eq!(response["status"]["code"], 403);
+    }
+
+    #[test]
+    fn a_mutation_is_sent_as_a_json_patch() {
+        let mut patched = verdict(true);
+        patched.patch = Some(r#"[{"op":"add","path":"/data","value":{"a":"b"}}]"#.into());
+        patched.warnings = vec!["defaulted data".into()];
+        let response = answer(
+            Review::Mutate,
+            FailurePolicy::Fail,
+            Outcome::Verdict(patched),
+        );
+        assert_eq!(response["allowed"], true);
+        assert_eq!(response["patchType"], "JSONPatch");
+        assert_eq!(response["warnings"], json!(["defaulted data"]));
+        // kube-core sends the bytes as a JSON array, which the API server's
+        // decoder takes for a []byte as readily as base64.
+        let decoded: Vec<u8> = serde_json::from_value(response["patch"].clone()).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&decoded).unwrap(),
+            json!([{"op": "add", "path": "/data", "value": {"a": "b"}}])
+        );
+    }
+
+    #[test]
+    fn a_patch_that_is_not_one_fails_by_the_policy() {
+        let mut bad = verdict(true);
+        bad.patch = Some("not json".into());
+        let refused = answer(Review::Mutate, FailurePolicy::Fail, Outcome::Verdict(bad));
+        assert_eq!(refused["allowed"], false);
+        let message = refused["status"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("plugin team/check could not review the request: mutate answered a patch that is not an RFC 6902 JSON patch"),
+            "{message}"
+        );
+        assert!(
+            message.ends_with("(failurePolicy Fail refuses it)"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn validate_may_not_patch() {
+        let mut patching = verdict(true);
+        patching.patch = Some("[]".into());
+        let refused = answer(
+            Review::Validate,
+            FailurePolicy::Fail,
+            Outcome::Verdict(patching),
+        );
+        assert_eq!(refused["allowed"], false);
+        assert!(
+            refused["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("only mutate may change the object")
+        );
+    }
+
+    #[test]
+    fn a_failure_is_refused_under_fail_and_admitted_with_a_warning_under_ignore() {
+        let trapped = || Outcome::Failed("plugin trapped: wasm trap: unreachable".into());
+        let refused = answer(Review::Validate, FailurePolicy::Fail, trapped());
+        assert_eq!(refused["allowed"], false);
+        assert_eq!(refused["status"]["code"], 500);
+        let admitted = answer(Review::Validate, FailurePolicy::Ignore, trapped());
+        assert_eq!(admitted["allowed"], true);
+        let warning = admitted["warnings"][0].as_str().unwrap();
+        assert!(warning.contains("plugin trapped"), "{warning}");
+        assert!(
+            warning.ends_with("admitted because its failurePolicy is Ignore"),
+            "{warning}"
+        );
+    }
+
+    #[test]
+    fn warnings_are_bounded_in_number_and_length() {
+        let mut chatty = verdict(true);
+        chatty.warnings = vec!["w".repeat(1000); 100];
+        let response = answer(
+            Review::Validate,
+            FailurePolicy::Fail,
+            Outcome::Verdict(chatty),
+        );
+        let warnings = response["warnings"].as_array().unwrap();
+        assert_eq!(warnings.len(), MAX_WARNINGS);
+        assert!(
+            warnings
+                .iter()
+                .all(|w| w.as_str().unwrap().len() <= MAX_WARNING_BYTES)
+        );
+    }
+
+    #[test]
+    fn the_plugin_answers_within_three_quarters_of_the_webhooks_timeout() {
+        assert_eq!(
+            budget(Duration::from_secs(10), Duration::from_secs(2)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            budget(Duration::from_secs(1), Duration::from_secs(2)),
+            Duration::from_millis(750)
+        );
+    }
+}

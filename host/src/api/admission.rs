@@ -1,0 +1,57 @@
+//! `POST /admission/{namespace}/{plugin}/{mutate|validate}`: the API
+//! server's admission reviews for a plugin, answered by this replica
+//! whatever its role (see [`crate::admission`]).
+//!
+//! Open like any webhook (the API server presents no credentials by
+//! default): a caller can only make the plugin judge a request it made up,
+//! within the plugin's limits; the plugin's host calls are reads as its own
+//! account.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use kube::core::DynamicObject;
+use kube::core::admission::AdmissionReview;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::admission::ReviewError;
+use crate::runtime::Review;
+
+/// An AdmissionReview holds the object and the old object, each up to the
+/// API server's 3 MiB request limit, plus the review's own fields.
+const MAX_REVIEW_BYTES: usize = 8 << 20;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admission/{namespace}/{name}/{review}", post(review))
+        .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
+}
+
+async fn review(
+    State(state): State<AppState>,
+    Path((namespace, name, review)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Result<Json<AdmissionReview<DynamicObject>>, ApiError> {
+    let review = match review.as_str() {
+        "mutate" => Review::Mutate,
+        "validate" => Review::Validate,
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "no review {other:?}: the path ends in /mutate or /validate"
+            )));
+        }
+    };
+    match state.reviews.review(&namespace, &name, review, &body).await {
+        Ok(answer) => Ok(Json(answer)),
+        Err(error @ (ReviewError::NotAReview(_) | ReviewError::NoRequest)) => {
+            Err(ApiError::BadRequest(format!("{error:#}")))
+        }
+        Err(error @ (ReviewError::UnknownPlugin(_) | ReviewError::NotDeclared { .. })) => {
+            Err(ApiError::NotFound(error.to_string()))
+        }
+        Err(error @ ReviewError::NotReady(_)) => Err(ApiError::Unavailable(error.to_string())),
+        Err(error @ ReviewError::Client { .. }) => Err(ApiError::Internal(Box::new(error))),
+    }
+}
