@@ -20,6 +20,7 @@ use std::sync::OnceLock;
 
 mod api_proxy;
 pub mod audit;
+mod balancer;
 pub mod chaos;
 mod cluster;
 pub mod fixtures;
@@ -30,6 +31,7 @@ mod registry;
 mod replica;
 
 pub use api_proxy::ApiProxy;
+pub use balancer::Balancer;
 pub use cluster::TestCluster;
 pub use proxy::TcpProxy;
 pub use registry::TestRegistry;

@@ -1,0 +1,483 @@
+//! Admission plugins on the real API server: the leader writes the webhook
+//! configurations (pointing by URL at a loopback balancer in front of the
+//! replicas), and the API server's own webhook calls reach the plugin's
+//! `validate` and `mutate` on whichever replica the balancer picks.
+//!
+//! The misbehaving fixture reviews ConfigMaps by their `data.admission`:
+//! `allow`, `deny`, `label` (mutate adds `leasehold.dev/mutated=true`),
+//! `trap`, `loop`, `error` and `bad-patch`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{DeleteParams, DynamicObject, PostParams};
+use kube::{Api, Client, ResourceExt};
+use leasehold_tests::fixtures::{apply_plugin, config_map, plugin_namespace, store_component};
+use leasehold_tests::{
+    Balancer, ReplicaProcess, ReplicaSettings, TestCluster, eventually, gone, plugin_component,
+};
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The label that puts a ConfigMap under a plugin's webhooks.
+const REVIEWED_BY: &str = "leasehold.dev/admission";
+
+/// Replicas serving HTTPS behind a balancer, with Plugins that declare
+/// admission for the ConfigMaps of one namespace.
+struct Fixture {
+    cluster: &'static TestCluster,
+    namespace: String,
+    account: String,
+    workdir: tempfile::TempDir,
+    balancer: Balancer,
+    settings: ReplicaSettings,
+    replicas: Vec<ReplicaProcess>,
+}
+
+impl Fixture {
+    async fn start(prefix: &str, replicas: usize) -> anyhow::Result<Self> {
+        let cluster = TestCluster::shared().await;
+        let (namespace, account) =
+            plugin_namespace(cluster, prefix, &["get", "list", "watch"]).await?;
+        let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client()?, &namespace);
+        let component = std::fs::read(plugin_component("misbehaving"))?;
+        store_component(&config_maps, "misbehaving-component", component).await?;
+        let workdir = tempfile::tempdir()?;
+        let (cert, key) = serving_certificate(workdir.path())?;
+        let balancer = Balancer::start().await?;
+        let mut settings = ReplicaSettings::fast(&namespace, "leasehold");
+        settings.extra_args = vec![
+            "--tls-cert-file".into(),
+            cert.display().to_string(),
+            "--tls-private-key-file".into(),
+            key.display().to_string(),
+            "--admission-url".into(),
+            format!("https://{}", balancer.address()),
+            // Self-signed: the certificate is its own authority.
+            "--admission-ca-file".into(),
+            cert.display().to_string(),
+            "--compile-cache".into(),
+            workdir.path().join("cache").display().to_string(),
+        ];
+        let mut fixture = Self {
+            cluster,
+            namespace,
+            account,
+            workdir,
+            balancer,
+            settings,
+            replicas: Vec::new(),
+        };
+        for index in 0..replicas {
+            fixture.add_replica(&format!("{prefix}-{index}")).await?;
+        }
+        Ok(fixture)
+    }
+
+    async fn add_replica(&mut self, identity: &str) -> anyhow::Result<()> {
+        let replica = ReplicaProcess::start(
+            identity,
+            &self.settings,
+            self.cluster.kubeconfig(),
+            self.workdir.path(),
+        )
+        .await?;
+        self.replicas.push(replica);
+        self.balancer
+            .route_to(self.replicas.iter().map(|replica| replica.api).collect());
+        Ok(())
+    }
+
+    fn client(&self) -> anyhow::Result<Client> {
+        self.cluster.client()
+    }
+
+    fn plugins(&self) -> anyhow::Result<Api<DynamicObject>> {
+        let resource = kube::discovery::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("leasehold.dev", "v1alpha1", "Plugin"),
+            "plugins",
+        );
+        Ok(Api::namespaced_with(
+            self.client()?,
+            &self.namespace,
+            &resource,
+        ))
+    }
+
+    /// Deploys the misbehaving fixture as Plugin `name`, reviewing (mutate
+    /// and validate) the ConfigMaps labelled for it, under `policy`.
+    async fn deploy(&self, name: &str, policy: &str) -> anyhow::Result<()> {
+        let webhook = json!({
+            "rules": [{"operations": ["CREATE", "UPDATE"], "apiGroups": [""],
+                       "apiVersions": ["v1"], "resources": ["configmaps"]}],
+            "failurePolicy": policy,
+            "timeoutSeconds": 5,
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": self.namespace}},
+            "objectSelector": {"matchLabels": {REVIEWED_BY: name}},
+        });
+        apply_plugin(
+            &self.plugins()?,
+            name,
+            json!({
+                "source": {"configMap": {"name": "misbehaving-component"}},
+                "serviceAccountName": self.account,
+                // Its reconciler watches nothing the tests create.
+                "config": {"selector": "leasehold.dev/misbehave=never"},
+                "admission": {"mutating": webhook, "validating": webhook},
+            }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Creates (for real, or as a dry run) a ConfigMap reviewed by
+    /// `plugin` in `mode`: what the API server answered.
+    async fn create(
+        &self,
+        plugin: &str,
+        name: &str,
+        mode: &str,
+        dry_run: bool,
+    ) -> Result<ConfigMap, kube::Error> {
+        let config_maps: Api<ConfigMap> = Api::namespaced(
+            self.client()
+                .map_err(|error| kube::Error::Service(error.into()))?,
+            &self.namespace,
+        );
+        let params = PostParams {
+            dry_run,
+            ..PostParams::default()
+        };
+        config_maps
+            .create(
+                &params,
+                &config_map(name, &[(REVIEWED_BY, plugin)], &[("admission", mode)]),
+            )
+            .await
+    }
+
+    /// Waits until the API server sends `plugin`'s reviews (its webhook
+    /// configurations written and seen): a denial comes back.
+    async fn reviewing(&self, plugin: &str) -> anyhow::Result<()> {
+        eventually(
+            PATIENCE,
+            &format!("{plugin}'s webhooks in force"),
+            || async {
+                match self.create(plugin, "probe", "deny", true).await {
+                    Err(kube::Error::Api(status))
+                        if status.message.contains("misbehaving denies") =>
+                    {
+                        Some(())
+                    }
+                    _ => None,
+                }
+            },
+        )
+        .await
+    }
+
+    /// The replica holding the election Lease.
+    async fn leader(&self) -> anyhow::Result<usize> {
+        let leases: Api<Lease> = Api::namespaced(self.client()?, &self.namespace);
+        eventually(PATIENCE, "a leader", || async {
+            let lease = leases.get_opt("leasehold").await.ok()??;
+            let holder = lease.spec?.holder_identity?;
+            self.replicas
+                .iter()
+                .position(|replica| replica.identity == holder)
+        })
+        .await
+    }
+}
+
+/// A self-signed serving certificate for 127.0.0.1 (the API server checks
+/// the webhook URL's IP against it).
+fn serving_certificate(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let issued = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])?;
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&cert, issued.cert.pem())?;
+    std::fs::write(&key, issued.signing_key.serialize_pem())?;
+    Ok((cert, key))
+}
+
+fn denial(result: Result<ConfigMap, kube::Error>) -> String {
+    match result {
+        Err(kube::Error::Api(status)) => status.message,
+        Err(other) => panic!("expected a denial, got {other}"),
+        Ok(stored) => panic!("expected a denial, but {} was admitted", stored.name_any()),
+    }
+}
+
+#[tokio::test]
+async fn a_plugin_denies_and_mutates_requests_through_the_real_api_server() -> anyhow::Result<()> {
+    let fixture = Fixture::start("admission", 1).await?;
+    fixture.deploy("checker", "Fail").await?;
+    fixture.reviewing("checker").await?;
+
+    let message = denial(fixture.create("checker", "refused", "deny", false).await);
+    assert!(
+        message.contains("misbehaving denies refused"),
+        "the plugin's message reaches the requester: {message}"
+    );
+    let mutated = fixture
+        .create("checker", "defaulted", "label", false)
+        .await?;
+    assert_eq!(
+        mutated
+            .labels()
+            .get("leasehold.dev/mutated")
+            .map(String::as_str),
+        Some("true"),
+        "the mutating webhook's patch was applied"
+    );
+    fixture.create("checker", "fine", "allow", false).await?;
+
+    // The configurations point at the balancer with the CA bundle, and go
+    // with the Plugin.
+    let name = format!("{}.checker.plugins.leasehold.dev", fixture.namespace);
+    let validating: Api<ValidatingWebhookConfiguration> = Api::all(fixture.client()?);
+    let mutating: Api<MutatingWebhookConfiguration> = Api::all(fixture.client()?);
+    let config = validating.get(&name).await?;
+    let webhook = &config.webhooks.as_ref().unwrap()[0];
+    assert_eq!(
+        webhook.client_config.url.as_deref(),
+        Some(
+            format!(
+                "https://{}/admission/{}/checker/validate",
+                fixture.balancer.address(),
+                fixture.namespace
+            )
+            .as_str()
+        )
+    );
+    assert!(webhook.client_config.ca_bundle.is_some());
+    assert_eq!(webhook.side_effects, "None");
+    fixture
+        .plugins()?
+        .delete("checker", &DeleteParams::default())
+        .await?;
+    eventually(PATIENCE, "the validating configuration gone", || {
+        gone(&validating, &name)
+    })
+    .await?;
+    eventually(PATIENCE, "the mutating configuration gone", || {
+        gone(&mutating, &name)
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_plugin_that_cannot_answer_is_judged_by_its_failure_policy() -> anyhow::Result<()> {
+    let fixture = Fixture::start("admission-failing", 1).await?;
+    fixture.deploy("strict", "Fail").await?;
+    fixture.deploy("lenient", "Ignore").await?;
+    fixture.reviewing("strict").await?;
+    fixture.reviewing("lenient").await?;
+
+    for (mode, cause) in [
+        ("trap", "plugin trapped"),
+        ("loop", "plugin trapped"),
+        ("error", "it could not decide"),
+        ("bad-patch", "not an RFC 6902 JSON patch"),
+    ] {
+        let message = denial(fixture.create("strict", mode, mode, true).await);
+        assert!(
+            message.contains("plugin") && message.contains("could not review the request"),
+            "{mode}: {message}"
+        );
+        assert!(message.contains(cause), "{mode}: {cause:?} in {message}");
+        assert!(message.contains("failurePolicy Fail"), "{mode}: {message}");
+        fixture
+            .create("lenient", mode, mode, true)
+            .await
+            .map_err(|error| anyhow::anyhow!("{mode} under Ignore was refused: {error}"))?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn admission_keeps_answering_while_the_leader_is_killed() -> anyhow::Result<()> {
+    let fixture = Fixture::start("admission-ha", 3).await?;
+    fixture.deploy("checker", "Fail").await?;
+    fixture.reviewing("checker").await?;
+    let leader = fixture.leader().await?;
+    let fixture = Arc::new(fixture);
+
+    // Two clients create (dry run) without pause, alternating a request the
+    // plugin denies and one it allows; anything else is a failed request.
+    let (answered, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut load = Vec::new();
+    for worker in 0..2 {
+        let (fixture, answered, failed) = (fixture.clone(), answered.clone(), failed.clone());
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.is_cancelled() {
+                n += 1;
+                let (mode, denied) = if n % 2 == 0 {
+                    ("deny", true)
+                } else {
+                    ("allow", false)
+                };
+                let result = fixture
+                    .create("checker", &format!("w{worker}-{n}"), mode, true)
+                    .await;
+                let as_expected = match &result {
+                    Err(kube::Error::Api(status)) => {
+                        denied && status.message.contains("misbehaving denies")
+                    }
+                    Err(_) => false,
+                    Ok(_) => !denied,
+                };
+                if as_expected {
+                    answered.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("unexpected answer to {mode}: {result:?}");
+                }
+            }
+        }));
+    }
+    let answered_at_least = |count: u64| {
+        let answered = answered.clone();
+        move || {
+            let answered = answered.clone();
+            async move { (answered.load(Ordering::Relaxed) >= count).then_some(()) }
+        }
+    };
+    eventually(PATIENCE, "reviews flowing", answered_at_least(50)).await?;
+    fixture.replicas[leader].signal(Signal::SIGKILL)?;
+    // Until another replica leads, and well after: the dead one stays in the
+    // balancer (as in a Service until its endpoints change).
+    let leases: Api<Lease> = Api::namespaced(fixture.client()?, &fixture.namespace);
+    let dead = fixture.replicas[leader].identity.clone();
+    eventually(PATIENCE, "a new leader", || async {
+        let holder = leases
+            .get_opt("leasehold")
+            .await
+            .ok()??
+            .spec?
+            .holder_identity?;
+        (holder != dead).then_some(())
+    })
+    .await?;
+    let so_far = answered.load(Ordering::Relaxed);
+    eventually(
+        PATIENCE,
+        "reviews after the takeover",
+        answered_at_least(so_far + 100),
+    )
+    .await?;
+    stop.cancel();
+    for worker in load {
+        worker.await?;
+    }
+    let (answered, failed) = (
+        answered.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+    );
+    eprintln!("admission across a leader kill: {answered} answered as expected, {failed} not");
+    assert_eq!(failed, 0, "requests failed while the leader died");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_bad_admission_declaration_is_refused_with_a_clear_reason() -> anyhow::Result<()> {
+    let fixture = Fixture::start("admission-bad", 1).await?;
+    let plugins = fixture.plugins()?;
+    let spec = |admission: Value| {
+        json!({
+            "source": {"configMap": {"name": "misbehaving-component"}},
+            "serviceAccountName": fixture.account,
+            "admission": admission,
+        })
+    };
+    let rule = json!({"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                      "resources": ["configmaps"]});
+
+    // What the schema can say, the API server refuses at once.
+    let refused = apply_plugin(
+        &plugins,
+        "slow",
+        spec(json!({"validating": {"rules": [rule], "timeoutSeconds": 31}})),
+    )
+    .await
+    .unwrap_err();
+    assert!(refused.to_string().contains("timeoutSeconds"), "{refused}");
+    let refused = apply_plugin(&plugins, "empty", spec(json!({})))
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("set mutating, validating or both"),
+        "{refused}"
+    );
+
+    // The rest the replicas refuse, on the Plugin's status.
+    let mut patching = rule.clone();
+    patching["operations"] = json!(["PATCH"]);
+    apply_plugin(
+        &plugins,
+        "patching",
+        spec(json!({"validating": {"rules": [patching]}})),
+    )
+    .await?;
+    let message = eventually(PATIENCE, "patching's status", || {
+        condition(&plugins, "patching", "Fetched", "InvalidSpec")
+    })
+    .await?;
+    assert!(
+        message.contains("admission.validating") && message.contains("\"PATCH\" is not one of"),
+        "{message}"
+    );
+
+    // A component without the admission export cannot serve what is declared.
+    let config_maps: Api<ConfigMap> = Api::namespaced(fixture.client()?, &fixture.namespace);
+    store_component(
+        &config_maps,
+        "mirror-component",
+        std::fs::read(plugin_component("configmap-mirror"))?,
+    )
+    .await?;
+    let mut mirror = spec(json!({"validating": {"rules": [rule]}}));
+    mirror["source"] = json!({"configMap": {"name": "mirror-component"}});
+    apply_plugin(&plugins, "mirror", mirror).await?;
+    let message = eventually(PATIENCE, "mirror's status", || {
+        condition(&plugins, "mirror", "Compiled", "NoAdmissionExport")
+    })
+    .await?;
+    assert!(
+        message.contains("exports no leasehold:controller/admission"),
+        "{message}"
+    );
+    Ok(())
+}
+
+/// The message of condition `kind` once it is False with `reason`.
+async fn condition(
+    plugins: &Api<DynamicObject>,
+    name: &str,
+    kind: &str,
+    reason: &str,
+) -> Option<String> {
+    let plugin = plugins.get(name).await.ok()?;
+    let conditions = plugin.data["status"]["conditions"].as_array()?.clone();
+    conditions.iter().find_map(|condition| {
+        (condition["type"] == kind
+            && condition["status"] == "False"
+            && condition["reason"] == reason)
+            .then(|| condition["message"].as_str().unwrap_or_default().to_owned())
+    })
+}
