@@ -69,8 +69,8 @@ pub struct Config {
     pub placement: Placement,
     /// Where the webhook configurations point, if anywhere.
     pub admission_endpoint: Option<admission::Endpoint>,
-    /// The CA bundle written into them.
-    pub admission_ca_bundle: Option<Vec<u8>>,
+    /// The CA bundle written into them (read at start).
+    pub admission_ca_file: Option<PathBuf>,
 }
 
 /// Why a replica could not start or stopped abnormally.
@@ -123,7 +123,7 @@ impl Options {
             election,
             listen: self.api.listen,
             admission_endpoint: self.admission.endpoint(tls.is_some())?,
-            admission_ca_bundle: self.admission.ca_bundle()?,
+            admission_ca_file: self.admission.admission_ca_file,
             tls,
             activity_log: self.activity_log,
             plugins: self.plugins,
@@ -185,6 +185,7 @@ pub struct Replica {
     client: kube::Client,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
+    admission_ca_bundle: Option<Vec<u8>>,
     // Holds the runtime, kept alive for the compiled plugins (its epoch
     // ticker bounds them); the catalogue and the API compile through it.
     compiler: Compiler,
@@ -225,6 +226,11 @@ impl Replica {
             .map(api::load_tls)
             .transpose()
             .map_err(Error::Tls)?;
+        let admission_ca_bundle = config
+            .admission_ca_file
+            .as_deref()
+            .map(admission::read_ca_bundle)
+            .transpose()?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Listen {
@@ -237,6 +243,7 @@ impl Replica {
             client,
             listener,
             tls,
+            admission_ca_bundle,
             compiler,
             manifests,
         })
@@ -257,6 +264,7 @@ impl Replica {
             client,
             listener,
             tls,
+            admission_ca_bundle,
             compiler,
             manifests,
         } = self;
@@ -316,7 +324,7 @@ impl Replica {
                     catalog.clone(),
                     kube_config.clone(),
                     endpoint,
-                    config.admission_ca_bundle,
+                    admission_ca_bundle,
                     election_config.lease_name.clone(),
                 ));
             }

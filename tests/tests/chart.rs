@@ -748,6 +748,68 @@ async fn the_api_is_plain_http_unless_tls_is_enabled() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the leader needs to keep webhook configurations.
+const WEBHOOK_PERMISSIONS: [(&str, &str); 2] = [
+    (
+        "admissionregistration.k8s.io",
+        "validatingwebhookconfigurations",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "mutatingwebhookconfigurations",
+    ),
+];
+
+#[tokio::test]
+async fn with_tls_admission_webhooks_point_at_the_service_and_trust_its_ca() -> anyhow::Result<()> {
+    let rendered = render("team-w", TLS).await?;
+    let args = strings(&rendered.container()["args"]);
+    let (_, config) = host_config(&args).with_context(|| format!("args {args:?}"))?;
+    let service = rendered.one("Service");
+    assert_eq!(
+        config.admission_endpoint,
+        Some(leasehold::admission::Endpoint::Service {
+            namespace: "team-w".into(),
+            name: service["metadata"]["name"].as_str().unwrap().into(),
+            port: i32::try_from(service["spec"]["ports"][0]["port"].as_i64().unwrap())?,
+        })
+    );
+    let tls = config.tls.context("the host serves HTTPS")?;
+    assert_eq!(
+        config.admission_ca_file,
+        Some(tls.cert.with_file_name("ca.crt")),
+        "the CA beside the serving certificate, from the same Secret"
+    );
+    let generated = secret_data(&rendered.one("Secret"))?;
+    assert!(generated.contains_key("ca.crt"), "the Secret holds the CA");
+    let cluster_role = rendered.one("ClusterRole");
+    for (group, resource) in WEBHOOK_PERMISSIONS {
+        for verb in ["get", "list", "create", "patch", "delete"] {
+            assert!(
+                grants(&cluster_role["rules"], group, resource, verb),
+                "the ClusterRole must allow {verb} on {resource}"
+            );
+        }
+    }
+
+    // Without TLS (or with admission off) the API server could not call the
+    // replicas: no endpoint, and no permission to write configurations.
+    for values in [
+        DEFAULTS,
+        Values::Set(&["tls.enabled=true", "admission.enabled=false"]),
+    ] {
+        let rendered = render("team-w", values).await?;
+        let args = strings(&rendered.container()["args"]);
+        let (_, config) = host_config(&args).with_context(|| format!("args {args:?}"))?;
+        assert_eq!(config.admission_endpoint, None);
+        let cluster_role = rendered.one("ClusterRole");
+        for (group, resource) in WEBHOOK_PERMISSIONS {
+            assert!(!grants(&cluster_role["rules"], group, resource, "create"));
+        }
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn tls_from_an_existing_secret_is_mounted_passed_and_probed_over_https() -> anyhow::Result<()>
 {

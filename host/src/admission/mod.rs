@@ -103,19 +103,14 @@ impl Options {
         }
         Ok(Some(endpoint))
     }
+}
 
-    /// The CA bundle's bytes, if one was named.
-    pub fn ca_bundle(&self) -> Result<Option<Vec<u8>>, OptionsError> {
-        self.admission_ca_file
-            .as_ref()
-            .map(|path| {
-                std::fs::read(path).map_err(|source| OptionsError::Ca {
-                    path: path.clone(),
-                    source,
-                })
-            })
-            .transpose()
-    }
+/// The PEM CA bundle at `path`, for the webhook configurations.
+pub fn read_ca_bundle(path: &std::path::Path) -> Result<Vec<u8>, OptionsError> {
+    std::fs::read(path).map_err(|source| OptionsError::Ca {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn parse_service(text: &str) -> Option<Endpoint> {
