@@ -11,7 +11,7 @@ include plugins/Makefile.inc
 help:
 	@echo "make demo            the HA story end to end on a local control plane"
 	@echo "make test            every test (unit + against a real kube-apiserver)"
-	@echo "make bench           every benchmark (bench-failover, bench-runtime, bench-reload, bench-new-plugin, bench-containment, bench-scale)"
+	@echo "make bench           every benchmark (bench-failover, bench-runtime, bench-reload, bench-new-plugin, bench-containment, bench-scale, bench-admission)"
 	@echo "make plugins         build the example plugins to wasm32-wasip2 components"
 	@echo "make chaos           random faults into the leader of three replicas for LEASEHOLD_CHAOS_MINUTES (10); judged from the audit log"
 	@echo "make test-chart      the Helm chart tests (real helm, kubectl, kube-apiserver)"
@@ -48,15 +48,15 @@ test: deps
 .PHONY: bench-smoke
 bench-smoke: deps
 	LEASEHOLD_BENCH_TRIALS=1 LEASEHOLD_BENCH_SOURCES=5 LEASEHOLD_BASELINE_ELECTOR=$$(tools/cluster.sh baseline) \
-	  LEASEHOLD_BENCH_SOAK_SECS=2 LEASEHOLD_SCALE_OBJECTS=200 LEASEHOLD_SCALE_NAMESPACES=4 LEASEHOLD_SCALE_PLUGINS=3 \
-	  tools/with-cluster.sh bash -c '$(foreach bench,failover runtime reload containment scale,$(CARGO) bench --profile dev -p leasehold-tests --bench $(bench) && ) true'
+	  LEASEHOLD_BENCH_SOAK_SECS=2 LEASEHOLD_SCALE_OBJECTS=200 LEASEHOLD_SCALE_NAMESPACES=4 LEASEHOLD_SCALE_PLUGINS=3 LEASEHOLD_BENCH_SECONDS=1 \
+	  tools/with-cluster.sh bash -c '$(foreach bench,failover runtime reload containment scale admission,$(CARGO) bench --profile dev -p leasehold-tests --bench $(bench) && ) true'
 
 demo: deps
 	$(CARGO) build --release -p leasehold
 	$(CARGO) build --release --target wasm32-wasip2 -p configmap-mirror -p greeter
 	tools/with-cluster.sh tools/demo.sh
 
-bench: bench-failover bench-runtime bench-reload bench-new-plugin bench-containment bench-scale
+bench: bench-failover bench-runtime bench-reload bench-new-plugin bench-containment bench-scale bench-admission
 
 bench-failover: deps
 	$(CARGO) build --release -p leasehold
@@ -91,6 +91,14 @@ bench-containment: deps
 bench-scale: deps
 	$(CARGO) build --release -p leasehold
 	tools/with-cluster.sh $(CARGO) bench -p leasehold-tests --bench scale
+
+## bench-admission: create latency p50/p99 through the API server with no
+## webhook, a native axum webhook and an admission plugin; reviews per second
+## sent directly to one replica and to the native webhook.
+.PHONY: bench-admission
+bench-admission: deps
+	$(CARGO) build --release -p leasehold
+	tools/with-cluster.sh $(CARGO) bench -p leasehold-tests --bench admission
 
 ## bench-reload: applying a changed Plugin (≈1 MB component) to the new
 ## version's first reconcile, without a restart; a restart as the baseline.

@@ -142,7 +142,7 @@ impl Drop for ApiProxy {
     }
 }
 
-fn server_tls(
+pub(crate) fn server_tls(
     certificate: &str,
     key: &str,
 ) -> anyhow::Result<axum_server::tls_rustls::RustlsConfig> {

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::OnceLock;
 
+pub mod admission;
 mod api_proxy;
 pub mod audit;
 mod balancer;
@@ -36,8 +37,8 @@ pub use cluster::TestCluster;
 pub use proxy::TcpProxy;
 pub use registry::TestRegistry;
 pub use replica::{
-    ActivityInterval, Memory, ReplicaProcess, ReplicaSettings, kubeconfig_via, leasehold_binary,
-    now_micros, overlapping, plugin_component,
+    ActivityInterval, Memory, ReplicaProcess, ReplicaSettings, free_address, kubeconfig_via,
+    leasehold_binary, now_micros, overlapping, plugin_component,
 };
 
 /// The repository root (for scripts and fixtures).

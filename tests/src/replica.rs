@@ -24,6 +24,8 @@ pub struct ReplicaSettings {
     pub retry_period: Duration,
     /// More `leasehold run` flags (plugins, caches).
     pub extra_args: Vec<String>,
+    /// Where the replica serves its API; a free loopback port when unset.
+    pub listen: Option<SocketAddr>,
 }
 
 impl ReplicaSettings {
@@ -37,6 +39,7 @@ impl ReplicaSettings {
             renew_deadline: Duration::from_secs(2),
             retry_period: Duration::from_millis(400),
             extra_args: Vec::new(),
+            listen: None,
         }
     }
 }
@@ -73,7 +76,10 @@ impl ReplicaProcess {
         kubeconfig: &Path,
         workdir: &Path,
     ) -> anyhow::Result<Self> {
-        let api = free_address()?;
+        let api = match settings.listen {
+            Some(address) => address,
+            None => free_address()?,
+        };
         let activity_log = workdir.join(format!("{identity}.activity"));
         let log = workdir.join(format!("{identity}.log"));
         let log_file = std::fs::File::create(&log)?;
@@ -274,7 +280,7 @@ pub fn now_micros() -> u64 {
     u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
 }
 
-fn free_address() -> anyhow::Result<SocketAddr> {
+pub fn free_address() -> anyhow::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?)
 }

@@ -7,7 +7,6 @@
 //! `allow`, `deny`, `label` (mutate adds `leasehold.dev/mutated=true`),
 //! `trap`, `loop`, `error` and `bad-patch`.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -19,6 +18,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, DynamicObject, PostParams};
 use kube::{Api, Client, ResourceExt};
+use leasehold_tests::admission::serving_certificate;
 use leasehold_tests::fixtures::{apply_plugin, config_map, plugin_namespace, store_component};
 use leasehold_tests::{
     Balancer, ReplicaProcess, ReplicaSettings, TestCluster, eventually, gone, plugin_component,
@@ -197,16 +197,6 @@ impl Fixture {
         })
         .await
     }
-}
-
-/// A self-signed serving certificate for 127.0.0.1 (the API server checks
-/// the webhook URL's IP against it).
-fn serving_certificate(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let issued = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])?;
-    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
-    std::fs::write(&cert, issued.cert.pem())?;
-    std::fs::write(&key, issued.signing_key.serialize_pem())?;
-    Ok((cert, key))
 }
 
 fn denial(result: Result<ConfigMap, kube::Error>) -> String {

@@ -1,0 +1,116 @@
+//! What admission tests and benchmarks share: a serving certificate for
+//! loopback, an AdmissionReview as the API server sends one, and the native
+//! baseline webhook (axum, the same check as the misbehaving fixture's
+//! `deny` mode).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use axum::Json;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use serde_json::json;
+use tokio_util::task::AbortOnDropHandle;
+
+/// A self-signed serving certificate for 127.0.0.1 (the API server checks a
+/// webhook URL's IP against it; being self-signed, it is its own CA), as
+/// `tls.crt` and `tls.key` in `dir`.
+pub fn serving_certificate(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let issued = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])?;
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&cert, issued.cert.pem())?;
+    std::fs::write(&key, issued.signing_key.serialize_pem())?;
+    Ok((cert, key))
+}
+
+/// An HTTPS client that trusts only `cert`.
+pub fn client_trusting(cert: &Path) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(cert)?)?)
+        .build()?)
+}
+
+/// An AdmissionReview of the creation of ConfigMap `namespace/name` whose
+/// `data.admission` is `mode`.
+pub fn review_of(namespace: &str, name: &str, mode: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": format!("{namespace}-{name}"),
+            "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+            "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+            "requestKind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+            "requestResource": {"group": "", "version": "v1", "resource": "configmaps"},
+            "name": name,
+            "namespace": namespace,
+            "operation": "CREATE",
+            "userInfo": {"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]},
+            "object": {
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": namespace,
+                             "labels": {"leasehold.dev/admission": "bench"}},
+                "data": {"admission": mode},
+            },
+            "oldObject": null,
+            "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
+        }
+    })
+}
+
+/// The native baseline: an axum webhook on 127.0.0.1 over HTTPS that
+/// denies a ConfigMap whose `data.admission` is `deny`, the check the
+/// misbehaving fixture makes in wasm.
+#[derive(Debug)]
+pub struct NativeWebhook {
+    address: SocketAddr,
+    _server: AbortOnDropHandle<()>,
+}
+
+impl NativeWebhook {
+    pub async fn start(cert: &Path, key: &Path) -> anyhow::Result<Self> {
+        let tls = crate::api_proxy::server_tls(
+            &std::fs::read_to_string(cert)?,
+            &std::fs::read_to_string(key)?,
+        )?;
+        let app = axum::Router::new().route("/validate", axum::routing::post(validate));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let address = listener.local_addr()?;
+        let server = axum_server::from_tcp_rustls(listener, tls)?.serve(app.into_make_service());
+        let server = tokio::spawn(async move {
+            let _ = server.await;
+        });
+        Ok(Self {
+            address,
+            _server: AbortOnDropHandle::new(server),
+        })
+    }
+
+    /// `https://127.0.0.1:<port>/validate`.
+    pub fn url(&self) -> String {
+        format!("https://{}/validate", self.address)
+    }
+}
+
+async fn validate(
+    Json(review): Json<AdmissionReview<DynamicObject>>,
+) -> Json<AdmissionReview<DynamicObject>> {
+    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(request) => request,
+        Err(error) => return Json(AdmissionResponse::invalid(error).into_review()),
+    };
+    let response = AdmissionResponse::from(&request);
+    let denied = request
+        .object
+        .as_ref()
+        .is_some_and(|object| object.data["data"]["admission"] == "deny");
+    let response = if denied {
+        response.deny(format!("native denies {}", request.name))
+    } else {
+        response
+    };
+    Json(response.into_review())
+}
