@@ -183,3 +183,28 @@ async fn javascript_labeler_labels_selected_config_maps_and_follows_their_keys()
     }
     Ok(())
 }
+
+/// The JavaScript example is built for the previous contract (0.1) on
+/// purpose: the test above runs it unchanged on this 0.2 host, and the host
+/// names its version as deprecated.
+#[tokio::test]
+async fn a_component_built_for_the_previous_contract_is_named_deprecated() -> anyhow::Result<()> {
+    let component = js_plugin_component();
+    let output = tokio::process::Command::new(leasehold_tests::leasehold_binary())
+        .args(["plugin", "validate"])
+        .arg(&component)
+        .output()
+        .await?;
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        report.contains("contract:  leasehold:controller@0.1.0 (deprecated"),
+        "{report}"
+    );
+    assert!(report.contains("admission: (none)"), "{report}");
+    Ok(())
+}
