@@ -314,6 +314,43 @@ async fn misbehaving_plugins_fail_one_reconcile_each_and_the_host_keeps_working(
             r#"leasehold_plugin_reconciles_total{plugin="misbehaving",result="ok"}"#
         ) >= 1.0
     );
+    // Per-plugin observability: calls by verb and outcome, how long
+    // reconciles took, the largest memory an instance grew to, and the
+    // process's own figures.
+    for (sample, what) in [
+        (
+            r#"leasehold_plugin_host_calls_total{plugin="misbehaving",call="create",code="200"}"#,
+            "the ok mode's create",
+        ),
+        (
+            r#"leasehold_plugin_host_calls_total{plugin="misbehaving",call="list",code="403"}"#,
+            "the forbidden list of Secrets",
+        ),
+        (
+            r#"leasehold_plugin_host_calls_total{plugin="misbehaving",call="create",code="0"}"#,
+            "the malformed create, refused before the API server",
+        ),
+        (
+            r#"leasehold_plugin_reconcile_duration_seconds_count{plugin="misbehaving"}"#,
+            "timed reconciles",
+        ),
+        (
+            r#"leasehold_process_resident_memory_bytes"#,
+            "the process's memory",
+        ),
+    ] {
+        assert!(
+            counter(&metrics, sample) >= 1.0,
+            "{what}: {sample} in\n{metrics}"
+        );
+    }
+    assert!(
+        counter(
+            &metrics,
+            r#"leasehold_plugin_memory_peak_bytes{plugin="misbehaving"}"#
+        ) >= f64::from(1 << 20),
+        "an instance's memory high-water mark is at least its first MiB"
+    );
 
     let log = replica.log();
     assert!(

@@ -86,6 +86,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn limited(&self, reason: &'static str, message: &str) {
         let _ = (reason, message);
     }
+    /// A Kubernetes call of the plugin (`call` as the contract names it,
+    /// such as `get` or `update-status`) ended with `code`: 200 for
+    /// success, else the error's (0 when it never reached the API server).
+    /// Nothing by default.
+    fn called(&self, call: &'static str, code: u16) {
+        let _ = (call, code);
+    }
 }
 
 /// A log record's message is cut at this many bytes, a field's value too.
@@ -131,7 +138,7 @@ impl kubernetes::Host for HostState {
         object: ObjectRef,
     ) -> wasmtime::Result<Result<Option<String>, ApiError>> {
         let deadline = admit!(self, 0);
-        Ok(bounded(self.context.backend.clone(), deadline, |b| {
+        Ok(bounded(self.context.backend.clone(), "get", deadline, |b| {
             b.get(type_meta, object)
         })
         .await)
@@ -143,10 +150,12 @@ impl kubernetes::Host for HostState {
         params: WitListParams,
     ) -> wasmtime::Result<Result<String, ApiError>> {
         let deadline = admit!(self, 0);
-        Ok(bounded(self.context.backend.clone(), deadline, |b| {
-            b.list(type_meta, params)
-        })
-        .await)
+        Ok(
+            bounded(self.context.backend.clone(), "list", deadline, |b| {
+                b.list(type_meta, params)
+            })
+            .await,
+        )
     }
 
     async fn create(
@@ -156,10 +165,12 @@ impl kubernetes::Host for HostState {
         object: String,
     ) -> wasmtime::Result<Result<String, ApiError>> {
         let deadline = admit!(self, object.len());
-        Ok(bounded(self.context.backend.clone(), deadline, |b| {
-            b.create(type_meta, namespace, object)
-        })
-        .await)
+        Ok(
+            bounded(self.context.backend.clone(), "create", deadline, |b| {
+                b.create(type_meta, namespace, object)
+            })
+            .await,
+        )
     }
 
     async fn replace(
@@ -169,10 +180,12 @@ impl kubernetes::Host for HostState {
         object: String,
     ) -> wasmtime::Result<Result<String, ApiError>> {
         let deadline = admit!(self, object.len());
-        Ok(bounded(self.context.backend.clone(), deadline, |b| {
-            b.replace(type_meta, target, object)
-        })
-        .await)
+        Ok(
+            bounded(self.context.backend.clone(), "replace", deadline, |b| {
+                b.replace(type_meta, target, object)
+            })
+            .await,
+        )
     }
 
     async fn apply(
@@ -183,10 +196,12 @@ impl kubernetes::Host for HostState {
         params: ApplyParams,
     ) -> wasmtime::Result<Result<String, ApiError>> {
         let deadline = admit!(self, object.len());
-        Ok(bounded(self.context.backend.clone(), deadline, |b| {
-            b.apply(type_meta, target, object, params)
-        })
-        .await)
+        Ok(
+            bounded(self.context.backend.clone(), "apply", deadline, |b| {
+                b.apply(type_meta, target, object, params)
+            })
+            .await,
+        )
     }
 
     async fn patch(
@@ -201,10 +216,12 @@ impl kubernetes::Host for HostState {
                 ObjectPatch::Merge(text) | ObjectPatch::Json(text) => text.len(),
             }
         );
-        Ok(bounded(self.context.backend.clone(), deadline, |b| {
-            b.patch(type_meta, target, patch)
-        })
-        .await)
+        Ok(
+            bounded(self.context.backend.clone(), "patch", deadline, |b| {
+                b.patch(type_meta, target, patch)
+            })
+            .await,
+        )
     }
 
     async fn delete(
@@ -213,10 +230,12 @@ impl kubernetes::Host for HostState {
         target: ObjectRef,
     ) -> wasmtime::Result<Result<(), ApiError>> {
         let deadline = admit!(self, 0);
-        Ok(bounded(self.context.backend.clone(), deadline, |b| {
-            b.delete(type_meta, target)
-        })
-        .await)
+        Ok(
+            bounded(self.context.backend.clone(), "delete", deadline, |b| {
+                b.delete(type_meta, target)
+            })
+            .await,
+        )
     }
 
     async fn update_status(
@@ -231,9 +250,12 @@ impl kubernetes::Host for HostState {
                 StatusUpdate::Replace(text) | StatusUpdate::MergePatch(text) => text.len(),
             }
         );
-        Ok(bounded(self.context.backend.clone(), deadline, |b| {
-            b.update_status(type_meta, target, update)
-        })
+        Ok(bounded(
+            self.context.backend.clone(),
+            "update-status",
+            deadline,
+            |b| b.update_status(type_meta, target, update),
+        )
         .await)
     }
 
@@ -244,10 +266,12 @@ impl kubernetes::Host for HostState {
     ) -> wasmtime::Result<Result<(), ApiError>> {
         let size = event.reason.len() + event.message.len();
         let deadline = admit!(self, size);
-        Ok(bounded(self.context.backend.clone(), deadline, |b| {
-            b.emit_event(regarding, event)
-        })
-        .await)
+        Ok(
+            bounded(self.context.backend.clone(), "emit-event", deadline, |b| {
+                b.emit_event(regarding, event)
+            })
+            .await,
+        )
     }
 }
 
@@ -350,24 +374,29 @@ impl HostState {
 /// a method: the store's state is not `Sync`, the backend is.)
 async fn bounded<T>(
     backend: Arc<dyn Backend>,
+    name: &'static str,
     deadline: Instant,
     call: impl for<'a> FnOnce(&'a dyn Backend) -> BackendFuture<'a, T>,
 ) -> Result<T, ApiError> {
-    {
-        let backend = backend.as_ref();
-        match tokio::time::timeout_at(deadline.into(), call(backend)).await {
-            Ok(result) => result,
-            Err(_) => {
-                let message = "the call did not finish before the reconcile's deadline".to_owned();
-                backend.limited("Timeout", &message);
-                Err(ApiError {
-                    code: 504,
-                    reason: "Timeout".to_owned(),
-                    message,
-                })
-            }
+    let backend = backend.as_ref();
+    let result = match tokio::time::timeout_at(deadline.into(), call(backend)).await {
+        Ok(result) => result,
+        Err(_) => {
+            let message = "the call did not finish before the reconcile's deadline".to_owned();
+            backend.limited("Timeout", &message);
+            Err(ApiError {
+                code: 504,
+                reason: "Timeout".to_owned(),
+                message,
+            })
         }
-    }
+    };
+    let code = match &result {
+        Ok(_) => 200,
+        Err(error) => error.code,
+    };
+    backend.called(name, code);
+    result
 }
 
 impl config::Host for HostState {

@@ -550,6 +550,10 @@ impl Backend for KubeBridge {
         self.accounting.limited(reason, message);
     }
 
+    fn called(&self, call: &'static str, code: u16) {
+        self.accounting.called(call, code);
+    }
+
     fn log(&self, level: Level, message: &str, fields: &[Field], object: Option<&str>) {
         let plugin = self.plugin.as_str();
         let object = object.unwrap_or_default();

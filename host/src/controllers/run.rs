@@ -320,6 +320,10 @@ impl Accounting for PluginAccounting {
         self.metrics.cached_read(&self.plugin);
     }
 
+    fn called(&self, call: &'static str, code: u16) {
+        self.metrics.host_call(&self.plugin, call, code);
+    }
+
     fn limited(&self, reason: &'static str, message: &str) {
         self.metrics.limited(&self.plugin, reason);
         // Waiting for a token is the budget working, not a fault.
@@ -662,21 +666,31 @@ async fn call(
     let request = Request { reference, object };
     let context = host_context(&run.backend, &run.plugin, Some(display.clone()));
     let limits = &run.plugin.definition.limits;
-    let _instance = run
-        .instances
-        .acquire()
-        .await
-        .expect("the semaphore is never closed");
+    let _instance = {
+        let _waiting = run.metrics.waiting(name);
+        run.instances
+            .acquire()
+            .await
+            .expect("the semaphore is never closed")
+    };
+    let _running = run.metrics.running(name);
     run.metrics.instantiated(name);
+    let started = std::time::Instant::now();
     let reconciled = async {
         match run.plugin.compiled.instantiate(context, limits).await {
-            Ok(mut instance) => instance.reconcile(&request, cleanup, limits.timeout).await,
+            Ok(mut instance) => {
+                let outcome = instance.reconcile(&request, cleanup, limits.timeout).await;
+                run.metrics.memory_peak(name, instance.memory_peak());
+                outcome
+            }
             Err(error) => Err(error),
         }
     };
     // The runtime ends a reconcile by its deadline, host calls included;
     // this is the backstop should anything else ever hold it.
-    let Ok(outcome) = tokio::time::timeout(limits.timeout + OVERRUN_GRACE, reconciled).await else {
+    let outcome = tokio::time::timeout(limits.timeout + OVERRUN_GRACE, reconciled).await;
+    run.metrics.took(name, started.elapsed());
+    let Ok(outcome) = outcome else {
         run.metrics.reconciled(name, "trap");
         run.report.trap.fetch_add(1, Ordering::Relaxed);
         let failure = Failure::Overran(limits.timeout + OVERRUN_GRACE);

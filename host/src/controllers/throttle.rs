@@ -25,6 +25,10 @@ pub trait Accounting: Send + Sync {
     fn limited(&self, reason: &'static str, message: &str);
     /// A read answered from the host's caches, without a request.
     fn served_from_cache(&self) {}
+    /// A plugin's call ended with `code` (see `Backend::called`).
+    fn called(&self, call: &'static str, code: u16) {
+        let _ = (call, code);
+    }
 }
 
 /// Counts nothing: for a bridge outside a cluster (`plugin validate`).

@@ -1,5 +1,7 @@
 //! Prometheus metrics of a replica, served at `/metrics` in text format.
 
+mod process;
+
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::text::encode;
@@ -80,6 +82,7 @@ impl Metrics {
         plugins.register(&mut registry);
         let admission = AdmissionMetrics::default();
         admission.register(&mut registry);
+        registry.register_collector(Box::new(process::ProcessCollector));
         Self {
             registry,
             election,
