@@ -780,7 +780,7 @@ async fn with_tls_admission_webhooks_point_at_the_service_and_trust_its_ca() -> 
         Some(tls.cert.with_file_name("ca.crt")),
         "the CA beside the serving certificate, from the same Secret"
     );
-    let generated = secret_data(&rendered.one("Secret"))?;
+    let generated = secret_data(rendered.one("Secret"))?;
     assert!(generated.contains_key("ca.crt"), "the Secret holds the CA");
     let cluster_role = rendered.one("ClusterRole");
     for (group, resource) in WEBHOOK_PERMISSIONS {
