@@ -38,7 +38,8 @@
 //!
 //! What the crate offers, one module per concept:
 //!
-//! - [`api`]: the typed client; errors are values, a 403 included.
+//! - [`api`]: the typed client (patches and paginated lists included);
+//!   errors are values, a 403 included.
 //! - [`reconciler`]: the [`Reconciler`] trait, [`Registration`], [`Action`].
 //! - [`owner`], [`finalizer`]: owner references and finalizers on objects.
 //! - [`event`]: Kubernetes Events; [`log`](mod@log): structured logging
@@ -68,6 +69,8 @@ pub use api::Api;
 pub use object::{Object, ObjectRef, TypeMeta};
 pub use reconciler::{Action, Mapping, Reconciler, Registration};
 
+/// Re-exported so plugins use the same versions the SDK does.
+pub use json_patch;
 /// Re-exported so plugins use the same versions the SDK does.
 pub use k8s_openapi;
 /// Re-exported so plugins use the same versions the SDK does.
@@ -100,7 +103,7 @@ pub fn config<T: serde::de::DeserializeOwned>() -> Result<T, config::Error> {
 /// # let _ = params;
 /// ```
 pub mod prelude {
-    pub use crate::api::{Api, ApplyParams, ListParams};
+    pub use crate::api::{Api, ApplyParams, ListParams, Patch};
     pub use crate::reconciler::{self, Action, Mapping, Reconciler, Registration};
     pub use crate::{Object, ObjectRef, debug, error, info, trace, warn};
     pub use kube_core::{Resource, ResourceExt};
