@@ -5,10 +5,14 @@
 //! events, logs, configuration) and plays the host's part for
 //! [`FakeCluster::reconcile`]: it builds the request from the stored
 //! primary, manages the registration's finalizer and calls `cleanup` for a
-//! primary being deleted. It is a model, not Kubernetes: no admission, no
-//! defaulting, server-side apply without conflicts, and the garbage
-//! collector runs at once. Test behaviour that depends on the real thing
-//! against a real API server.
+//! primary being deleted. It is a model, not Kubernetes: no admission on
+//! its writes, no defaulting, server-side apply without conflicts, and the
+//! garbage collector runs at once. Test behaviour that depends on the real
+//! thing against a real API server.
+//!
+//! [`FakeCluster::validate`] and [`FakeCluster::mutate`] ask an
+//! [`Admission`] about one request, built with [`ReviewRequest`], as the
+//! API server would through the host.
 //!
 //! ```
 //! use k8s_openapi::api::core::v1::ConfigMap;
@@ -41,6 +45,7 @@
 //! ```
 //!
 //! [`Api`]: crate::api::Api
+//! [`Admission`]: crate::admission::Admission
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -50,16 +55,20 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+mod review;
+
 use crate::__private::bindings::exports::leasehold::controller::reconciler as wit;
+use crate::admission::{self, Admission, Verdict};
 use crate::api::{ApiError, ListParams};
 use crate::event::EventType;
-use crate::export;
+use crate::export::{self, Review};
 use crate::host;
 pub use crate::host::{Host, ObjectPatch, StatusUpdate};
 use crate::log::Level;
 use crate::object::{Object, ObjectRef, TypeMeta};
 use crate::reconciler::{self, Action, Reconciler};
 use crate::selector::Selector;
+pub use review::{ReviewRequest, Reviewed};
 
 /// The timestamp every fake object is created and deleted at; tests compare
 /// objects, and a clock would make them differ run to run.
@@ -636,6 +645,80 @@ impl FakeCluster {
             object = parse(&host.replace(&primary.type_meta, reference, &object.to_string())?)?;
         }
         deliver(Some(&object), false)
+    }
+
+    /// Asks `admission` to validate `request` (the AdmissionReview's
+    /// `request` as JSON, usually a [`ReviewRequest`]) as the API server
+    /// would through the host, with this cluster answering its calls.
+    ///
+    /// An error is the plugin's "could not decide", or a request it cannot
+    /// decode; a verdict with a patch is an error too, since only mutate
+    /// may change the object.
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use leasehold_sdk::admission::{self, Admission, Request, Verdict};
+    /// use leasehold_sdk::testing::{FakeCluster, ReviewRequest};
+    ///
+    /// #[derive(Default)]
+    /// struct NeedsData;
+    /// impl Admission for NeedsData {
+    ///     type Object = ConfigMap;
+    ///     fn validate(&self, request: &Request<ConfigMap>) -> admission::Result<Verdict> {
+    ///         Ok(match request.object().and_then(|object| object.data.as_ref()) {
+    ///             Some(_) => Verdict::allow(),
+    ///             None => Verdict::deny("a ConfigMap needs data"),
+    ///         })
+    ///     }
+    /// }
+    ///
+    /// let request = ReviewRequest::create(&ConfigMap::default());
+    /// let verdict = FakeCluster::new().validate(&NeedsData, &request).unwrap();
+    /// assert_eq!(verdict.message.as_deref(), Some("a ConfigMap needs data"));
+    /// ```
+    pub fn validate<A: Admission>(
+        &self,
+        admission: &A,
+        request: impl AsRef<str>,
+    ) -> admission::Result<Verdict> {
+        let _installed = self.install();
+        export::decide(admission, request.as_ref(), Review::Validate)
+    }
+
+    /// Asks `admission` to mutate `request`, and applies the verdict's
+    /// patch to the request's object as the API server would (see
+    /// [`Reviewed`]).
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use leasehold_sdk::admission::{self, Admission, Request, Verdict};
+    /// use leasehold_sdk::testing::{FakeCluster, ReviewRequest};
+    ///
+    /// #[derive(Default)]
+    /// struct DefaultMode;
+    /// impl Admission for DefaultMode {
+    ///     type Object = ConfigMap;
+    ///     fn mutate(&self, request: &Request<ConfigMap>) -> admission::Result<Verdict> {
+    ///         let mut object = request.object().cloned().unwrap_or_default();
+    ///         object.data.get_or_insert_default().entry("mode".into()).or_insert_with(|| "slow".into());
+    ///         Verdict::patched(request, &object)
+    ///     }
+    /// }
+    ///
+    /// let request = ReviewRequest::create(&ConfigMap::default());
+    /// let reviewed = FakeCluster::new().mutate(&DefaultMode, &request).unwrap();
+    /// let defaulted: ConfigMap = reviewed.object().unwrap();
+    /// assert_eq!(defaulted.data.unwrap()["mode"], "slow");
+    /// ```
+    pub fn mutate<A: Admission>(
+        &self,
+        admission: &A,
+        request: impl AsRef<str>,
+    ) -> admission::Result<Reviewed> {
+        let _installed = self.install();
+        let request = request.as_ref();
+        let verdict = export::decide(admission, request, Review::Mutate)?;
+        Reviewed::new(request, verdict)
     }
 
     /// Reconciles every stored primary of the reconciler's kind, as a
@@ -1796,6 +1879,59 @@ mod tests {
             api.message
                 .contains("continue token \"made-up\" is not valid"),
             "{api}"
+        );
+    }
+
+    /// Denies every change to a namespace whose ConfigMap `policy` says
+    /// `frozen: "true"`.
+    #[derive(Default)]
+    struct Freeze;
+
+    impl Admission for Freeze {
+        type Object = ConfigMap;
+
+        fn validate(&self, request: &admission::Request<ConfigMap>) -> admission::Result<Verdict> {
+            let namespace = request.namespace().unwrap_or_default();
+            let policy = Api::<ConfigMap>::namespaced(namespace).get("policy")?;
+            let frozen = policy
+                .and_then(|policy| policy.data)
+                .is_some_and(|data| data.get("frozen").is_some_and(|f| f == "true"));
+            Ok(match frozen {
+                true => Verdict::deny(format!("namespace {namespace} is frozen")),
+                false => Verdict::allow(),
+            })
+        }
+    }
+
+    #[test]
+    fn a_review_reads_the_cluster_it_runs_against() {
+        let cluster = FakeCluster::new();
+        let request = ReviewRequest::create(&config_map("a", "x", json!({})));
+        assert!(cluster.validate(&Freeze, &request).unwrap().allowed);
+
+        let mut policy = config_map("a", "policy", json!({}));
+        policy.data = Some([("frozen".to_string(), "true".to_string())].into());
+        cluster.insert(policy);
+
+        let verdict = cluster.validate(&Freeze, &request).unwrap();
+        assert_eq!(verdict.message.as_deref(), Some("namespace a is frozen"));
+        assert_eq!(
+            cluster.calls().last().unwrap().to_string(),
+            "get v1/ConfigMap a/policy -> ok"
+        );
+    }
+
+    #[test]
+    fn a_call_that_fails_during_a_review_leaves_the_plugin_undecided() {
+        let cluster = FakeCluster::new();
+        cluster.forbid::<ConfigMap>();
+        let request = ReviewRequest::create(&config_map("a", "x", json!({})));
+
+        let error = cluster.validate(&Freeze, &request).unwrap_err();
+
+        assert!(
+            error.message.starts_with("api error 403 Forbidden"),
+            "{error}"
         );
     }
 
