@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use leasehold_harness::{Error, FakeCluster, Harness, Verb, build_component};
+use leasehold_harness::{Error, FakeCluster, Harness, ReviewRequest, Verb, build_component};
 use leasehold_runtime::{self as runtime, Limits};
 use leasehold_sdk::{Action, ObjectRef};
 use serde_json::json;
@@ -197,4 +197,23 @@ fn a_missing_component_file_is_named() {
 
     assert!(matches!(error, Error::Read { .. }), "{error}");
     assert!(error.to_string().contains("/nonexistent/plugin.wasm"));
+}
+
+#[test]
+fn a_plugin_without_admission_is_told_how_to_export_it() {
+    let mirror = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/configmap-mirror");
+    let harness = Harness::load(build_component(mirror).unwrap()).unwrap();
+    let request = ReviewRequest::create(&ConfigMap::default());
+
+    let error = harness.validate(&request).unwrap_err();
+
+    assert!(!harness.admits());
+    assert!(
+        matches!(error, Error::Runtime(runtime::Error::NoAdmission)),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("the SDK's admission support"),
+        "{error}"
+    );
 }
