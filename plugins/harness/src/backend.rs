@@ -52,12 +52,14 @@ impl Backend for InMemory {
     }
 
     fn list(&self, meta: TypeMeta, params: ListParams) -> BackendFuture<'_, String> {
-        answer(self.calls.list(
-            &type_meta(&meta),
-            params.namespace.as_deref(),
-            params.label_selector.as_deref(),
-            params.field_selector.as_deref(),
-        ))
+        let namespace = params.namespace.as_deref();
+        let query = api::ListParams {
+            label_selector: params.label_selector.clone(),
+            field_selector: params.field_selector.clone(),
+            limit: params.limit,
+            continue_token: params.continue_token.clone(),
+        };
+        answer(self.calls.list(&type_meta(&meta), namespace, &query))
     }
 
     fn create(
@@ -102,15 +104,18 @@ impl Backend for InMemory {
 
     fn patch(
         &self,
-        _meta: TypeMeta,
-        _target: ObjectRef,
-        _patch: ObjectPatch,
+        meta: TypeMeta,
+        target: ObjectRef,
+        patch: ObjectPatch,
     ) -> BackendFuture<'_, String> {
-        answer(Err(api::ApiError {
-            code: 405,
-            reason: "MethodNotAllowed".to_owned(),
-            message: "the in-memory cluster does not answer patch yet".to_owned(),
-        }))
+        let patch = match &patch {
+            ObjectPatch::Merge(text) => testing::ObjectPatch::Merge(text),
+            ObjectPatch::Json(text) => testing::ObjectPatch::Json(text),
+        };
+        answer(
+            self.calls
+                .patch(&type_meta(&meta), &object_ref(&target), patch),
+        )
     }
 
     fn delete(&self, meta: TypeMeta, target: ObjectRef) -> BackendFuture<'_, ()> {
@@ -161,5 +166,130 @@ impl Backend for InMemory {
             .map(|field| (field.key.as_str(), field.value.clone()))
             .collect();
         self.calls.log(level, message, &fields);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use leasehold_sdk::testing::FakeCluster;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn config_maps() -> TypeMeta {
+        TypeMeta {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+        }
+    }
+
+    fn in_default(name: &str) -> ObjectRef {
+        ObjectRef {
+            namespace: Some("default".into()),
+            name: name.into(),
+        }
+    }
+
+    /// A cluster holding ConfigMaps `default/a`, `default/b` and `default/c`,
+    /// and the backend a component's imports reach it through.
+    fn backend() -> (FakeCluster, InMemory) {
+        let cluster = FakeCluster::new();
+        for name in ["a", "b", "c"] {
+            let object = json!({ "metadata": { "name": name }, "data": { "n": name } });
+            cluster
+                .host_calls()
+                .create(
+                    &type_meta(&config_maps()),
+                    Some("default"),
+                    &object.to_string(),
+                )
+                .unwrap();
+        }
+        let backend = InMemory::new(cluster.host_calls());
+        (cluster, backend)
+    }
+
+    /// Every answer of the in-memory backend is ready at once.
+    fn now<T>(future: BackendFuture<'_, T>) -> Result<T, ApiError> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    #[test]
+    fn both_kinds_of_patch_reach_the_cluster() {
+        let (cluster, backend) = backend();
+
+        let merged = now(backend.patch(
+            config_maps(),
+            in_default("a"),
+            ObjectPatch::Merge(r#"{"data":{"n":null,"m":"1"}}"#.into()),
+        ))
+        .unwrap();
+        let patched = now(backend.patch(
+            config_maps(),
+            in_default("b"),
+            ObjectPatch::Json(r#"[{"op":"replace","path":"/data/n","value":"B"}]"#.into()),
+        ))
+        .unwrap();
+
+        let merged: Value = serde_json::from_str(&merged).unwrap();
+        assert_eq!(merged["data"], json!({ "m": "1" }));
+        let patched: Value = serde_json::from_str(&patched).unwrap();
+        assert_eq!(patched["data"], json!({ "n": "B" }));
+        let calls: Vec<String> = cluster.calls()[3..].iter().map(|c| c.to_string()).collect();
+        assert_eq!(
+            calls,
+            [
+                "patch v1/ConfigMap default/a -> ok",
+                "patch v1/ConfigMap default/b -> ok"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_patch_the_cluster_refuses_comes_back_as_its_error() {
+        let (_cluster, backend) = backend();
+
+        let error = now(backend.patch(
+            config_maps(),
+            in_default("a"),
+            ObjectPatch::Json(r#"{"op":"remove","path":"/data"}"#.into()),
+        ))
+        .unwrap_err();
+
+        assert_eq!((error.code, error.reason.as_str()), (400, "BadRequest"));
+    }
+
+    #[test]
+    fn a_limited_list_is_a_page_with_the_token_of_the_next() {
+        let (_cluster, backend) = backend();
+        let params = |continue_token| ListParams {
+            namespace: Some("default".into()),
+            label_selector: None,
+            field_selector: None,
+            limit: Some(2),
+            continue_token,
+        };
+
+        let first: Value =
+            serde_json::from_str(&now(backend.list(config_maps(), params(None))).unwrap()).unwrap();
+        let token = first["metadata"]["continue"].as_str().unwrap().to_owned();
+        let second: Value =
+            serde_json::from_str(&now(backend.list(config_maps(), params(Some(token)))).unwrap())
+                .unwrap();
+
+        let names = |list: &Value| -> Vec<String> {
+            list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|item| item["metadata"]["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(names(&first), ["a", "b"]);
+        assert_eq!(names(&second), ["c"]);
+        assert!(second["metadata"].get("continue").is_none());
     }
 }

@@ -26,10 +26,28 @@
 //! }
 //! ```
 //!
+//! A plugin that exports `admission` is asked about requests as the API
+//! server would ask it through a replica: build the request with
+//! [`ReviewRequest`], then [`Harness::validate`] returns the verdict and
+//! [`Harness::mutate`] the verdict with the patched object.
+//!
+//! ```no_run
+//! use k8s_openapi::api::core::v1::ConfigMap;
+//! use leasehold_harness::{Harness, ReviewRequest, build_component};
+//!
+//! let harness = Harness::load(build_component(env!("CARGO_MANIFEST_DIR")).unwrap()).unwrap();
+//! let request = ReviewRequest::create(&ConfigMap::default()).user("jane", &["devs"]);
+//! let verdict = harness.validate(&request).unwrap();
+//! assert!(!verdict.allowed, "{:?}", verdict.message);
+//! let reviewed = harness.mutate(&request).unwrap();
+//! let defaulted: ConfigMap = reviewed.object().unwrap();
+//! ```
+//!
 //! The cluster is the SDK's model (see [`leasehold_sdk::testing`]): no
-//! admission, no defaulting, server-side apply without conflicts, and the
-//! garbage collector runs at once. It is for authors' unit tests; behaviour
-//! that depends on the real API server belongs in tests against one.
+//! admission on its writes, no defaulting, server-side apply without
+//! conflicts, and the garbage collector runs at once. It is for authors'
+//! unit tests; behaviour that depends on the real API server belongs in
+//! tests against one.
 
 mod backend;
 mod build;
@@ -39,16 +57,22 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use leasehold_runtime::{
-    self as runtime, Compiled, Compiler, HostContext, Limits, Registration, Request, Runtime,
+    self as runtime, Compiled, Compiler, HostContext, Limits, Registration, Request, Review,
+    Runtime,
 };
 use leasehold_sdk::api::ApiError;
+use leasehold_sdk::json_patch;
 use leasehold_sdk::testing::{Host, Primary};
 use leasehold_sdk::{Action, ObjectRef, TypeMeta};
 
 pub use self::build::build_component;
-pub use leasehold_sdk::testing::{Call, FakeCluster, LogRecord, RecordedEvent, Verb};
+pub use leasehold_sdk::admission::Verdict;
+pub use leasehold_sdk::testing::{
+    Call, FakeCluster, LogRecord, RecordedEvent, ReviewRequest, Reviewed, Verb,
+};
 
-/// Why a harnessed reconcile did not produce an action.
+/// Why a harnessed call (a reconcile or a review) did not produce an
+/// answer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The component file could not be read.
@@ -69,6 +93,16 @@ pub enum Error {
     /// The plugin answered with an error (its `reconcile-error`).
     #[error("the plugin failed (retryable: {retryable}): {message}")]
     Reconcile { message: String, retryable: bool },
+    /// The plugin could not decide about an admission request (the
+    /// `admission` export's error); the host applies the rule's failure
+    /// policy.
+    #[error("the plugin could not decide: {message}")]
+    Undecided { message: String },
+    /// The plugin's verdict carries a patch the API server would refuse:
+    /// not a JSON patch, one that does not apply to the object, or one
+    /// from `validate`.
+    #[error("the plugin's patch is unusable: {message}")]
+    Patch { message: String },
     /// The host's own bookkeeping (the registration's finalizer or label
     /// selector) failed against the cluster.
     #[error("host bookkeeping failed: {0}")]
@@ -217,6 +251,49 @@ impl Harness {
         })
     }
 
+    /// Whether the component exports `admission` (it can be asked to
+    /// validate and mutate).
+    pub fn admits(&self) -> bool {
+        self.compiled.admits()
+    }
+
+    /// Asks the plugin to validate `request` (the AdmissionReview's
+    /// `request` as JSON, usually a [`ReviewRequest`]), in a fresh
+    /// instance within the harness's limits, as a replica does for the
+    /// API server.
+    pub fn validate(&self, request: impl AsRef<str>) -> Result<Verdict> {
+        let verdict = self.review(Review::Validate, request.as_ref())?;
+        if verdict.patch.is_some() {
+            return Err(Error::Patch {
+                message: "validate answered a patch; the API server takes one from mutate only"
+                    .into(),
+            });
+        }
+        Ok(verdict)
+    }
+
+    /// Asks the plugin to mutate `request`, and applies its patch to the
+    /// request's object as the API server would.
+    pub fn mutate(&self, request: impl AsRef<str>) -> Result<Reviewed> {
+        let request = request.as_ref();
+        let verdict = self.review(Review::Mutate, request)?;
+        Reviewed::new(request, verdict).map_err(|error| Error::Patch {
+            message: error.message,
+        })
+    }
+
+    fn review(&self, review: Review, request: &str) -> Result<Verdict> {
+        let answer = self.executor.block_on(async {
+            let mut instance = self
+                .compiled
+                .instantiate(self.context(None), &self.limits)
+                .await?;
+            instance.review(review, request, self.limits.timeout).await
+        })?;
+        let verdict = answer.map_err(|message| Error::Undecided { message })?;
+        verdict_of(verdict)
+    }
+
     /// Reconciles every stored primary, in namespace and name order, as a
     /// resync would; returns each outcome.
     pub fn reconcile_all(&self) -> Vec<(ObjectRef, Result<Action>)> {
@@ -248,6 +325,25 @@ impl Harness {
     }
 }
 
+/// A verdict as the contract carries it, in the SDK's types; a patch that is
+/// not a JSON patch is refused as the API server would.
+fn verdict_of(verdict: runtime::Verdict) -> Result<Verdict> {
+    let patch = verdict
+        .patch
+        .map(|text| serde_json::from_str::<json_patch::Patch>(&text))
+        .transpose()
+        .map_err(|error| Error::Patch {
+            message: format!("not a JSON patch (RFC 6902): {error}"),
+        })?;
+    Ok(Verdict {
+        allowed: verdict.allowed,
+        message: verdict.message,
+        code: verdict.code,
+        warnings: verdict.warnings,
+        patch,
+    })
+}
+
 /// What a plugin's store answers its imports with: `cluster`.
 fn context(cluster: &FakeCluster, object: Option<String>) -> HostContext {
     let calls = cluster.host_calls();
@@ -270,4 +366,43 @@ fn register(
         instance.register(limits.timeout).await
     })?;
     Ok(registration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(patch: Option<&str>) -> runtime::Verdict {
+        runtime::Verdict {
+            allowed: true,
+            message: None,
+            code: None,
+            warnings: vec!["careful".into()],
+            patch: patch.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_verdict_crosses_into_the_sdks_types() {
+        let verdict = verdict_of(answered(Some(
+            r#"[{"op":"add","path":"/metadata/labels","value":{}}]"#,
+        )))
+        .unwrap();
+        assert!(verdict.allowed);
+        assert_eq!(verdict.warnings, ["careful"]);
+        assert_eq!(verdict.patch.unwrap().0.len(), 1);
+    }
+
+    #[test]
+    fn a_patch_that_is_not_a_json_patch_is_refused_with_the_reason() {
+        for text in ["{not json", r#"{"op":"add"}"#] {
+            let error = verdict_of(answered(Some(text))).unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .starts_with("the plugin's patch is unusable: not a JSON patch (RFC 6902): "),
+                "{text}: {error}"
+            );
+        }
+    }
 }

@@ -1,11 +1,11 @@
 //! What the harness does with a plugin that misbehaves, using the host's
 //! misbehaving fixture: every failure is a value the test can assert on,
-//! and the next reconcile starts fresh.
+//! and the next reconcile (or review) starts fresh.
 
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use leasehold_harness::{Error, FakeCluster, Harness, Verb, build_component};
+use leasehold_harness::{Error, FakeCluster, Harness, ReviewRequest, Verb, build_component};
 use leasehold_runtime::{self as runtime, Limits};
 use leasehold_sdk::{Action, ObjectRef};
 use serde_json::json;
@@ -197,4 +197,149 @@ fn a_missing_component_file_is_named() {
 
     assert!(matches!(error, Error::Read { .. }), "{error}");
     assert!(error.to_string().contains("/nonexistent/plugin.wasm"));
+}
+
+#[test]
+fn a_plugin_without_admission_is_told_how_to_export_it() {
+    let mirror = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/configmap-mirror");
+    let harness = Harness::load(build_component(mirror).unwrap()).unwrap();
+    let request = ReviewRequest::create(&ConfigMap::default());
+
+    let error = harness.validate(&request).unwrap_err();
+
+    assert!(!harness.admits());
+    assert!(
+        matches!(error, Error::Runtime(runtime::Error::NoAdmission)),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("the SDK's admission support"),
+        "{error}"
+    );
+}
+
+// === admission ===
+
+/// A request to create ConfigMap `default/<mode>` whose `data.admission`
+/// is `mode`.
+fn review_of(mode: &str) -> ReviewRequest {
+    let object: ConfigMap = serde_json::from_value(json!({
+        "metadata": { "namespace": "default", "name": mode },
+        "data": { "admission": mode },
+    }))
+    .unwrap();
+    ReviewRequest::create(&object)
+}
+
+#[test]
+fn a_plugin_with_admission_says_so() {
+    assert!(misbehaving(&[]).admits());
+}
+
+#[test]
+fn an_allowing_review_changes_nothing() {
+    let harness = misbehaving(&[]);
+
+    let verdict = harness.validate(review_of("allow")).unwrap();
+    let reviewed = harness.mutate(review_of("allow")).unwrap();
+
+    assert!(verdict.allowed && verdict.warnings.is_empty());
+    assert_eq!(reviewed.verdict, verdict);
+    let unchanged: ConfigMap = reviewed.object().unwrap();
+    assert_eq!(unchanged.metadata.labels, None);
+}
+
+#[test]
+fn a_denial_reaches_the_test_with_its_message() {
+    let verdict = misbehaving(&[]).validate(review_of("deny")).unwrap();
+
+    assert!(!verdict.allowed);
+    assert_eq!(verdict.message.as_deref(), Some("misbehaving denies deny"));
+}
+
+#[test]
+fn a_warning_reaches_the_test_with_an_allowed_verdict() {
+    let verdict = misbehaving(&[]).validate(review_of("warn")).unwrap();
+
+    assert!(verdict.allowed);
+    assert_eq!(verdict.warnings, ["misbehaving warns"]);
+}
+
+#[test]
+fn a_mutation_is_applied_to_the_object_under_review() {
+    let reviewed = misbehaving(&[]).mutate(review_of("label")).unwrap();
+
+    let labelled: ConfigMap = reviewed.object().unwrap();
+    assert_eq!(
+        labelled.metadata.labels.unwrap()["leasehold.dev/mutated"],
+        "true"
+    );
+    assert_eq!(
+        labelled.data.unwrap()["admission"],
+        "label",
+        "the rest is kept"
+    );
+}
+
+#[test]
+fn a_plugin_that_cannot_decide_is_an_error_with_its_message() {
+    let error = misbehaving(&[]).validate(review_of("error")).unwrap_err();
+
+    let Error::Undecided { message } = &error else {
+        panic!("expected the plugin's own error, got {error}");
+    };
+    assert_eq!(message, "misbehaving cannot decide about error");
+}
+
+#[test]
+fn a_patch_that_is_not_json_is_refused_with_the_reason() {
+    let harness = misbehaving(&[]);
+
+    let error = harness.mutate(review_of("bad-patch")).unwrap_err();
+
+    assert!(matches!(error, Error::Patch { .. }), "{error}");
+    assert!(error.to_string().contains("not a JSON patch"), "{error}");
+    assert!(harness.validate(review_of("bad-patch")).unwrap().allowed);
+}
+
+#[test]
+fn a_review_that_traps_quotes_the_panic_and_the_next_review_starts_fresh() {
+    let harness = misbehaving(&[]);
+
+    let error = harness.mutate(review_of("trap")).unwrap_err();
+
+    assert!(
+        matches!(error, Error::Runtime(runtime::Error::Trap { .. })),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("asked to trap in admission"),
+        "{error}"
+    );
+    assert!(harness.validate(review_of("allow")).unwrap().allowed);
+}
+
+#[test]
+fn a_review_that_never_returns_is_stopped_by_its_timeout() {
+    let harness = misbehaving(&[]).with_limits(Limits {
+        timeout: Duration::from_millis(100),
+        ..Limits::default()
+    });
+
+    let error = harness.validate(review_of("loop")).unwrap_err();
+
+    assert!(
+        matches!(error, Error::Runtime(runtime::Error::Trap { .. })),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_request_the_plugin_cannot_decode_is_its_error() {
+    let error = misbehaving(&[]).validate("{}").unwrap_err();
+
+    let Error::Undecided { message } = &error else {
+        panic!("expected the plugin's own error, got {error}");
+    };
+    assert!(message.contains("missing field"), "{message}");
 }

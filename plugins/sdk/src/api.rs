@@ -16,6 +16,11 @@
 //! let mirrored = config_maps.list(&ListParams::default().labels("leasehold.dev/mirror=true"))?;
 //! # Ok(()) }
 //! ```
+//!
+//! Besides get, list, create, replace, server-side apply, delete and the
+//! status subresource, [`Api::patch`] sends a JSON merge patch or a JSON
+//! patch ([`Patch`]), and [`Api::list_page`] reads a long list a page at a
+//! time.
 
 use std::marker::PhantomData;
 
@@ -24,7 +29,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::host::{self, StatusUpdate};
+use crate::host::{self, ObjectPatch, StatusUpdate};
 use crate::object::{Object, ObjectRef, TypeMeta};
 
 /// The result of an API call.
@@ -186,7 +191,7 @@ impl ApiError {
     }
 }
 
-/// Which objects [`Api::list`] returns.
+/// Which objects [`Api::list`] and [`Api::list_page`] return.
 ///
 /// ```
 /// use leasehold_sdk::api::ListParams;
@@ -199,6 +204,11 @@ pub struct ListParams {
     pub label_selector: Option<String>,
     /// A field selector such as `metadata.name=settings`.
     pub field_selector: Option<String>,
+    /// At most this many objects per call (a page); see
+    /// [`ListParams::limit`].
+    pub limit: Option<u32>,
+    /// The previous page's [`Page::continue_token`], to read the next.
+    pub continue_token: Option<String>,
 }
 
 impl ListParams {
@@ -245,6 +255,94 @@ impl ListParams {
         }
         self
     }
+
+    /// Returns at most `limit` objects, and a continue token for the rest
+    /// (read it with [`Api::list_page`]). A paginated list is always read
+    /// from the API server, never from the host's caches, because its
+    /// continue token names a snapshot there. A limit of 0 means none, as
+    /// for the API server.
+    ///
+    /// ```
+    /// let params = leasehold_sdk::api::ListParams::default().limit(100);
+    /// assert_eq!(params.limit, Some(100));
+    /// ```
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Reads the page after the one that answered `token` (its
+    /// [`Page::continue_token`]); the other parameters must stay as they
+    /// were for that page.
+    ///
+    /// ```
+    /// let params = leasehold_sdk::api::ListParams::default().limit(100).continue_token("abc");
+    /// assert_eq!(params.continue_token.as_deref(), Some("abc"));
+    /// ```
+    pub fn continue_token(mut self, token: impl Into<String>) -> Self {
+        self.continue_token = Some(token.into());
+        self
+    }
+}
+
+/// One page of a paginated list: what [`Api::list_page`] returns.
+///
+/// ```
+/// use leasehold_sdk::api::Page;
+/// use k8s_openapi::api::core::v1::ConfigMap;
+/// let last = Page::<ConfigMap> { items: vec![], continue_token: None };
+/// assert!(last.is_last());
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<K> {
+    /// The page's objects.
+    pub items: Vec<K>,
+    /// The List's `metadata.continue`: pass it to
+    /// [`ListParams::continue_token`] for the next page; `None` on the
+    /// last page.
+    pub continue_token: Option<String>,
+}
+
+impl<K> Page<K> {
+    /// Whether no page follows this one.
+    ///
+    /// ```
+    /// use leasehold_sdk::api::Page;
+    /// let more = Page::<()> { items: vec![], continue_token: Some("next".into()) };
+    /// assert!(!more.is_last());
+    /// ```
+    pub fn is_last(&self) -> bool {
+        self.continue_token.is_none()
+    }
+}
+
+/// A change to an object, for [`Api::patch`]; the API server applies it to
+/// the object as stored, in one step.
+///
+/// ```
+/// use leasehold_sdk::api::Patch;
+/// use leasehold_sdk::json_patch;
+///
+/// // Merge patch (RFC 7386): objects merge, `null` removes.
+/// let unlabel = Patch::Merge(serde_json::json!({ "metadata": { "labels": { "tier": null } } }));
+/// // JSON patch (RFC 6902): operations in order; a failed `test` fails the
+/// // whole patch with 422, which makes it a compare-and-swap.
+/// let scale: json_patch::Patch = serde_json::from_value(serde_json::json!([
+///     { "op": "test", "path": "/spec/replicas", "value": 1 },
+///     { "op": "replace", "path": "/spec/replicas", "value": 2 },
+/// ])).unwrap();
+/// let scale = Patch::Json(scale);
+/// # let _ = (unlabel, scale);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub enum Patch {
+    /// A JSON merge patch (RFC 7386), for example
+    /// `{"data": {"mode": "fast", "old": null}}`. Lists are replaced
+    /// whole; use server-side apply ([`Api::apply`]) to own fields.
+    Merge(Value),
+    /// A JSON patch (RFC 6902): a list of operations (`add`, `remove`,
+    /// `replace`, `move`, `copy`, `test`).
+    Json(json_patch::Patch),
 }
 
 /// A field selector every object matches.
@@ -407,6 +505,9 @@ impl<K: Object> Api<K> {
     /// when a watch of the plugin covers them, live with a field selector
     /// (see the crate's README).
     ///
+    /// With a [`limit`](ListParams::limit) this is the first page only;
+    /// [`Api::list_page`] also returns the token for the next.
+    ///
     /// ```no_run
     /// use k8s_openapi::api::core::v1::Namespace;
     /// use leasehold_sdk::api::{Api, ListParams};
@@ -415,14 +516,37 @@ impl<K: Object> Api<K> {
     /// # Ok(()) }
     /// ```
     pub fn list(&self, params: &ListParams) -> Result<Vec<K>> {
-        let json = host::with(|host| {
-            host.list(
-                &TypeMeta::of::<K>(),
-                self.namespace.as_deref(),
-                params.label_selector.as_deref(),
-                params.field_selector.as_deref(),
-            )
-        })?;
+        Ok(self.list_page(params)?.items)
+    }
+
+    /// Lists one page of the objects that match `params`: at most
+    /// `params.limit` of them, after the page that `params.continue_token`
+    /// ended, with the token of the next page. A paginated list is read
+    /// from the API server (the token names a snapshot there), so a
+    /// plugin can walk a large list without holding all of it.
+    ///
+    /// ```no_run
+    /// use k8s_openapi::api::core::v1::Pod;
+    /// use leasehold_sdk::api::{Api, ListParams};
+    /// # fn example() -> Result<(), leasehold_sdk::api::Error> {
+    /// let pods = Api::<Pod>::all();
+    /// let mut params = ListParams::default().labels("app=web").limit(100);
+    /// let mut running = 0;
+    /// loop {
+    ///     let page = pods.list_page(&params)?;
+    ///     running += page.items.iter().filter(|pod| {
+    ///         pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    ///     }).count();
+    ///     match page.continue_token {
+    ///         Some(token) => params = params.continue_token(token),
+    ///         None => break,
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn list_page(&self, params: &ListParams) -> Result<Page<K>> {
+        let json =
+            host::with(|host| host.list(&TypeMeta::of::<K>(), self.namespace.as_deref(), params))?;
         decode_list(&json)
     }
 
@@ -500,6 +624,40 @@ impl<K: Object> Api<K> {
             )
         })?;
         decode(&stored)
+    }
+
+    /// Patches the object called `name` and returns it as stored.
+    ///
+    /// A patch the API server cannot parse is a 400, one it cannot apply
+    /// (a JSON patch whose `test` fails, or whose path is missing) a 422;
+    /// neither is retryable. A missing object is a 404.
+    ///
+    /// ```no_run
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use leasehold_sdk::api::{Api, Patch};
+    /// # fn example() -> Result<(), leasehold_sdk::api::Error> {
+    /// let patch = Patch::Merge(serde_json::json!({ "data": { "mode": "fast" } }));
+    /// let patched = Api::<ConfigMap>::namespaced("default").patch("settings", &patch)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn patch(&self, name: &str, patch: &Patch) -> Result<K> {
+        let stored = match patch {
+            Patch::Merge(value) => {
+                let text = encode::<K, _>(value)?;
+                self.send_patch(name, ObjectPatch::Merge(&text))?
+            }
+            Patch::Json(operations) => {
+                let text = encode::<K, _>(operations)?;
+                self.send_patch(name, ObjectPatch::Json(&text))?
+            }
+        };
+        decode(&stored)
+    }
+
+    fn send_patch(&self, name: &str, patch: ObjectPatch<'_>) -> Result<String> {
+        Ok(host::with(|host| {
+            host.patch(&TypeMeta::of::<K>(), &self.reference(name), patch)
+        })?)
     }
 
     /// Deletes the object called `name`; `Ok(false)` when it was already
@@ -597,6 +755,16 @@ struct List<K> {
     // `null` and a missing `items` both mean an empty list to the API server.
     #[serde(default = "Vec::new", deserialize_with = "null_as_empty")]
     items: Vec<K>,
+    #[serde(default)]
+    metadata: ListMeta,
+}
+
+/// The part of a List's `metadata` the SDK reads.
+#[derive(Default, Deserialize)]
+struct ListMeta {
+    /// Absent, `null` or empty on the last page.
+    #[serde(default, rename = "continue")]
+    continue_token: Option<String>,
 }
 
 fn null_as_empty<'de, D, K>(deserializer: D) -> std::result::Result<Vec<K>, D::Error>
@@ -607,12 +775,18 @@ where
     Ok(Option::<Vec<K>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
-fn decode_list<K: Object>(json: &str) -> Result<Vec<K>> {
+fn decode_list<K: Object>(json: &str) -> Result<Page<K>> {
     let list: List<K> = serde_json::from_str(json).map_err(|source| Error::Decode {
         kind: format!("{}List", K::kind(&())),
         source,
     })?;
-    Ok(list.items)
+    Ok(Page {
+        items: list.items,
+        continue_token: list
+            .metadata
+            .continue_token
+            .filter(|token| !token.is_empty()),
+    })
 }
 
 /// The body of an apply call: `object` with `apiVersion`, `kind` and
@@ -683,8 +857,9 @@ mod tests {
     fn list_items_decode_without_their_own_type_meta() {
         // The API server leaves apiVersion and kind out of list items.
         let json = r#"{"apiVersion":"v1","kind":"ConfigMapList","metadata":{},"items":[{"metadata":{"name":"a"}}]}"#;
-        let items = decode_list::<ConfigMap>(json).unwrap();
-        assert_eq!(items[0].metadata.name.as_deref(), Some("a"));
+        let page = decode_list::<ConfigMap>(json).unwrap();
+        assert_eq!(page.items[0].metadata.name.as_deref(), Some("a"));
+        assert!(page.is_last());
     }
 
     #[test]
@@ -692,9 +867,29 @@ mod tests {
         assert!(
             decode_list::<ConfigMap>(r#"{"items":null}"#)
                 .unwrap()
+                .items
                 .is_empty()
         );
-        assert!(decode_list::<ConfigMap>(r#"{}"#).unwrap().is_empty());
+        assert!(decode_list::<ConfigMap>(r#"{}"#).unwrap().items.is_empty());
+    }
+
+    #[test]
+    fn a_page_carries_the_lists_continue_token_and_an_empty_one_ends_the_list() {
+        let more = r#"{"metadata":{"continue":"next"},"items":[]}"#;
+        assert_eq!(
+            decode_list::<ConfigMap>(more)
+                .unwrap()
+                .continue_token
+                .as_deref(),
+            Some("next")
+        );
+        for last in [
+            r#"{"metadata":{"continue":""},"items":[]}"#,
+            r#"{"metadata":{"continue":null},"items":[]}"#,
+            r#"{"metadata":{},"items":[]}"#,
+        ] {
+            assert!(decode_list::<ConfigMap>(last).unwrap().is_last(), "{last}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::__private::bindings::leasehold::controller as wit;
-use crate::api::ApiError;
+use crate::api::{ApiError, ListParams};
 use crate::event::EventType;
 use crate::log::Level;
 use crate::object::{ObjectRef, TypeMeta};
@@ -22,6 +22,17 @@ pub enum StatusUpdate<'a> {
     Replace(&'a str),
     /// A JSON merge patch.
     MergePatch(&'a str),
+}
+
+/// A change to an object, as the `patch` import takes it: the patch's
+/// text, which the host (not the SDK) parses, so that a malformed one is
+/// the API server's 400 and not a panic in the plugin.
+#[derive(Debug, Clone, Copy)]
+pub enum ObjectPatch<'a> {
+    /// A JSON merge patch (RFC 7386).
+    Merge(&'a str),
+    /// A JSON patch (RFC 6902): a list of operations.
+    Json(&'a str),
 }
 
 /// Everything a plugin can ask of the host, in the SDK's own types: the WIT
@@ -39,22 +50,23 @@ pub trait Host {
     /// assert_eq!(calls.get(&namespace, &ObjectRef::cluster("missing")).unwrap(), None);
     /// ```
     fn get(&self, type_meta: &TypeMeta, object: &ObjectRef) -> Result<Option<String>, ApiError>;
-    /// Lists objects as a List's JSON; selectors use Kubernetes' syntax.
+    /// Lists objects in `namespace` (every namespace when `None`) as a
+    /// List's JSON; selectors use Kubernetes' syntax. With a `limit` the
+    /// List is one page, and its `metadata.continue` names the next.
     ///
     /// ```
     /// # use leasehold_sdk::testing::Host;
-    /// # use leasehold_sdk::TypeMeta;
+    /// # use leasehold_sdk::{TypeMeta, api::ListParams};
     /// let calls = leasehold_sdk::testing::FakeCluster::new().host_calls();
     /// let pods = TypeMeta { api_version: "v1".into(), kind: "Pod".into() };
-    /// let list = calls.list(&pods, Some("default"), Some("app=web"), None).unwrap();
+    /// let list = calls.list(&pods, Some("default"), &ListParams::default().labels("app=web")).unwrap();
     /// assert!(list.contains("\"items\":[]"));
     /// ```
     fn list(
         &self,
         type_meta: &TypeMeta,
         namespace: Option<&str>,
-        label_selector: Option<&str>,
-        field_selector: Option<&str>,
+        params: &ListParams,
     ) -> Result<String, ApiError>;
     /// Creates an object and returns it as stored.
     ///
@@ -106,6 +118,24 @@ pub trait Host {
         object: &str,
         field_manager: &str,
         force: bool,
+    ) -> Result<String, ApiError>;
+    /// Patches an object and returns it as stored; a patch that does not
+    /// parse is a 400, one that does not apply (a failed `test`) a 422.
+    ///
+    /// ```
+    /// # use leasehold_sdk::testing::{Host, ObjectPatch};
+    /// # use leasehold_sdk::{ObjectRef, TypeMeta};
+    /// let calls = leasehold_sdk::testing::FakeCluster::new().host_calls();
+    /// let config_map = TypeMeta { api_version: "v1".into(), kind: "ConfigMap".into() };
+    /// let target = ObjectRef::namespaced("default", "a");
+    /// let missing = calls.patch(&config_map, &target, ObjectPatch::Merge("{}"));
+    /// assert_eq!(missing.unwrap_err().code, 404);
+    /// ```
+    fn patch(
+        &self,
+        type_meta: &TypeMeta,
+        target: &ObjectRef,
+        patch: ObjectPatch<'_>,
     ) -> Result<String, ApiError>;
     /// Deletes an object (it stays, marked, while it has finalizers).
     ///
@@ -255,15 +285,14 @@ impl Host for Wit {
         &self,
         meta: &TypeMeta,
         namespace: Option<&str>,
-        label_selector: Option<&str>,
-        field_selector: Option<&str>,
+        params: &ListParams,
     ) -> Result<String, ApiError> {
         let params = wit::kubernetes::ListParams {
             namespace: namespace.map(str::to_owned),
-            label_selector: label_selector.map(str::to_owned),
-            field_selector: field_selector.map(str::to_owned),
-            limit: None,
-            continue_token: None,
+            label_selector: params.label_selector.clone(),
+            field_selector: params.field_selector.clone(),
+            limit: params.limit,
+            continue_token: params.continue_token.clone(),
         };
         Ok(wit::kubernetes::list(&type_meta(meta), &params)?)
     }
@@ -311,6 +340,23 @@ impl Host for Wit {
             &object_ref(target),
             object,
             &params,
+        )?)
+    }
+
+    fn patch(
+        &self,
+        meta: &TypeMeta,
+        target: &ObjectRef,
+        patch: ObjectPatch<'_>,
+    ) -> Result<String, ApiError> {
+        let patch = match patch {
+            ObjectPatch::Merge(text) => wit::kubernetes::ObjectPatch::Merge(text.to_owned()),
+            ObjectPatch::Json(text) => wit::kubernetes::ObjectPatch::Json(text.to_owned()),
+        };
+        Ok(wit::kubernetes::patch(
+            &type_meta(meta),
+            &object_ref(target),
+            &patch,
         )?)
     }
 

@@ -163,23 +163,10 @@ impl Error {
     }
 }
 
-/// The message of an error and of its sources, so the host's log shows the
-/// cause and not only the outermost context.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
-}
-
 impl From<api::Error> for Error {
     fn from(error: api::Error) -> Self {
         Self {
-            message: chain(&error),
+            message: crate::chain(&error),
             retryable: error.is_retryable(),
         }
     }
@@ -193,19 +180,19 @@ impl From<api::ApiError> for Error {
 
 impl From<config::Error> for Error {
     fn from(error: config::Error) -> Self {
-        Self::permanent(chain(&error))
+        Self::permanent(crate::chain(&error))
     }
 }
 
 impl From<selector::Error> for Error {
     fn from(error: selector::Error) -> Self {
-        Self::permanent(chain(&error))
+        Self::permanent(crate::chain(&error))
     }
 }
 
 impl From<owner::Error> for Error {
     fn from(error: owner::Error) -> Self {
-        Self::permanent(chain(&error))
+        Self::permanent(crate::chain(&error))
     }
 }
 

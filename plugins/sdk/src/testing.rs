@@ -5,10 +5,14 @@
 //! events, logs, configuration) and plays the host's part for
 //! [`FakeCluster::reconcile`]: it builds the request from the stored
 //! primary, manages the registration's finalizer and calls `cleanup` for a
-//! primary being deleted. It is a model, not Kubernetes: no admission, no
-//! defaulting, server-side apply without conflicts, and the garbage
-//! collector runs at once. Test behaviour that depends on the real thing
-//! against a real API server.
+//! primary being deleted. It is a model, not Kubernetes: no admission on
+//! its writes, no defaulting, server-side apply without conflicts, and the
+//! garbage collector runs at once. Test behaviour that depends on the real
+//! thing against a real API server.
+//!
+//! [`FakeCluster::validate`] and [`FakeCluster::mutate`] ask an
+//! [`Admission`] about one request, built with [`ReviewRequest`], as the
+//! API server would through the host.
 //!
 //! ```
 //! use k8s_openapi::api::core::v1::ConfigMap;
@@ -41,6 +45,7 @@
 //! ```
 //!
 //! [`Api`]: crate::api::Api
+//! [`Admission`]: crate::admission::Admission
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -50,16 +55,20 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+mod review;
+
 use crate::__private::bindings::exports::leasehold::controller::reconciler as wit;
-use crate::api::ApiError;
+use crate::admission::{self, Admission, Verdict};
+use crate::api::{ApiError, ListParams};
 use crate::event::EventType;
-use crate::export;
+use crate::export::{self, Review};
 use crate::host;
-pub use crate::host::{Host, StatusUpdate};
+pub use crate::host::{Host, ObjectPatch, StatusUpdate};
 use crate::log::Level;
 use crate::object::{Object, ObjectRef, TypeMeta};
 use crate::reconciler::{self, Action, Reconciler};
 use crate::selector::Selector;
+pub use review::{ReviewRequest, Reviewed};
 
 /// The timestamp every fake object is created and deleted at; tests compare
 /// objects, and a clock would make them differ run to run.
@@ -130,6 +139,8 @@ pub enum Verb {
     Replace,
     /// `apply`: server-side apply.
     Apply,
+    /// `patch`: a merge patch or a JSON patch.
+    Patch,
     /// `delete`: delete an object.
     Delete,
     /// `update-status`: write the status subresource.
@@ -147,6 +158,7 @@ impl fmt::Display for Verb {
             Self::Create => "create",
             Self::Replace => "replace",
             Self::Apply => "apply",
+            Self::Patch => "patch",
             Self::Delete => "delete",
             Self::UpdateStatus => "update-status",
             Self::EmitEvent => "emit-event",
@@ -594,13 +606,9 @@ impl FakeCluster {
             stored = None;
         }
         if let (Some(selector), Some(object)) = (primary.label_selector, &stored) {
-            let selector: Selector = selector.parse().map_err(|error| {
-                ApiError::new(
-                    400,
-                    "BadRequest",
-                    format!("registration label selector: {error}"),
-                )
-            })?;
+            let selector: Selector = selector
+                .parse()
+                .map_err(|error| bad_request(format!("registration label selector: {error}")))?;
             if !selector.matches(&labels_of(object)) {
                 stored = None;
             }
@@ -637,6 +645,80 @@ impl FakeCluster {
             object = parse(&host.replace(&primary.type_meta, reference, &object.to_string())?)?;
         }
         deliver(Some(&object), false)
+    }
+
+    /// Asks `admission` to validate `request` (the AdmissionReview's
+    /// `request` as JSON, usually a [`ReviewRequest`]) as the API server
+    /// would through the host, with this cluster answering its calls.
+    ///
+    /// An error is the plugin's "could not decide", or a request it cannot
+    /// decode; a verdict with a patch is an error too, since only mutate
+    /// may change the object.
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use leasehold_sdk::admission::{self, Admission, Request, Verdict};
+    /// use leasehold_sdk::testing::{FakeCluster, ReviewRequest};
+    ///
+    /// #[derive(Default)]
+    /// struct NeedsData;
+    /// impl Admission for NeedsData {
+    ///     type Object = ConfigMap;
+    ///     fn validate(&self, request: &Request<ConfigMap>) -> admission::Result<Verdict> {
+    ///         Ok(match request.object().and_then(|object| object.data.as_ref()) {
+    ///             Some(_) => Verdict::allow(),
+    ///             None => Verdict::deny("a ConfigMap needs data"),
+    ///         })
+    ///     }
+    /// }
+    ///
+    /// let request = ReviewRequest::create(&ConfigMap::default());
+    /// let verdict = FakeCluster::new().validate(&NeedsData, &request).unwrap();
+    /// assert_eq!(verdict.message.as_deref(), Some("a ConfigMap needs data"));
+    /// ```
+    pub fn validate<A: Admission>(
+        &self,
+        admission: &A,
+        request: impl AsRef<str>,
+    ) -> admission::Result<Verdict> {
+        let _installed = self.install();
+        export::decide(admission, request.as_ref(), Review::Validate)
+    }
+
+    /// Asks `admission` to mutate `request`, and applies the verdict's
+    /// patch to the request's object as the API server would (see
+    /// [`Reviewed`]).
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use leasehold_sdk::admission::{self, Admission, Request, Verdict};
+    /// use leasehold_sdk::testing::{FakeCluster, ReviewRequest};
+    ///
+    /// #[derive(Default)]
+    /// struct DefaultMode;
+    /// impl Admission for DefaultMode {
+    ///     type Object = ConfigMap;
+    ///     fn mutate(&self, request: &Request<ConfigMap>) -> admission::Result<Verdict> {
+    ///         let mut object = request.object().cloned().unwrap_or_default();
+    ///         object.data.get_or_insert_default().entry("mode".into()).or_insert_with(|| "slow".into());
+    ///         Verdict::patched(request, &object)
+    ///     }
+    /// }
+    ///
+    /// let request = ReviewRequest::create(&ConfigMap::default());
+    /// let reviewed = FakeCluster::new().mutate(&DefaultMode, &request).unwrap();
+    /// let defaulted: ConfigMap = reviewed.object().unwrap();
+    /// assert_eq!(defaulted.data.unwrap()["mode"], "slow");
+    /// ```
+    pub fn mutate<A: Admission>(
+        &self,
+        admission: &A,
+        request: impl AsRef<str>,
+    ) -> admission::Result<Reviewed> {
+        let _installed = self.install();
+        let request = request.as_ref();
+        let verdict = export::decide(admission, request, Review::Mutate)?;
+        Reviewed::new(request, verdict)
     }
 
     /// Reconciles every stored primary of the reconciler's kind, as a
@@ -694,9 +776,23 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(422, "Invalid", message)
 }
 
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::new(400, "BadRequest", message)
+}
+
+fn conflict(type_meta: &TypeMeta, name: &str) -> ApiError {
+    ApiError::new(
+        409,
+        "Conflict",
+        format!(
+            "Operation cannot be fulfilled on {} \"{name}\": the object has been modified",
+            type_meta.kind.to_lowercase()
+        ),
+    )
+}
+
 fn parse(json: &str) -> Result<Value, ApiError> {
-    serde_json::from_str(json)
-        .map_err(|error| ApiError::new(400, "BadRequest", format!("invalid json: {error}")))
+    serde_json::from_str(json).map_err(|error| bad_request(format!("invalid json: {error}")))
 }
 
 fn meta_str<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
@@ -739,27 +835,6 @@ fn without(object: &Value, fields: &[&str]) -> Value {
     object
 }
 
-/// RFC 7386 JSON merge patch.
-fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(patch) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = json!({});
-    }
-    let target = target
-        .as_object_mut()
-        .expect("target was just made an object");
-    for (key, value) in patch {
-        if value.is_null() {
-            target.remove(key);
-        } else {
-            merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
-        }
-    }
-}
-
 /// Removes from `target` the fields `previous` set and `next` leaves out.
 fn prune(target: &mut Value, previous: &Value, next: &Value) {
     let (Some(target), Some(previous)) = (target.as_object_mut(), previous.as_object()) else {
@@ -778,6 +853,54 @@ fn prune(target: &mut Value, previous: &Value, next: &Value) {
             Some(_) => {}
         }
     }
+}
+
+/// A patch as the API server decodes it, before it reads the object.
+enum Parsed {
+    Merge(Value),
+    Json(json_patch::Patch),
+}
+
+impl Parsed {
+    /// Decodes the patch's text; what does not decode is a 400 that says
+    /// which format was expected.
+    fn from(patch: ObjectPatch<'_>) -> Result<Self, ApiError> {
+        match patch {
+            ObjectPatch::Merge(text) => serde_json::from_str(text)
+                .map(Self::Merge)
+                .map_err(|error| bad_request(format!("the merge patch is not JSON: {error}"))),
+            ObjectPatch::Json(text) => {
+                serde_json::from_str(text).map(Self::Json).map_err(|error| {
+                    bad_request(format!(
+                        "the JSON patch is not a list of RFC 6902 operations: {error}"
+                    ))
+                })
+            }
+        }
+    }
+}
+
+/// What the fake's continue tokens start with; the rest names the last
+/// object of the page. Plugins must treat tokens as opaque, as the API
+/// server's are.
+const PAGE_TOKEN_PREFIX: &str = "fake-continue:";
+
+/// The continue token of a page that ended at `namespace`/`name`.
+fn page_token(namespace: &str, name: &str) -> String {
+    format!("{PAGE_TOKEN_PREFIX}{namespace}/{name}")
+}
+
+/// The namespace and name a continue token says the previous page ended at.
+fn page_after(token: &str) -> Result<(String, String), ApiError> {
+    token
+        .strip_prefix(PAGE_TOKEN_PREFIX)
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(namespace, name)| (namespace.to_owned(), name.to_owned()))
+        .ok_or_else(|| {
+            bad_request(format!(
+                "continue token {token:?} is not valid: pass the metadata.continue of the previous page"
+            ))
+        })
 }
 
 /// The cluster's state; a test that panicked while holding it leaves it
@@ -910,18 +1033,25 @@ impl Host for Shared {
         &self,
         type_meta: &TypeMeta,
         namespace: Option<&str>,
-        label_selector: Option<&str>,
-        field_selector: Option<&str>,
+        params: &ListParams,
     ) -> Result<String, ApiError> {
         self.check(type_meta)?;
-        let bad_request = |message: String| ApiError::new(400, "BadRequest", message);
-        let labels: Selector = label_selector
+        let after = params
+            .continue_token
+            .as_deref()
+            .map(page_after)
+            .transpose()?;
+        let labels: Selector = params
+            .label_selector
+            .as_deref()
             .unwrap_or_default()
             .parse()
             .map_err(|error| bad_request(format!("{error}")))?;
         // The fake knows the two field selectors every kind supports.
         let mut fields = Vec::new();
-        for requirement in field_selector
+        for requirement in params
+            .field_selector
+            .as_deref()
             .unwrap_or_default()
             .split(',')
             .filter(|r| !r.trim().is_empty())
@@ -950,26 +1080,43 @@ impl Host for Shared {
             fields.push((field, negated, value.trim().to_owned()));
         }
         let state = lock(&self.0);
-        let items: Vec<Value> = state
+        let matching: Vec<(&Key, &Value)> = state
             .objects
             .iter()
-            .filter(|((api_version, kind, object_namespace, _), object)| {
+            .filter(|((api_version, kind, object_namespace, name), object)| {
                 *api_version == type_meta.api_version
                     && *kind == type_meta.kind
                     && namespace.is_none_or(|namespace| namespace == object_namespace)
+                    && after
+                        .as_ref()
+                        .is_none_or(|after| (object_namespace, name) > (&after.0, &after.1))
                     && labels.matches(&labels_of(object))
                     && fields.iter().all(|(field, negated, value)| {
                         (meta_str(object, field).unwrap_or("") == value) != *negated
                     })
             })
-            // The API server leaves type meta out of list items.
-            .map(|(_, object)| without(object, &["apiVersion", "kind"]))
             .collect();
+        // As for the API server, a limit of 0 is no limit.
+        let limit = params
+            .limit
+            .filter(|limit| *limit > 0)
+            .map_or(usize::MAX, |limit| limit as usize);
+        let remaining = matching.len().saturating_sub(limit);
+        let page = &matching[..matching.len().min(limit)];
+        let mut metadata = json!({ "resourceVersion": state.writes.to_string() });
+        if let (true, Some(((_, _, namespace, name), _))) = (remaining > 0, page.last()) {
+            metadata["continue"] = page_token(namespace, name).into();
+            metadata["remainingItemCount"] = remaining.into();
+        }
         let list = json!({
             "apiVersion": type_meta.api_version,
             "kind": format!("{}List", type_meta.kind),
-            "metadata": { "resourceVersion": state.writes.to_string() },
-            "items": items,
+            "metadata": metadata,
+            // The API server leaves type meta out of list items.
+            "items": page
+                .iter()
+                .map(|(_, object)| without(object, &["apiVersion", "kind"]))
+                .collect::<Vec<_>>(),
         });
         Ok(list.to_string())
     }
@@ -995,9 +1142,7 @@ impl Host for Shared {
         if let (Some(namespace), Some(own)) = (namespace, meta_str(&object, "namespace"))
             && namespace != own
         {
-            return Err(ApiError::new(
-                400,
-                "BadRequest",
+            return Err(bad_request(
                 "the namespace of the object does not match the request",
             ));
         }
@@ -1049,15 +1194,7 @@ impl Host for Shared {
         if let Some(version) = meta_str(&next, "resourceVersion")
             && Some(version) != meta_str(&stored, "resourceVersion")
         {
-            return Err(ApiError::new(
-                409,
-                "Conflict",
-                format!(
-                    "Operation cannot be fulfilled on {} \"{}\": the object has been modified",
-                    type_meta.kind.to_lowercase(),
-                    target.name
-                ),
-            ));
+            return Err(conflict(type_meta, &target.name));
         }
         Ok(Self::write(&mut state, key, &stored, next).to_string())
     }
@@ -1092,7 +1229,7 @@ impl Host for Shared {
                 {
                     prune(&mut next, previous, &applied);
                 }
-                merge_patch(&mut next, &applied);
+                json_patch::merge(&mut next, &applied);
                 Self::write(&mut state, key.clone(), &stored, next)
             }
         };
@@ -1100,6 +1237,47 @@ impl Host for Shared {
             .applied
             .insert((key, field_manager.to_owned()), applied);
         Ok(result.to_string())
+    }
+
+    fn patch(
+        &self,
+        type_meta: &TypeMeta,
+        target: &ObjectRef,
+        patch: ObjectPatch<'_>,
+    ) -> Result<String, ApiError> {
+        self.check(type_meta)?;
+        // Parsed before the object is looked up, as the API server decodes
+        // the request before it reads storage.
+        let patch = Parsed::from(patch)?;
+        let key = key(type_meta, target);
+        let mut state = lock(&self.0);
+        let stored = state
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| not_found(type_meta, &target.name))?;
+        let mut next = stored.clone();
+        match patch {
+            Parsed::Merge(patch) => json_patch::merge(&mut next, &patch),
+            Parsed::Json(operations) => json_patch::patch(&mut next, &operations)
+                .map_err(|error| invalid(format!("the JSON patch does not apply: {error}")))?,
+        }
+        if !next.is_object() {
+            return Err(invalid("the patched object is not a JSON object"));
+        }
+        if meta_str(&next, "name") != Some(target.name.as_str()) {
+            return Err(bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({})",
+                meta_str(&next, "name").unwrap_or_default(),
+                target.name
+            )));
+        }
+        if let Some(version) = meta_str(&next, "resourceVersion")
+            && Some(version) != meta_str(&stored, "resourceVersion")
+        {
+            return Err(conflict(type_meta, &target.name));
+        }
+        Ok(Self::write(&mut state, key, &stored, next).to_string())
     }
 
     fn delete(&self, type_meta: &TypeMeta, target: &ObjectRef) -> Result<(), ApiError> {
@@ -1133,18 +1311,14 @@ impl Host for Shared {
                 if let Some(version) = meta_str(&next, "resourceVersion")
                     && Some(version) != meta_str(&stored, "resourceVersion")
                 {
-                    return Err(ApiError::new(
-                        409,
-                        "Conflict",
-                        "the object has been modified",
-                    ));
+                    return Err(conflict(type_meta, &target.name));
                 }
                 stored["status"] = next.get("status").cloned().unwrap_or(Value::Null);
             }
             StatusUpdate::MergePatch(patch) => {
                 // The status subresource ignores everything but `status`.
                 if let Some(status) = parse(patch)?.get("status") {
-                    merge_patch(&mut stored["status"], status);
+                    json_patch::merge(&mut stored["status"], status);
                 }
             }
         }
@@ -1251,16 +1425,9 @@ impl Host for HostCalls {
         &self,
         type_meta: &TypeMeta,
         namespace: Option<&str>,
-        label_selector: Option<&str>,
-        field_selector: Option<&str>,
+        params: &ListParams,
     ) -> Result<String, ApiError> {
-        let result = Host::list(
-            &self.0,
-            type_meta,
-            namespace,
-            label_selector,
-            field_selector,
-        );
+        let result = Host::list(&self.0, type_meta, namespace, params);
         self.record(Verb::List, type_meta, namespace, None, result)
     }
 
@@ -1296,6 +1463,16 @@ impl Host for HostCalls {
             .0
             .apply(type_meta, target, object, field_manager, force);
         self.record_at(Verb::Apply, type_meta, target, result)
+    }
+
+    fn patch(
+        &self,
+        type_meta: &TypeMeta,
+        target: &ObjectRef,
+        patch: ObjectPatch<'_>,
+    ) -> Result<String, ApiError> {
+        let result = self.0.patch(type_meta, target, patch);
+        self.record_at(Verb::Patch, type_meta, target, result)
     }
 
     fn delete(&self, type_meta: &TypeMeta, target: &ObjectRef) -> Result<(), ApiError> {
@@ -1343,7 +1520,11 @@ mod tests {
     use k8s_openapi::api::core::v1::ConfigMap;
 
     use super::*;
-    use crate::api::{Api, ApplyParams, ListParams};
+    use crate::api::{Api, ApplyParams, ListParams, Patch};
+
+    fn json_patch(operations: Value) -> Patch {
+        Patch::Json(serde_json::from_value(operations).unwrap())
+    }
 
     fn config_map(namespace: &str, name: &str, labels: Value) -> ConfigMap {
         serde_json::from_value(
@@ -1450,6 +1631,308 @@ mod tests {
             .list(&ListParams::default().labels("team=red").live())
             .unwrap();
         assert_eq!(red.len(), 1);
+    }
+
+    #[test]
+    fn a_merge_patch_merges_objects_and_null_removes_a_field() {
+        let cluster = FakeCluster::new();
+        cluster.insert(config_map(
+            "a",
+            "x",
+            json!({ "tier": "gold", "team": "red" }),
+        ));
+        let _installed = cluster.install();
+
+        let patched = Api::<ConfigMap>::namespaced("a")
+            .patch(
+                "x",
+                &Patch::Merge(json!({ "metadata": { "labels": { "tier": null, "new": "1" } } })),
+            )
+            .unwrap();
+
+        let labels: Vec<_> = patched.metadata.labels.unwrap().into_iter().collect();
+        assert_eq!(
+            labels,
+            [("new".into(), "1".into()), ("team".into(), "red".into())]
+        );
+        assert_eq!(
+            cluster.calls()[0].to_string(),
+            "patch v1/ConfigMap a/x -> ok"
+        );
+    }
+
+    #[test]
+    fn a_json_patch_applies_its_operations_in_order() {
+        let cluster = FakeCluster::new();
+        cluster.insert(config_map("a", "x", json!({ "tier": "gold" })));
+        let _installed = cluster.install();
+
+        let patched = Api::<ConfigMap>::namespaced("a")
+            .patch(
+                "x",
+                &json_patch(json!([
+                    { "op": "test", "path": "/metadata/labels/tier", "value": "gold" },
+                    { "op": "add", "path": "/data", "value": { "a": "1" } },
+                    { "op": "move", "from": "/data/a", "path": "/data/b" },
+                ])),
+            )
+            .unwrap();
+
+        assert_eq!(patched.data.unwrap(), [("b".into(), "1".into())].into());
+    }
+
+    #[test]
+    fn a_json_patch_whose_test_fails_is_invalid_and_changes_nothing() {
+        let cluster = FakeCluster::new();
+        let before = cluster.insert(config_map("a", "x", json!({ "tier": "gold" })));
+        let _installed = cluster.install();
+
+        let error = Api::<ConfigMap>::namespaced("a")
+            .patch(
+                "x",
+                &json_patch(json!([
+                    { "op": "test", "path": "/metadata/labels/tier", "value": "silver" },
+                    { "op": "replace", "path": "/metadata/labels/tier", "value": "bronze" },
+                ])),
+            )
+            .unwrap_err();
+
+        let api = error.api().unwrap();
+        assert_eq!((api.code, api.reason.as_str()), (422, "Invalid"));
+        assert!(api.message.contains("value did not match"), "{api}");
+        assert!(!error.is_retryable());
+        let after: ConfigMap = cluster.get(&ObjectRef::namespaced("a", "x")).unwrap();
+        assert_eq!(after, before);
+    }
+
+    #[test]
+    fn a_json_patch_that_is_not_a_list_of_operations_is_a_bad_request_that_says_so() {
+        let cluster = FakeCluster::new();
+        cluster.insert(config_map("a", "x", json!({})));
+        let target = ObjectRef::namespaced("a", "x");
+        for text in [
+            r#"{"op":"add","path":"/data","value":{}}"#,
+            r#"[{"op":"frobnicate","path":"/data"}]"#,
+            "not json",
+        ] {
+            let error = cluster
+                .host_calls()
+                .patch(
+                    &TypeMeta::of::<ConfigMap>(),
+                    &target,
+                    ObjectPatch::Json(text),
+                )
+                .unwrap_err();
+            assert_eq!((error.code, error.reason.as_str()), (400, "BadRequest"));
+            assert!(
+                error
+                    .message
+                    .starts_with("the JSON patch is not a list of RFC 6902 operations: "),
+                "{text}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_merge_patch_that_is_not_json_is_a_bad_request() {
+        let cluster = FakeCluster::new();
+        cluster.insert(config_map("a", "x", json!({})));
+        let error = cluster
+            .host_calls()
+            .patch(
+                &TypeMeta::of::<ConfigMap>(),
+                &ObjectRef::namespaced("a", "x"),
+                ObjectPatch::Merge("{data"),
+            )
+            .unwrap_err();
+        assert_eq!(error.code, 400);
+        assert!(
+            error.message.starts_with("the merge patch is not JSON: "),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn patching_a_missing_object_is_not_found() {
+        let cluster = FakeCluster::new();
+        let _installed = cluster.install();
+        let error = Api::<ConfigMap>::namespaced("a")
+            .patch("x", &Patch::Merge(json!({ "data": { "a": "1" } })))
+            .unwrap_err();
+        assert!(error.is_not_found(), "{error}");
+        assert_eq!(
+            cluster.calls()[0].to_string(),
+            "patch v1/ConfigMap a/x -> 404 NotFound"
+        );
+    }
+
+    #[test]
+    fn a_patch_that_names_a_stale_resource_version_conflicts() {
+        let cluster = FakeCluster::new();
+        let stale = cluster.insert(config_map("a", "x", json!({})));
+        let version = stale.metadata.resource_version.clone().unwrap();
+        let _installed = cluster.install();
+        let api = Api::<ConfigMap>::namespaced("a");
+        let guarded = Patch::Merge(
+            json!({ "metadata": { "resourceVersion": version }, "data": { "a": "1" } }),
+        );
+        api.patch("x", &guarded).unwrap();
+
+        let error = api.patch("x", &guarded).unwrap_err();
+
+        assert!(error.is_conflict(), "{error}");
+    }
+
+    #[test]
+    fn a_patch_cannot_rename_an_object_or_change_its_status() {
+        let cluster = FakeCluster::new();
+        let deployment: Deployment = serde_json::from_value(json!({
+            "metadata": { "namespace": "a", "name": "web" },
+            "spec": { "selector": {}, "template": {} },
+            "status": { "replicas": 1 }
+        }))
+        .unwrap();
+        cluster.insert(deployment);
+        let _installed = cluster.install();
+        let api = Api::<Deployment>::namespaced("a");
+
+        let rename = Patch::Merge(json!({ "metadata": { "name": "other" } }));
+        let error = api.patch("web", &rename).unwrap_err();
+        assert_eq!(error.api().unwrap().code, 400, "{error}");
+
+        let status = Patch::Merge(json!({ "status": { "replicas": 9 } }));
+        let patched = api.patch("web", &status).unwrap();
+        assert_eq!(patched.status.unwrap().replicas, Some(1));
+    }
+
+    #[test]
+    fn pages_return_every_matching_object_once_in_order() {
+        let cluster = FakeCluster::new();
+        for (namespace, name) in [("a", "x"), ("a", "y"), ("b", "x"), ("b", "y"), ("c", "z")] {
+            cluster.insert(config_map(namespace, name, json!({ "team": "red" })));
+        }
+        cluster.insert(config_map("a", "blue", json!({ "team": "blue" })));
+        let _installed = cluster.install();
+        let api = Api::<ConfigMap>::all();
+
+        let mut params = ListParams::default().labels("team=red").limit(2);
+        let mut pages = Vec::new();
+        loop {
+            let page = api.list_page(&params).unwrap();
+            pages.push(
+                page.items
+                    .iter()
+                    .map(|c| ObjectRef::from_object(c).to_string())
+                    .collect::<Vec<_>>(),
+            );
+            match page.continue_token {
+                Some(token) => params = params.continue_token(token),
+                None => break,
+            }
+        }
+
+        assert_eq!(pages, [vec!["a/x", "a/y"], vec!["b/x", "b/y"], vec!["c/z"]]);
+    }
+
+    #[test]
+    fn a_page_says_how_many_objects_remain() {
+        let cluster = FakeCluster::new();
+        for name in ["x", "y", "z"] {
+            cluster.insert(config_map("a", name, json!({})));
+        }
+        let list = cluster
+            .host_calls()
+            .list(
+                &TypeMeta::of::<ConfigMap>(),
+                Some("a"),
+                &ListParams::default().limit(1),
+            )
+            .unwrap();
+        let list: Value = serde_json::from_str(&list).unwrap();
+        assert_eq!(list["metadata"]["remainingItemCount"], 2);
+        assert!(list["metadata"]["continue"].is_string());
+    }
+
+    #[test]
+    fn a_limit_of_zero_or_one_past_the_end_reads_the_whole_list() {
+        let cluster = FakeCluster::new();
+        cluster.insert(config_map("a", "x", json!({})));
+        cluster.insert(config_map("a", "y", json!({})));
+        let _installed = cluster.install();
+        let api = Api::<ConfigMap>::namespaced("a");
+        for limit in [0, 2, 3] {
+            let page = api.list_page(&ListParams::default().limit(limit)).unwrap();
+            assert_eq!((page.items.len(), page.is_last()), (2, true), "{limit}");
+        }
+    }
+
+    #[test]
+    fn a_continue_token_the_cluster_did_not_give_is_a_bad_request() {
+        let cluster = FakeCluster::new();
+        let _installed = cluster.install();
+        let error = Api::<ConfigMap>::all()
+            .list_page(&ListParams::default().limit(1).continue_token("made-up"))
+            .unwrap_err();
+        let api = error.api().unwrap();
+        assert_eq!(api.code, 400);
+        assert!(
+            api.message
+                .contains("continue token \"made-up\" is not valid"),
+            "{api}"
+        );
+    }
+
+    /// Denies every change to a namespace whose ConfigMap `policy` says
+    /// `frozen: "true"`.
+    #[derive(Default)]
+    struct Freeze;
+
+    impl Admission for Freeze {
+        type Object = ConfigMap;
+
+        fn validate(&self, request: &admission::Request<ConfigMap>) -> admission::Result<Verdict> {
+            let namespace = request.namespace().unwrap_or_default();
+            let policy = Api::<ConfigMap>::namespaced(namespace).get("policy")?;
+            let frozen = policy
+                .and_then(|policy| policy.data)
+                .is_some_and(|data| data.get("frozen").is_some_and(|f| f == "true"));
+            Ok(match frozen {
+                true => Verdict::deny(format!("namespace {namespace} is frozen")),
+                false => Verdict::allow(),
+            })
+        }
+    }
+
+    #[test]
+    fn a_review_reads_the_cluster_it_runs_against() {
+        let cluster = FakeCluster::new();
+        let request = ReviewRequest::create(&config_map("a", "x", json!({})));
+        assert!(cluster.validate(&Freeze, &request).unwrap().allowed);
+
+        let mut policy = config_map("a", "policy", json!({}));
+        policy.data = Some([("frozen".to_string(), "true".to_string())].into());
+        cluster.insert(policy);
+
+        let verdict = cluster.validate(&Freeze, &request).unwrap();
+        assert_eq!(verdict.message.as_deref(), Some("namespace a is frozen"));
+        assert_eq!(
+            cluster.calls().last().unwrap().to_string(),
+            "get v1/ConfigMap a/policy -> ok"
+        );
+    }
+
+    #[test]
+    fn a_call_that_fails_during_a_review_leaves_the_plugin_undecided() {
+        let cluster = FakeCluster::new();
+        cluster.forbid::<ConfigMap>();
+        let request = ReviewRequest::create(&config_map("a", "x", json!({})));
+
+        let error = cluster.validate(&Freeze, &request).unwrap_err();
+
+        assert!(
+            error.message.starts_with("api error 403 Forbidden"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -7,7 +7,11 @@ use leasehold_harness::{Error, FakeCluster, Harness, Verb, build_component};
 use leasehold_sdk::{Action, ObjectRef, owner};
 
 fn greeting(namespace: &str, name: &str, whom: &str) -> Greeting {
-    let mut greeting = Greeting::new(name, GreetingSpec { name: whom.into() });
+    let spec = GreetingSpec {
+        name: whom.into(),
+        salutation: None,
+    };
+    let mut greeting = Greeting::new(name, spec);
     greeting.metadata.namespace = Some(namespace.into());
     greeting
 }
@@ -56,6 +60,22 @@ fn a_greeting_gets_an_owned_configmap_and_a_ready_status() {
     );
     assert_eq!(harness.cluster().events()[0].reason, "Greeted");
     assert_eq!(harness.cluster().logs()[0].message, "greeted");
+}
+
+#[test]
+fn a_greeting_with_a_salutation_is_written_with_it() {
+    let (harness, hello) = greeter();
+    let reference = ObjectRef::from_object(&hello);
+    let mut formal = harness.cluster().get::<Greeting>(&reference).unwrap();
+    formal.spec.salutation = Some("Good morning".into());
+    harness.cluster().update(formal);
+
+    harness.reconcile(&reference).unwrap();
+
+    assert_eq!(
+        child(&harness).unwrap().data.unwrap()["greeting"],
+        "Good morning, world!"
+    );
 }
 
 #[test]
