@@ -325,7 +325,10 @@ impl Replica {
                     kube_config.clone(),
                     endpoint,
                     admission_ca_bundle,
-                    election_config.lease_name.clone(),
+                    format!(
+                        "{}/{}",
+                        election_config.namespace, election_config.lease_name
+                    ),
                 ));
             }
             None => info!(

@@ -1,54 +1,74 @@
-//! A TCP load balancer on loopback: what a Service does for the API server's
-//! webhook calls in a cluster, for replicas that are local processes.
+//! A load balancer on loopback in front of replicas: what the API server's
+//! webhook calls go through to reach "the Service", for replicas that are
+//! local processes.
 //!
-//! Each new connection goes to the next backend in turn; a backend that
-//! refuses the connection is skipped (its replica is dead), so only
-//! connections already open to a replica when it dies are lost. Those are
-//! reset (not closed), which the API server's webhook client treats as a
-//! transient error and retries, as it would through kube-proxy.
+//! It works at HTTP level, as a mesh sidecar or an L7 load balancer does:
+//! each request goes to the next backend in turn, and one that fails before
+//! an answer comes back (refused, reset: its replica died) is sent to the
+//! next backend. That retry is safe only because an admission review has
+//! no side effects (the host fences a review's calls to reads). A plain L4
+//! balancer, as kube-proxy is, cannot retry: the reviews in flight on a
+//! replica that is killed fail (see the README's admission figures).
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
 use tokio_util::task::AbortOnDropHandle;
 
-/// Spreads connections over its backends in turn.
+/// Spreads requests over its backends in turn, retrying on the next.
 #[derive(Debug)]
 pub struct Balancer {
     address: SocketAddr,
     backends: Backends,
-    _accept: AbortOnDropHandle<()>,
+    _server: AbortOnDropHandle<()>,
 }
 
 type Backends = Arc<RwLock<Vec<SocketAddr>>>;
 
+#[derive(Clone)]
+struct Route {
+    backends: Backends,
+    next: Arc<AtomicUsize>,
+    client: reqwest::Client,
+}
+
 impl Balancer {
-    /// Listens at once, with no backend yet (its address goes into the
-    /// replicas' flags before their own addresses are known).
-    pub async fn start() -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let address = listener.local_addr()?;
+    /// Serves HTTPS with `cert` and `key` (the replicas' own, so whoever
+    /// trusts them trusts this) with no backend yet: its address goes into
+    /// the replicas' flags before their own addresses are known.
+    pub async fn start(cert: &Path, key: &Path) -> anyhow::Result<Self> {
+        let tls = crate::api_proxy::server_tls(
+            &std::fs::read_to_string(cert)?,
+            &std::fs::read_to_string(key)?,
+        )?;
         let backends = Backends::default();
-        let next = Arc::new(AtomicUsize::new(0));
-        let shared = backends.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let first = next.fetch_add(1, Ordering::Relaxed);
-                let backends = shared.read().unwrap().clone();
-                tokio::spawn(forward(client, backends, first));
-            }
+        let route = Route {
+            backends: backends.clone(),
+            next: Arc::default(),
+            client: crate::admission::client_trusting(cert)?,
+        };
+        let app = axum::Router::new().fallback(forward).with_state(route);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let address = listener.local_addr()?;
+        let server = axum_server::from_tcp_rustls(listener, tls)?.serve(app.into_make_service());
+        let server = tokio::spawn(async move {
+            let _ = server.await;
         });
         Ok(Self {
             address,
             backends,
-            _accept: AbortOnDropHandle::new(accept),
+            _server: AbortOnDropHandle::new(server),
         })
     }
 
-    /// Sends new connections to `backends` from now on.
+    /// Sends new requests to `backends` from now on.
     pub fn route_to(&self, backends: Vec<SocketAddr>) {
         *self.backends.write().unwrap() = backends;
     }
@@ -58,40 +78,44 @@ impl Balancer {
     }
 }
 
-async fn forward(client: TcpStream, backends: Vec<SocketAddr>, first: usize) {
-    let mut server = None;
+async fn forward(
+    State(route): State<Route>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let backends = route.backends.read().unwrap().clone();
+    let first = route.next.fetch_add(1, Ordering::Relaxed);
+    let path = uri.path_and_query().map_or("/", |path| path.as_str());
+    let mut last_error = String::from("no backend");
     for offset in 0..backends.len() {
         let backend = backends[(first + offset) % backends.len()];
-        if let Ok(stream) = TcpStream::connect(backend).await {
-            server = Some(stream);
-            break;
+        let mut request = route
+            .client
+            .request(method.clone(), format!("https://{backend}{path}"))
+            .body(body.clone());
+        if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
+            request = request.header(header::CONTENT_TYPE, content_type);
+        }
+        let answered = async {
+            let response = request.send().await?;
+            let status = response.status();
+            let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+            Ok::<_, reqwest::Error>((status, content_type, response.bytes().await?))
+        };
+        match answered.await {
+            Ok((status, content_type, bytes)) => {
+                let mut response = (status, bytes).into_response();
+                if let Some(content_type) = content_type {
+                    response
+                        .headers_mut()
+                        .insert(header::CONTENT_TYPE, content_type);
+                }
+                return response;
+            }
+            Err(error) => last_error = format!("{backend}: {error}"),
         }
     }
-    let Some(server) = server else {
-        reset(client);
-        return;
-    };
-    let (mut from_client, mut to_client) = client.into_split();
-    let (mut from_server, mut to_server) = server.into_split();
-    let upstream = async {
-        let _ = tokio::io::copy(&mut from_client, &mut to_server).await;
-        let _ = to_server.shutdown().await;
-        // The answers may still be coming: only the server's end ends this.
-        std::future::pending::<()>().await
-    };
-    tokio::select! {
-        () = upstream => {}
-        _ = tokio::io::copy(&mut from_server, &mut to_client) => {}
-    }
-    // The server is done (or dead): a request still waiting on this
-    // connection must fail at once, not wait out its timeout.
-    if let Ok(client) = from_client.reunite(to_client) {
-        reset(client);
-    }
-}
-
-/// Closes with a reset: the client sees "connection reset by peer".
-fn reset(client: TcpStream) {
-    let _ = client.set_zero_linger();
-    drop(client);
+    (StatusCode::BAD_GATEWAY, last_error).into_response()
 }

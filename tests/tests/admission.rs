@@ -1,7 +1,8 @@
 //! Admission plugins on the real API server: the leader writes the webhook
 //! configurations (pointing by URL at a loopback balancer in front of the
-//! replicas), and the API server's own webhook calls reach the plugin's
-//! `validate` and `mutate` on whichever replica the balancer picks.
+//! replicas, retrying a review on the next replica as a mesh would), and the
+//! API server's own webhook calls reach the plugin's `validate` and
+//! `mutate` on whichever replica the balancer picks.
 //!
 //! The misbehaving fixture reviews ConfigMaps by their `data.admission`:
 //! `allow`, `deny`, `label` (mutate adds `leasehold.dev/mutated=true`),
@@ -53,7 +54,7 @@ impl Fixture {
         store_component(&config_maps, "misbehaving-component", component).await?;
         let workdir = tempfile::tempdir()?;
         let (cert, key) = serving_certificate(workdir.path())?;
-        let balancer = Balancer::start().await?;
+        let balancer = Balancer::start(&cert, &key).await?;
         let mut settings = ReplicaSettings::fast(&namespace, "leasehold");
         settings.extra_args = vec![
             "--tls-cert-file".into(),

@@ -29,7 +29,6 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::declaration::{Declaration, Webhook};
-use crate::election::ELECTION_LABEL;
 use crate::election::LeaderGuard;
 use crate::election::fence::Fence;
 use crate::election::roles::LeaderRole;
@@ -43,9 +42,13 @@ const RESYNC: Duration = Duration::from_secs(60);
 /// The field manager of the configurations.
 const FIELD_MANAGER: &str = "leasehold";
 
-/// Marks the configurations this host manages (with [`ELECTION_LABEL`]
-/// naming the installation).
+/// Marks the configurations Leasehold manages.
 const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "leasehold");
+
+/// Names the installation (`<lease namespace>/<lease name>`) that keeps a
+/// configuration: installations sharing a cluster delete only their own.
+/// An annotation, because the name does not fit a label's 63 characters.
+const INSTALLATION: &str = "leasehold.dev/installation";
 
 /// Where the API server reaches the replicas.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,7 +138,7 @@ pub fn plan<'a>(
     plugins: impl IntoIterator<Item = (&'a ObjectInfo, Standing<'a>)>,
     endpoint: &Endpoint,
     ca_bundle: Option<&[u8]>,
-    election: &str,
+    installation: &str,
 ) -> Plan {
     let mut plan = Plan::default();
     for (object, standing) in plugins {
@@ -150,14 +153,17 @@ pub fn plan<'a>(
         };
         let metadata = ObjectMeta {
             name: Some(name.clone()),
-            labels: Some(BTreeMap::from([
-                (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
-                (ELECTION_LABEL.to_owned(), election.to_owned()),
-            ])),
-            annotations: Some(BTreeMap::from([(
-                "leasehold.dev/plugin".to_owned(),
-                format!("{}/{}", object.namespace, object.name),
+            labels: Some(BTreeMap::from([(
+                MANAGED_BY.0.to_owned(),
+                MANAGED_BY.1.to_owned(),
             )])),
+            annotations: Some(BTreeMap::from([
+                (INSTALLATION.to_owned(), installation.to_owned()),
+                (
+                    "leasehold.dev/plugin".to_owned(),
+                    format!("{}/{}", object.namespace, object.name),
+                ),
+            ])),
             ..ObjectMeta::default()
         };
         let client_config = |review| {
@@ -236,14 +242,14 @@ pub struct WebhookConfigs {
     kube_config: kube::Config,
     endpoint: Endpoint,
     ca_bundle: Option<Vec<u8>>,
-    election: String,
+    installation: String,
 }
 
 impl std::fmt::Debug for WebhookConfigs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookConfigs")
             .field("endpoint", &self.endpoint)
-            .field("election", &self.election)
+            .field("installation", &self.installation)
             .finish_non_exhaustive()
     }
 }
@@ -254,14 +260,14 @@ impl WebhookConfigs {
         kube_config: kube::Config,
         endpoint: Endpoint,
         ca_bundle: Option<Vec<u8>>,
-        election: String,
+        installation: String,
     ) -> Self {
         Self {
             catalog,
             kube_config,
             endpoint,
             ca_bundle,
-            election,
+            installation,
         }
     }
 }
@@ -274,7 +280,7 @@ impl LeaderRole for WebhookConfigs {
     fn lead(&self, guard: LeaderGuard) -> BoxFuture<'static, ()> {
         let mut catalog = self.catalog.clone();
         let (kube_config, endpoint) = (self.kube_config.clone(), self.endpoint.clone());
-        let (ca_bundle, election) = (self.ca_bundle.clone(), self.election.clone());
+        let (ca_bundle, installation) = (self.ca_bundle.clone(), self.installation.clone());
         Box::pin(async move {
             let client = match kube::client::ClientBuilder::try_from(kube_config) {
                 Ok(builder) => builder.with_layer(&Fence::new(guard.clone())).build(),
@@ -291,14 +297,14 @@ impl LeaderRole for WebhookConfigs {
                             standings(&catalog),
                             &endpoint,
                             ca_bundle.as_deref(),
-                            &election,
+                            &installation,
                         )
                     })
                 };
                 // Until every Plugin has been seen, deleting "stale"
                 // configurations could delete live ones.
                 if let Some(plan) = current
-                    && let Err(error) = sync(&client, plan, &election).await
+                    && let Err(error) = sync(&client, plan, &installation).await
                 {
                     warn!(error = %format!("{error:#}"), "cannot bring the webhook configurations in line; trying again at the next change or in a minute");
                 }
@@ -313,7 +319,7 @@ impl LeaderRole for WebhookConfigs {
 }
 
 /// Applies `plan` and deletes the managed configurations it does not name.
-async fn sync(client: &Client, plan: Plan, election: &str) -> Result<(), kube::Error> {
+async fn sync(client: &Client, plan: Plan, installation: &str) -> Result<(), kube::Error> {
     let mut wanted = plan.keep;
     wanted.extend(plan.validating.iter().map(|config| config.name_any()));
     wanted.extend(plan.mutating.iter().map(|config| config.name_any()));
@@ -321,8 +327,8 @@ async fn sync(client: &Client, plan: Plan, election: &str) -> Result<(), kube::E
     let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     apply_all(&validating, plan.validating).await?;
     apply_all(&mutating, plan.mutating).await?;
-    delete_others(&validating, &wanted, election).await?;
-    delete_others(&mutating, &wanted, election).await
+    delete_others(&validating, &wanted, installation).await?;
+    delete_others(&mutating, &wanted, installation).await
 }
 
 async fn apply_all<K>(api: &Api<K>, configs: Vec<K>) -> Result<(), kube::Error>
@@ -340,21 +346,19 @@ where
 async fn delete_others<K>(
     api: &Api<K>,
     wanted: &BTreeSet<String>,
-    election: &str,
+    installation: &str,
 ) -> Result<(), kube::Error>
 where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    let selector = format!(
-        "{}={},{ELECTION_LABEL}={election}",
-        MANAGED_BY.0, MANAGED_BY.1
-    );
+    let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
     for config in api
         .list_metadata(&ListParams::default().labels(&selector))
         .await?
     {
         let name = config.name_any();
-        if !wanted.contains(&name) {
+        let ours = config.annotations().get(INSTALLATION).map(String::as_str) == Some(installation);
+        if ours && !wanted.contains(&name) {
             match api.delete(&name, &DeleteParams::default()).await {
                 Ok(_) => {
                     info!(configuration = %name, "deleted the webhook configuration of a plugin that no longer asks for it")
@@ -405,7 +409,7 @@ mod tests {
             [(&checker, Standing::Serving(Some(&both)))],
             &loopback(),
             Some(b"ca"),
-            "leasehold",
+            "leasehold/leasehold",
         );
         let validating = serde_json::to_value(&plan.validating[0]).unwrap();
         assert_eq!(
@@ -413,8 +417,8 @@ mod tests {
             "team.checker.plugins.leasehold.dev"
         );
         assert_eq!(
-            validating["metadata"]["labels"]["leasehold.dev/election"],
-            "leasehold"
+            validating["metadata"]["annotations"]["leasehold.dev/installation"],
+            "leasehold/leasehold"
         );
         let webhook = &validating["webhooks"][0];
         assert_eq!(webhook["name"], "checker.team.validate.leasehold.dev");
