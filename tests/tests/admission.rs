@@ -117,6 +117,14 @@ impl Fixture {
     /// Deploys the misbehaving fixture as Plugin `name`, reviewing (mutate
     /// and validate) the ConfigMaps labelled for it, under `policy`.
     async fn deploy(&self, name: &str, policy: &str) -> anyhow::Result<()> {
+        self.deploy_with(name, policy, json!({})).await
+    }
+
+    /// [`deploy`](Self::deploy) with more configuration for the plugin.
+    async fn deploy_with(&self, name: &str, policy: &str, config: Value) -> anyhow::Result<()> {
+        let mut config = config;
+        // Its reconciler watches nothing the tests create.
+        config["selector"] = json!("leasehold.dev/misbehave=never");
         let webhook = json!({
             "rules": [{"operations": ["CREATE", "UPDATE"], "apiGroups": [""],
                        "apiVersions": ["v1"], "resources": ["configmaps"]}],
@@ -131,8 +139,7 @@ impl Fixture {
             json!({
                 "source": {"configMap": {"name": "misbehaving-component"}},
                 "serviceAccountName": self.account,
-                // Its reconciler watches nothing the tests create.
-                "config": {"selector": "leasehold.dev/misbehave=never"},
+                "config": config,
                 "admission": {"mutating": webhook, "validating": webhook},
             }),
         )
@@ -380,6 +387,56 @@ async fn admission_keeps_answering_while_the_leader_is_killed() -> anyhow::Resul
     );
     eprintln!("admission across a leader kill: {answered} answered as expected, {failed} not");
     assert_eq!(failed, 0, "requests failed while the leader died");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_hot_reload_changes_admission_without_a_restart_or_a_dropped_review() -> anyhow::Result<()>
+{
+    let fixture = Arc::new(Fixture::start("admission-reload", 1).await?);
+    fixture.deploy("checker", "Fail").await?;
+    fixture.reviewing("checker").await?;
+    fixture.create("checker", "before", "allow", true).await?;
+
+    // Reviews keep coming while the Plugin changes: each is answered by
+    // the old version or the new one, never failed.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let load = {
+        let (fixture, stop) = (fixture.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.is_cancelled() {
+                n += 1;
+                match fixture
+                    .create("checker", &format!("during-{n}"), "allow", true)
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(status))
+                        if status.message.contains("misbehaving denies") => {}
+                    Err(error) => anyhow::bail!("a review failed during the reload: {error}"),
+                }
+            }
+            anyhow::Ok(n)
+        })
+    };
+    // The new configuration denies everything.
+    fixture
+        .deploy_with("checker", "Fail", json!({"admission": "deny"}))
+        .await?;
+    eventually(PATIENCE, "the reloaded plugin to deny", || async {
+        let denied = fixture.create("checker", "after", "allow", true).await;
+        matches!(denied, Err(kube::Error::Api(status)) if status.message.contains("misbehaving denies after"))
+            .then_some(())
+    })
+    .await?;
+    stop.cancel();
+    let reviewed = load.await??;
+    assert!(reviewed > 0, "no review ran during the reload");
+    assert!(
+        fixture.replicas[0].log().matches("replica started").count() == 1,
+        "the replica restarted"
+    );
     Ok(())
 }
 
