@@ -59,17 +59,24 @@ fn mirror() -> String {
         .into_owned()
 }
 
-#[tokio::test]
-async fn a_new_plugin_builds_passes_its_test_and_validates() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let crate_dir = dir.path().join("hello");
+/// Runs `plugin new NAME ARGS`, then `plugin build`, `plugin validate`
+/// and `plugin test` on the crate, as an author would; returns the crate's
+/// path and what validate printed.
+async fn scaffold_and_check(
+    dir: &Path,
+    name: &str,
+    args: &[&str],
+) -> anyhow::Result<(String, String)> {
+    let crate_dir = dir.join(name);
     let crate_path = crate_dir.to_str().unwrap();
     // Builds share a target directory across runs, so only the first run
     // compiles the SDK's dependencies.
     let target = repo_root().join("target/plugin-cli");
     let started = Instant::now();
 
-    assert_succeeds(&plugin(&["new", "hello", "--path", crate_path]).await);
+    let mut new = vec!["new", name, "--path", crate_path];
+    new.extend_from_slice(args);
+    assert_succeeds(&plugin(&new).await);
     let mut build = tokio::process::Command::new(leasehold_binary());
     build
         .args(["plugin", "build", "--path", crate_path])
@@ -77,30 +84,59 @@ async fn a_new_plugin_builds_passes_its_test_and_validates() -> anyhow::Result<(
     let built = build.output().await?;
     assert_succeeds(&built);
     eprintln!("plugin new to built component: {:?}", started.elapsed());
-    let component = target.join("wasm32-wasip2/release/hello.wasm");
+    let component = target.join(format!(
+        "wasm32-wasip2/release/{}.wasm",
+        name.replace('-', "_")
+    ));
     assert!(stdout(&built).contains(&format!("component: {}", component.display())));
     assert!(stdout(&built).contains("digest:    sha256:"));
 
     let validated = plugin(&["validate", component.to_str().unwrap()]).await;
     assert_succeeds(&validated);
-    let report = stdout(&validated);
+
+    let mut test = tokio::process::Command::new(leasehold_binary());
+    test.args(["plugin", "test", "--path", crate_path])
+        .env("CARGO_TARGET_DIR", &target);
+    assert_succeeds(&test.output().await?);
+    Ok((crate_path.to_owned(), stdout(&validated)))
+}
+
+#[tokio::test]
+async fn a_new_plugin_builds_passes_its_test_and_validates() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+
+    let (crate_path, report) = scaffold_and_check(dir.path(), "hello", &[]).await?;
+
     for expected in [
         "contract:  leasehold:controller@0.2.0",
+        "admission: (none)",
         "name:      hello",
         "primary:   v1/ConfigMap",
         "selector:  example.com/hello=true",
     ] {
         assert!(report.contains(expected), "{expected:?} not in:\n{report}");
     }
-
-    let mut test = tokio::process::Command::new(leasehold_binary());
-    test.args(["plugin", "test", "--path", crate_path])
-        .env("CARGO_TARGET_DIR", &target);
-    assert_succeeds(&test.output().await?);
-
     // A second `new` into the same directory would overwrite the crate.
-    let again = plugin(&["new", "hello", "--path", crate_path]).await;
+    let again = plugin(&["new", "hello", "--path", crate_path.as_str()]).await;
     assert_fails_with(&again, "exists and is not empty");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_new_plugin_with_admission_builds_passes_its_tests_and_exports_both_halves()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+
+    let (_, report) = scaffold_and_check(dir.path(), "hello-check", &["--admission"]).await?;
+
+    for expected in [
+        "contract:  leasehold:controller@0.2.0",
+        "admission: validate, mutate",
+        "name:      hello-check",
+        "selector:  example.com/hello-check=true",
+    ] {
+        assert!(report.contains(expected), "{expected:?} not in:\n{report}");
+    }
     Ok(())
 }
 

@@ -78,6 +78,20 @@ pub struct Options {
     /// still there].
     #[arg(long, value_name = "DIR")]
     sdk_path: Option<PathBuf>,
+    /// Also scaffold an admission check (`src/policy.rs`), which the API
+    /// server asks before it stores a ConfigMap, with its own test.
+    #[arg(long)]
+    admission: bool,
+}
+
+/// What a new crate holds besides the reconciler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Halves {
+    /// The reconciler only (world `controller`).
+    Reconciler,
+    /// The reconciler and an admission check (world
+    /// `controller-with-admission`).
+    WithAdmission,
 }
 
 /// Where a new crate gets the SDK from.
@@ -123,7 +137,12 @@ pub(super) fn run(options: Options) -> Result<()> {
     check_empty(&dir)?;
     let sdk = Sdk::choose(options.sdk_path.as_deref(), Path::new(CHECKOUT_SDK_PATH))?;
 
-    for (file, text) in scaffold(&options.name, &sdk) {
+    let halves = if options.admission {
+        Halves::WithAdmission
+    } else {
+        Halves::Reconciler
+    };
+    for (file, text) in scaffold(&options.name, &sdk, halves) {
         write(&dir.join(file), text.as_bytes())?;
     }
     match &sdk {
@@ -222,18 +241,29 @@ fn type_name(name: &str) -> String {
 }
 
 /// The files of a new plugin crate, relative to its directory.
-pub(super) fn scaffold(name: &str, sdk: &Sdk) -> Vec<(&'static str, String)> {
+pub(super) fn scaffold(name: &str, sdk: &Sdk, halves: Halves) -> Vec<(&'static str, String)> {
+    let (policy_mod, export) = match halves {
+        Halves::Reconciler => ("", EXPORT),
+        Halves::WithAdmission => (POLICY_MOD, EXPORT_WITH_ADMISSION),
+    };
+    // The fragments first: they hold placeholders of their own.
     let fill = |template: &str| {
         template
+            .replace("{{policy_mod}}", policy_mod)
+            .replace("{{export}}", export)
             .replace("{{name}}", name)
             .replace("{{Type}}", &type_name(name))
             .replace("{{sdk}}", &sdk.dependency())
     };
-    vec![
+    let mut files = vec![
         ("Cargo.toml", fill(CARGO_TOML)),
         ("src/lib.rs", fill(LIB_RS)),
         (".gitignore", "/target\n".to_owned()),
-    ]
+    ];
+    if halves == Halves::WithAdmission {
+        files.push(("src/policy.rs", fill(POLICY_RS)));
+    }
+    files
 }
 
 const CARGO_TOML: &str = r#"[package]
@@ -268,7 +298,7 @@ use leasehold_sdk::k8s_openapi::api::core::v1::ConfigMap;
 use leasehold_sdk::prelude::*;
 use leasehold_sdk::serde_json::json;
 use serde::Deserialize;
-
+{{policy_mod}}
 /// The controller's name, also its field manager.
 const NAME: &str = "{{name}}";
 /// Only ConfigMaps with this label are reconciled.
@@ -318,7 +348,7 @@ impl Reconciler for {{Type}} {
     }
 }
 
-leasehold_sdk::export_controller!({{Type}});
+{{export}}
 
 #[cfg(test)]
 mod tests {
@@ -350,6 +380,108 @@ mod tests {
     }
 }
 "#;
+
+/// `lib.rs`'s export of a plugin without admission.
+const EXPORT: &str = "leasehold_sdk::export_controller!({{Type}});";
+
+/// `lib.rs`'s export of a plugin with admission.
+const EXPORT_WITH_ADMISSION: &str =
+    "leasehold_sdk::export_controller!({{Type}}, admission: policy::Policy);";
+
+/// `lib.rs`'s declaration of the admission module.
+const POLICY_MOD: &str = "
+/// The admission check: what the API server asks before it stores a
+/// ConfigMap.
+mod policy;
+";
+
+// `r##`: the template holds a raw string of its own.
+const POLICY_RS: &str = r##"//! {{name}}'s admission check: the API server asks it about every request
+//! the Plugin's admission rules match, before the object is stored.
+//!
+//! `validate` denies a ConfigMap whose `example.com/{{name}}` label is
+//! neither `true` nor `false`, so that a typo such as `yes` does not leave
+//! it silently unreconciled. `mutate` keeps its default here (allow,
+//! unchanged); to default or fix an object, change a copy and answer
+//! `Verdict::patched(request, &changed)`.
+//!
+//! Every replica answers, leader or not, each review in a fresh instance
+//! within the plugin's limits: keep reviews quick and keep no state.
+
+use leasehold_sdk::admission::Request;
+use leasehold_sdk::k8s_openapi::api::core::v1::ConfigMap;
+use leasehold_sdk::prelude::*;
+
+/// The label whose value must be `true` or `false`.
+const LABEL: &str = "example.com/{{name}}";
+
+/// The admission check.
+#[derive(Debug, Default)]
+pub struct Policy;
+
+impl Admission for Policy {
+    type Object = ConfigMap;
+
+    fn validate(&self, request: &Request<ConfigMap>) -> admission::Result<Verdict> {
+        // A delete has no new object to check.
+        let Some(object) = request.object() else {
+            return Ok(Verdict::allow());
+        };
+        match object.labels().get(LABEL).map(String::as_str) {
+            None | Some("true" | "false") => Ok(Verdict::allow()),
+            Some(other) => Ok(Verdict::deny(format!(
+                "label {LABEL} must be \"true\" or \"false\", not {other:?}"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use leasehold_sdk::serde_json::{self, json};
+    use leasehold_sdk::testing::{FakeCluster, ReviewRequest};
+
+    use super::*;
+
+    fn labelled(value: &str) -> ConfigMap {
+        serde_json::from_value(json!({
+            "metadata": {
+                "namespace": "default",
+                "name": "settings",
+                "labels": { LABEL: value },
+            },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_label_that_is_not_true_or_false_is_denied_with_the_reason() {
+        let request = ReviewRequest::create(&labelled("yes"));
+
+        let verdict = FakeCluster::new().validate(&Policy, &request).unwrap();
+
+        assert!(!verdict.allowed);
+        assert_eq!(
+            verdict.message.as_deref(),
+            Some(r#"label example.com/{{name}} must be "true" or "false", not "yes""#)
+        );
+    }
+
+    #[test]
+    fn true_false_and_no_label_are_allowed() {
+        let cluster = FakeCluster::new();
+        for value in ["true", "false"] {
+            let request = ReviewRequest::create(&labelled(value));
+            assert!(
+                cluster.validate(&Policy, &request).unwrap().allowed,
+                "{value}"
+            );
+        }
+        let request = ReviewRequest::create(&ConfigMap::default());
+        assert!(cluster.validate(&Policy, &request).unwrap().allowed);
+    }
+}
+"##;
 
 #[cfg(test)]
 mod tests {
@@ -416,13 +548,17 @@ mod tests {
         );
         std::fs::remove_dir_all(&checkout).unwrap();
 
-        let published = scaffold("my-plugin", &Sdk::Published("1.2.3"));
+        let published = scaffold("my-plugin", &Sdk::Published("1.2.3"), Halves::Reconciler);
         assert!(published[0].1.contains("\nleasehold-sdk = \"1.2.3\"\n"));
     }
 
     #[test]
     fn the_scaffold_is_a_standalone_cdylib_on_the_sdk_named_after_the_plugin() {
-        let files = scaffold("my-plugin", &Sdk::Path(PathBuf::from("/sdk")));
+        let files = scaffold(
+            "my-plugin",
+            &Sdk::Path(PathBuf::from("/sdk")),
+            Halves::Reconciler,
+        );
         let file = |name| &files.iter().find(|(file, _)| *file == name).unwrap().1;
         let manifest = file("Cargo.toml");
         assert!(manifest.contains("name = \"my-plugin\""));
@@ -435,6 +571,29 @@ mod tests {
         assert!(lib.contains("const NAME: &str = \"my-plugin\";"));
         assert!(lib.contains("FakeCluster"));
         assert!(!lib.contains("{{"), "every placeholder is filled");
+        assert!(!lib.contains("policy"), "no admission unless asked");
+        let names: Vec<_> = files.iter().map(|(file, _)| *file).collect();
+        assert_eq!(names, ["Cargo.toml", "src/lib.rs", ".gitignore"]);
+    }
+
+    #[test]
+    fn with_admission_the_scaffold_adds_a_tested_policy_and_exports_it() {
+        let files = scaffold(
+            "my-plugin",
+            &Sdk::Path(PathBuf::from("/sdk")),
+            Halves::WithAdmission,
+        );
+        let file = |name| &files.iter().find(|(file, _)| *file == name).unwrap().1;
+        let lib = file("src/lib.rs");
+        assert!(lib.contains("\nmod policy;\n"));
+        assert!(lib.contains("export_controller!(MyPlugin, admission: policy::Policy);"));
+        let policy = file("src/policy.rs");
+        assert!(policy.contains("impl Admission for Policy"));
+        assert!(policy.contains("const LABEL: &str = \"example.com/my-plugin\";"));
+        assert!(policy.contains("FakeCluster::new().validate(&Policy, &request)"));
+        for (name, text) in &files {
+            assert!(!text.contains("{{"), "{name}: every placeholder is filled");
+        }
     }
 
     #[test]
