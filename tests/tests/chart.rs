@@ -338,7 +338,9 @@ const LEASE_VERBS: [&str; 7] = [
 ];
 
 /// (group, resource, verb) that later plugin work needs cluster-wide.
-const PLUGIN_PERMISSIONS: [(&str, &str, &str); 11] = [
+const PLUGIN_PERMISSIONS: [(&str, &str, &str); 13] = [
+    ("events.k8s.io", "events", "create"),
+    ("events.k8s.io", "events", "patch"),
     ("leasehold.dev", "plugins", "get"),
     ("leasehold.dev", "plugins", "list"),
     ("leasehold.dev", "plugins", "watch"),

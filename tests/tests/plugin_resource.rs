@@ -333,6 +333,28 @@ async fn suspending_pauses_a_plugin_and_deleting_it_stops_it() -> anyhow::Result
     setup.apply("pausable", spec).await?;
     setup.wait_handled(&waiting, &replica).await?;
 
+    // Its story so far, as Events on the Plugin (`kubectl describe`).
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(setup.admin.clone(), &setup.namespace);
+    eventually(PATIENCE, "the Plugin's lifecycle Events", || async {
+        let listed = events.list(&Default::default()).await.ok()?;
+        let reasons: Vec<&str> = listed
+            .items
+            .iter()
+            .filter(|event| {
+                event.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("pausable")
+            })
+            .filter(|event| event.reporting_controller.as_deref() == Some("leasehold"))
+            .filter_map(|event| event.reason.as_deref())
+            .collect();
+        ["Fetched", "Compiled", "Started", "Suspended"]
+            .iter()
+            .all(|reason| reasons.contains(reason))
+            .then_some(())
+    })
+    .await
+    .map_err(|error| error.context(replica.log()))?;
+
     // The suspension logged a stop already: wait for one more.
     let stops = || replica.log().matches("plugin stopped").count();
     let stopped_before = stops();

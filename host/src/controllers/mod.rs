@@ -151,11 +151,12 @@ impl LeaderRole for Controllers {
                     return;
                 }
             };
+            let status = status::Writer::new(status_client, &host.identity);
             let mut term = Term {
                 host,
                 guard,
                 running: HashMap::new(),
-                status: status::Writer::new(status_client),
+                status,
                 changed: Arc::default(),
             };
             // Counters alone change without a notification; they are

@@ -5,14 +5,21 @@
 //! `lastTransitionTime` changes only when its status does. Counters alone
 //! are written at most every [`COUNTS_PERIOD`], so a busy plugin does not
 //! turn into a stream of status writes.
+//!
+//! Each written change of lifecycle is also an Event on the Plugin
+//! ([`lifecycle`]: fetched, compiled, started, moved, reloaded, stopped,
+//! failed), so `kubectl describe plugin` tells its story. Events follow the
+//! status, which only the replica running the plugin writes: each is
+//! recorded once, whatever the number of replicas.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::Api;
 use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Resource};
 use serde_json::json;
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -194,6 +201,7 @@ impl Conditions<'_> {
 /// Writes statuses on the leader, skipping writes that change nothing.
 pub struct Writer {
     client: kube::Client,
+    recorder: Recorder,
     written: HashMap<String, (PluginStatus, Instant)>,
     /// What each Plugin's status was when this term first looked (once per
     /// plugin and term): conditions keep their transition times across
@@ -202,8 +210,17 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn new(client: kube::Client) -> Self {
+    /// Writes with `client`, and records Events as `identity`.
+    pub fn new(client: kube::Client, identity: &str) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "leasehold".into(),
+                instance: Some(identity.to_owned()),
+            },
+        );
         Self {
+            recorder,
             client,
             written: HashMap::new(),
             read: HashMap::new(),
@@ -264,8 +281,18 @@ impl Writer {
         }));
         let params = PatchParams::apply(FIELD_MANAGER).force();
         match api.patch_status(&object.name, &params, &patch).await {
-            Ok(_) => {
+            Ok(plugin) => {
                 debug!(plugin = key, "status written");
+                let before = match self.written.get(key) {
+                    Some((written, _)) => Some(written.clone()),
+                    None => self.read.get(key).cloned().flatten(),
+                };
+                for event in lifecycle(before.as_ref(), &status) {
+                    let reference = plugin.object_ref(&());
+                    if let Err(error) = self.recorder.publish(&event, &reference).await {
+                        debug!(plugin = key, %error, reason = %event.reason, "cannot record the lifecycle Event");
+                    }
+                }
                 self.written
                     .insert(key.to_owned(), (status, Instant::now()));
             }
@@ -279,6 +306,115 @@ impl Writer {
         self.written.retain(|key, _| keep(key));
         self.read.retain(|key, _| keep(key));
     }
+}
+
+/// The Events a change of status from `before` to `after` tells.
+pub fn lifecycle(before: Option<&PluginStatus>, after: &PluginStatus) -> Vec<Event> {
+    let condition = |status: Option<&PluginStatus>, type_: &str| {
+        status?
+            .conditions
+            .iter()
+            .find(|condition| condition.type_ == type_)
+            .map(|condition| {
+                (
+                    condition.status.clone(),
+                    condition.reason.clone(),
+                    condition.message.clone(),
+                )
+            })
+    };
+    let event = |type_, reason: &str, note: String, action: &str| Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    let mut events = Vec::new();
+    let (old_digest, new_digest) = (
+        before.and_then(|s| s.digest.as_deref()),
+        after.digest.as_deref(),
+    );
+    if let (Some(old), Some(new)) = (old_digest, new_digest)
+        && old != new
+    {
+        events.push(event(
+            EventType::Normal,
+            "Reloaded",
+            format!("new component {new} (was {old})"),
+            "Reload",
+        ));
+    }
+    for (type_, reason, action) in [
+        ("Fetched", "Fetched", "Fetch"),
+        ("Compiled", "Compiled", "Compile"),
+    ] {
+        let (old, new) = (condition(before, type_), condition(Some(after), type_));
+        let Some((status, why, message)) = new else {
+            continue;
+        };
+        let changed = old
+            .as_ref()
+            .is_none_or(|(old_status, old_why, _)| *old_status != status || *old_why != why);
+        if !changed {
+            continue;
+        }
+        match status.as_str() {
+            "True" => {
+                let note = match (type_, new_digest) {
+                    ("Fetched", Some(digest)) => format!("fetched {digest}"),
+                    _ => message,
+                };
+                events.push(event(EventType::Normal, reason, note, action));
+            }
+            "False" => events.push(event(EventType::Warning, &why, message, action)),
+            _ => {}
+        }
+    }
+    let (old, new) = (
+        condition(before, "Running"),
+        condition(Some(after), "Running"),
+    );
+    let was_running = old.as_ref().is_some_and(|(status, _, _)| status == "True");
+    let old_reason = old.as_ref().map(|(_, why, _)| why.as_str());
+    match new {
+        Some((status, _, message)) if status == "True" => {
+            let old_holder = before.and_then(|s| s.running_on.as_deref());
+            match (was_running, old_holder, after.running_on.as_deref()) {
+                (true, Some(old), Some(new)) if old != new => events.push(event(
+                    EventType::Normal,
+                    "Moved",
+                    format!("moved from {old} to {new}"),
+                    "Start",
+                )),
+                (false, _, _) => events.push(event(EventType::Normal, "Started", message, "Start")),
+                _ => {}
+            }
+        }
+        Some((_, why, message)) if was_running || old_reason != Some(why.as_str()) => {
+            let note = if message.is_empty() {
+                why.clone()
+            } else {
+                message
+            };
+            match why.as_str() {
+                "Suspended" => events.push(event(EventType::Normal, "Suspended", note, "Stop")),
+                // On the way to running (again): a reload or a start.
+                "Fetching" | "Starting" if was_running => events.push(event(
+                    EventType::Normal,
+                    "Stopped",
+                    format!("stopped while a new version is prepared ({note})"),
+                    "Stop",
+                )),
+                "Fetching" | "Starting" => {}
+                // Said already, by the stage that failed.
+                _ if events.iter().any(|said| said.reason == why) => {}
+                _ => events.push(event(EventType::Warning, &why, note, "Stop")),
+            }
+        }
+        _ => {}
+    }
+    events
 }
 
 fn same_except_counts(a: &PluginStatus, b: &PluginStatus) -> bool {
@@ -406,5 +542,132 @@ mod tests {
             ..status.clone()
         };
         assert!(!same_except_counts(&status, &moved));
+    }
+
+    /// A status with `conditions` as (type, status, reason), the digest
+    /// and the replica running it.
+    fn status_of(
+        conditions: &[(&str, &str, &str)],
+        digest: &str,
+        running_on: Option<&str>,
+    ) -> PluginStatus {
+        PluginStatus {
+            conditions: conditions
+                .iter()
+                .map(|(type_, status, reason)| Condition {
+                    type_: (*type_).into(),
+                    status: (*status).into(),
+                    reason: (*reason).into(),
+                    message: format!("{type_} is {status}"),
+                    observed_generation: None,
+                    last_transition_time: Time(Timestamp::UNIX_EPOCH),
+                })
+                .collect(),
+            digest: Some(digest.into()),
+            running_on: running_on.map(str::to_owned),
+            ..PluginStatus::default()
+        }
+    }
+
+    fn running_on(replica: &str, digest: &str) -> PluginStatus {
+        status_of(
+            &[
+                ("Fetched", "True", "Fetched"),
+                ("Compiled", "True", "Compiled"),
+                ("Running", "True", "Running"),
+            ],
+            digest,
+            Some(replica),
+        )
+    }
+
+    fn reasons(events: Vec<Event>) -> Vec<(String, EventType)> {
+        events
+            .into_iter()
+            .map(|event| (event.reason, event.type_))
+            .collect()
+    }
+
+    #[test]
+    fn a_plugins_first_run_is_fetched_compiled_started() {
+        assert_eq!(
+            reasons(lifecycle(None, &running_on("a", "sha256:1"))),
+            [
+                ("Fetched".into(), EventType::Normal),
+                ("Compiled".into(), EventType::Normal),
+                ("Started".into(), EventType::Normal),
+            ]
+        );
+        let same = running_on("a", "sha256:1");
+        assert!(lifecycle(Some(&same), &running_on("a", "sha256:1")).is_empty());
+    }
+
+    #[test]
+    fn a_new_replica_or_component_is_a_move_or_a_reload() {
+        let before = running_on("a", "sha256:1");
+        assert_eq!(
+            reasons(lifecycle(Some(&before), &running_on("b", "sha256:1"))),
+            [("Moved".into(), EventType::Normal)]
+        );
+        let moved = lifecycle(Some(&before), &running_on("b", "sha256:1"));
+        assert_eq!(moved[0].note.as_deref(), Some("moved from a to b"));
+        assert_eq!(
+            reasons(lifecycle(Some(&before), &running_on("a", "sha256:2"))),
+            [("Reloaded".into(), EventType::Normal)]
+        );
+    }
+
+    #[test]
+    fn stopping_is_normal_when_suspended_or_reloading_and_a_warning_when_failed() {
+        let before = running_on("a", "sha256:1");
+        let stopped = |reason| {
+            status_of(
+                &[
+                    ("Fetched", "True", "Fetched"),
+                    ("Compiled", "True", "Compiled"),
+                    ("Running", "False", reason),
+                ],
+                "sha256:1",
+                None,
+            )
+        };
+        assert_eq!(
+            reasons(lifecycle(Some(&before), &stopped("Suspended"))),
+            [("Suspended".into(), EventType::Normal)]
+        );
+        assert_eq!(
+            reasons(lifecycle(Some(&before), &stopped("Fetching"))),
+            [("Stopped".into(), EventType::Normal)]
+        );
+        // Suspended while stopped for a reload is still said.
+        assert_eq!(
+            reasons(lifecycle(Some(&stopped("Fetching")), &stopped("Suspended"))),
+            [("Suspended".into(), EventType::Normal)]
+        );
+        assert!(lifecycle(Some(&stopped("Suspended")), &stopped("Suspended")).is_empty());
+        assert_eq!(
+            reasons(lifecycle(Some(&before), &stopped("AccessDenied"))),
+            [("AccessDenied".into(), EventType::Warning)]
+        );
+    }
+
+    #[test]
+    fn a_component_that_does_not_compile_is_a_warning_with_its_reason() {
+        let failed = status_of(
+            &[
+                ("Fetched", "True", "Fetched"),
+                ("Compiled", "False", "WrongWorld"),
+                ("Running", "False", "WrongWorld"),
+            ],
+            "sha256:1",
+            None,
+        );
+        assert_eq!(
+            reasons(lifecycle(None, &failed)),
+            [
+                ("Fetched".into(), EventType::Normal),
+                ("WrongWorld".into(), EventType::Warning),
+            ]
+        );
     }
 }
