@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::core::admission::{AdmissionResponse, AdmissionReview};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, watch};
@@ -49,6 +49,11 @@ pub enum ReviewError {
     /// The body is not an `admission.k8s.io/v1` AdmissionReview.
     #[error("the body is not an AdmissionReview: {0}")]
     NotAReview(#[source] serde_json::Error),
+    /// Another version or kind than `admission.k8s.io/v1` AdmissionReview.
+    #[error(
+        "expected an admission.k8s.io/v1 AdmissionReview (admissionReviewVersions: [v1]), not {0}"
+    )]
+    NotV1(String),
     /// An AdmissionReview without its `request`.
     #[error("the AdmissionReview carries no request")]
     NoRequest,
@@ -108,12 +113,33 @@ enum Outcome {
     Failed(String),
 }
 
-/// The request's raw text: the plugin gets it as the API server sent it.
+/// An AdmissionReview as it arrives: its request's raw text (the plugin
+/// gets it as the API server sent it) and the few fields the host reads.
+/// Not kube-core's typed review: building its objects as JSON values would
+/// cost more than the rest of the host's share of a review, and the plugin
+/// parses the request anyway.
 #[derive(Deserialize)]
-struct RawReview<'a> {
+struct Arriving<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'a str,
+    kind: &'a str,
     #[serde(borrow)]
-    request: &'a RawValue,
+    request: Option<&'a RawValue>,
 }
+
+/// What the host reads of the request itself.
+#[derive(Deserialize)]
+struct Head {
+    uid: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+/// The review kind this host answers.
+const REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
+const REVIEW_KIND: &str = "AdmissionReview";
 
 impl Reviews {
     pub fn new(
@@ -139,11 +165,16 @@ impl Reviews {
         review: Review,
         body: &[u8],
     ) -> Result<AdmissionReview<DynamicObject>, ReviewError> {
-        let parsed: AdmissionReview<DynamicObject> =
+        let arriving: Arriving<'_> =
             serde_json::from_slice(body).map_err(ReviewError::NotAReview)?;
-        let request: AdmissionRequest<DynamicObject> =
-            parsed.try_into().map_err(|_| ReviewError::NoRequest)?;
-        let raw: RawReview<'_> = serde_json::from_slice(body).map_err(ReviewError::NotAReview)?;
+        if (arriving.api_version, arriving.kind) != (REVIEW_API_VERSION, REVIEW_KIND) {
+            return Err(ReviewError::NotV1(format!(
+                "{}/{}",
+                arriving.api_version, arriving.kind
+            )));
+        }
+        let raw = arriving.request.ok_or(ReviewError::NoRequest)?;
+        let request: Head = serde_json::from_str(raw.get()).map_err(ReviewError::NotAReview)?;
         let key = format!("{namespace}/{name}");
         let reviewer = self.reviewer(&key)?;
         let webhook = reviewer
@@ -166,10 +197,8 @@ impl Reviews {
                 .map_or(String::new(), |namespace| format!("{namespace}/")),
             request.name
         );
-        let outcome = reviewer
-            .ask(review, raw.request.get(), budget, object)
-            .await;
-        let response = respond(&request, review, webhook.failure_policy, &key, outcome);
+        let outcome = reviewer.ask(review, raw.get(), budget, object).await;
+        let response = respond(&request.uid, review, webhook.failure_policy, &key, outcome);
         self.metrics
             .reviewed(&key, review, &response, started.elapsed());
         Ok(response.into_review())
@@ -272,7 +301,7 @@ impl Reviewer {
 
 /// The AdmissionResponse for `outcome`.
 fn respond(
-    request: &AdmissionRequest<DynamicObject>,
+    uid: &str,
     review: Review,
     policy: FailurePolicy,
     plugin: &str,
@@ -280,9 +309,9 @@ fn respond(
 ) -> AdmissionResponse {
     let verdict = match outcome {
         Outcome::Verdict(verdict) => verdict,
-        Outcome::Failed(cause) => return failed(request, policy, plugin, &cause),
+        Outcome::Failed(cause) => return failed(uid, policy, plugin, &cause),
     };
-    let mut response = AdmissionResponse::from(request);
+    let mut response = admitted(uid);
     if !verdict.warnings.is_empty() {
         response.warnings = Some(
             verdict
@@ -311,7 +340,7 @@ fn respond(
     };
     if review == Review::Validate {
         return failed(
-            request,
+            uid,
             policy,
             plugin,
             "validate answered a patch; only mutate may change the object",
@@ -322,7 +351,7 @@ fn respond(
         Err(error) => {
             let cause =
                 format!("mutate answered a patch that is not an RFC 6902 JSON patch: {error}");
-            return failed(request, policy, plugin, &cause);
+            return failed(uid, policy, plugin, &cause);
         }
     };
     if patch.0.is_empty() {
@@ -330,21 +359,37 @@ fn respond(
     }
     match response.clone().with_patch(patch) {
         Ok(patched) => patched,
-        Err(error) => failed(request, policy, plugin, &error.to_string()),
+        Err(error) => failed(uid, policy, plugin, &error.to_string()),
     }
+}
+
+/// The answer to the request `uid` that lets it through, to build on.
+fn admitted(uid: &str) -> AdmissionResponse {
+    // kube-core builds a response from a typed request only; this is the
+    // same response from the one field it copies (and the review's type).
+    let mut response = AdmissionResponse::invalid("");
+    response.types = kube::core::TypeMeta {
+        api_version: REVIEW_API_VERSION.to_owned(),
+        kind: REVIEW_KIND.to_owned(),
+    };
+    response.uid = uid.to_owned();
+    response.allowed = true;
+    response.result = kube::core::Status::default();
+    response
 }
 
 /// The answer for a plugin that could not judge the request: its failure
 /// policy, with the cause.
-fn failed(
-    request: &AdmissionRequest<DynamicObject>,
-    policy: FailurePolicy,
-    plugin: &str,
-    cause: &str,
-) -> AdmissionResponse {
-    warn!(plugin, cause, policy = policy.as_str(), uid = %request.uid, "admission review failed");
+fn failed(uid: &str, policy: FailurePolicy, plugin: &str, cause: &str) -> AdmissionResponse {
+    warn!(
+        plugin,
+        cause,
+        policy = policy.as_str(),
+        uid,
+        "admission review failed"
+    );
     let said = format!("plugin {plugin} could not review the request: {cause}");
-    let response = AdmissionResponse::from(request);
+    let response = admitted(uid);
     match policy {
         FailurePolicy::Fail => {
             let mut response = response.deny(format!("{said} (failurePolicy Fail refuses it)"));
@@ -365,6 +410,7 @@ fn failed(
 
 #[cfg(test)]
 mod tests {
+    use kube::core::admission::AdmissionRequest;
     use serde_json::json;
 
     use super::*;
@@ -399,7 +445,11 @@ mod tests {
     }
 
     fn answer(review: Review, policy: FailurePolicy, outcome: Outcome) -> serde_json::Value {
-        let response = respond(&request(), review, policy, "team/check", outcome);
+        let response = respond(&request().uid, review, policy, "team/check", outcome);
+        let from_kube =
+            serde_json::to_value(AdmissionResponse::from(&request()).into_review()).unwrap();
+        let ours = serde_json::to_value(admitted(&request().uid).into_review()).unwrap();
+        assert_eq!(ours, from_kube, "the same base as kube-core's");
         serde_json::to_value(response.into_review()).unwrap()["response"].clone()
     }
 
@@ -532,6 +582,49 @@ mod tests {
         assert_eq!(
             budget(Duration::from_secs(1), Duration::from_secs(2)),
             Duration::from_millis(750)
+        );
+    }
+
+    #[tokio::test]
+    async fn bodies_that_are_not_v1_reviews_are_refused_before_any_plugin_runs() {
+        let (_catalog, watched) = watch::channel(Catalog::default());
+        let reviews = Reviews::new(
+            watched,
+            kube::Config::new("http://127.0.0.1:1".parse().unwrap()),
+            "replica".into(),
+            AdmissionMetrics::default(),
+        );
+        let review = |body: serde_json::Value| {
+            let reviews = &reviews;
+            async move {
+                reviews
+                    .review(
+                        "team",
+                        "check",
+                        Review::Validate,
+                        body.to_string().as_bytes(),
+                    )
+                    .await
+                    .unwrap_err()
+                    .to_string()
+            }
+        };
+        let not_json = reviews
+            .review("team", "check", Review::Validate, b"{not json")
+            .await
+            .unwrap_err();
+        assert!(matches!(not_json, ReviewError::NotAReview(_)), "{not_json}");
+        assert_eq!(
+            review(json!({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview", "request": {"uid": "1"}})).await,
+            "expected an admission.k8s.io/v1 AdmissionReview (admissionReviewVersions: [v1]), not admission.k8s.io/v1beta1/AdmissionReview"
+        );
+        assert_eq!(
+            review(json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"})).await,
+            "the AdmissionReview carries no request"
+        );
+        assert_eq!(
+            review(json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "1"}})).await,
+            "no plugin team/check on this replica"
         );
     }
 }

@@ -45,9 +45,9 @@ async fn review(
     };
     match state.reviews.review(&namespace, &name, review, &body).await {
         Ok(answer) => Ok(Json(answer)),
-        Err(error @ (ReviewError::NotAReview(_) | ReviewError::NoRequest)) => {
-            Err(ApiError::BadRequest(format!("{error:#}")))
-        }
+        Err(
+            error @ (ReviewError::NotAReview(_) | ReviewError::NotV1(_) | ReviewError::NoRequest),
+        ) => Err(ApiError::BadRequest(format!("{error:#}"))),
         Err(error @ (ReviewError::UnknownPlugin(_) | ReviewError::NotDeclared { .. })) => {
             Err(ApiError::NotFound(error.to_string()))
         }
