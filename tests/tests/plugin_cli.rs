@@ -167,7 +167,7 @@ async fn validate_refuses_what_is_not_a_controller_component_with_the_reason() {
     let empty = file("empty.wasm", &wat::parse_str("(component)").unwrap());
     let newer = file(
         "newer.wasm",
-        &wat::parse_str(r#"(component (import "leasehold:controller/log@0.2.0" (instance)))"#)
+        &wat::parse_str(r#"(component (import "leasehold:controller/log@0.3.0" (instance)))"#)
             .unwrap(),
     );
 
@@ -189,7 +189,7 @@ async fn validate_refuses_what_is_not_a_controller_component_with_the_reason() {
     assert_fails_with(&output, "exports no leasehold:controller/reconciler");
 
     let output = plugin(&["validate", &newer]).await;
-    assert_fails_with(&output, "built for leasehold:controller@0.2.0");
+    assert_fails_with(&output, "built for leasehold:controller@0.3.0");
 
     let output = plugin(&["validate", "/absent.wasm"]).await;
     assert_fails_with(&output, "cannot read /absent.wasm");

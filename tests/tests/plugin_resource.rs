@@ -385,7 +385,7 @@ async fn bad_plugins_say_why_on_their_status_and_a_good_one_keeps_working() -> a
         .component("empty-component", wat::parse_str("(component)")?)
         .await?;
     let newer =
-        wat::parse_str(r#"(component (import "leasehold:controller/log@0.2.0" (instance)))"#)?;
+        wat::parse_str(r#"(component (import "leasehold:controller/log@0.3.0" (instance)))"#)?;
     setup.component("newer-component", newer).await?;
     let group = unique_name("good");
     setup
@@ -463,7 +463,7 @@ async fn bad_plugins_say_why_on_their_status_and_a_good_one_keeps_working() -> a
     }
     let newer = setup.plugins.get("newer-contract").await?.status.unwrap();
     assert!(
-        newer.last_error.unwrap().message.contains("@0.2.0"),
+        newer.last_error.unwrap().message.contains("@0.3.0"),
         "the message names the version the component was built for"
     );
 

@@ -157,14 +157,17 @@ impl Reviews {
         }
     }
 
-    /// Answers one AdmissionReview `body` for the plugin `namespace/name`.
+    /// Answers one AdmissionReview `body` for the plugin `namespace/name`;
+    /// the API server waits for the answer for `waits` (its `?timeout=`).
     pub async fn review(
         &self,
         namespace: &str,
         name: &str,
         review: Review,
         body: &[u8],
+        waits: Duration,
     ) -> Result<AdmissionReview<DynamicObject>, ReviewError> {
+        let arrived = Instant::now();
         let arriving: Arriving<'_> =
             serde_json::from_slice(body).map_err(ReviewError::NotAReview)?;
         if (arriving.api_version, arriving.kind) != (REVIEW_API_VERSION, REVIEW_KIND) {
@@ -176,7 +179,7 @@ impl Reviews {
         let raw = arriving.request.ok_or(ReviewError::NoRequest)?;
         let request: Head = serde_json::from_str(raw.get()).map_err(ReviewError::NotAReview)?;
         let key = format!("{namespace}/{name}");
-        let reviewer = self.reviewer(&key)?;
+        let reviewer = self.reviewer_by(&key, arrived + waits * 3 / 4).await?;
         let webhook = reviewer
             .plugin
             .definition
@@ -188,7 +191,8 @@ impl Reviews {
                 review: review.as_str(),
             })?;
         let started = Instant::now();
-        let budget = budget(webhook.timeout, reviewer.plugin.definition.limits.timeout);
+        let budget = budget(webhook.timeout, reviewer.plugin.definition.limits.timeout)
+            .saturating_sub(arrived.elapsed());
         let object = format!(
             "{}{}",
             request
@@ -202,6 +206,29 @@ impl Reviews {
         self.metrics
             .reviewed(&key, review, &response, started.elapsed());
         Ok(response.into_review())
+    }
+
+    /// [`reviewer`](Self::reviewer), waiting until `by` for a plugin this
+    /// replica has not seen yet or is still compiling: a replica that heard
+    /// of the Plugin after the leader (which wrote the webhook configuration
+    /// once its own copy was ready) answers late rather than fails.
+    async fn reviewer_by(&self, key: &str, by: Instant) -> Result<Arc<Reviewer>, ReviewError> {
+        let mut catalog = self.catalog.clone();
+        loop {
+            catalog.borrow_and_update();
+            match self.reviewer(key) {
+                Err(ReviewError::UnknownPlugin(_) | ReviewError::NotReady(_))
+                    if Instant::now() < by =>
+                {
+                    match tokio::time::timeout_at(by, catalog.changed()).await {
+                        Ok(Ok(())) => continue,
+                        // The deadline, or a catalog that will never change.
+                        Ok(Err(_)) | Err(_) => return self.reviewer(key),
+                    }
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The reviewer of the plugin's current version; the last ready one
@@ -585,7 +612,7 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn bodies_that_are_not_v1_reviews_are_refused_before_any_plugin_runs() {
         let (_catalog, watched) = watch::channel(Catalog::default());
         let reviews = Reviews::new(
@@ -603,6 +630,7 @@ mod tests {
                         "check",
                         Review::Validate,
                         body.to_string().as_bytes(),
+                        Duration::from_millis(40),
                     )
                     .await
                     .unwrap_err()
@@ -610,7 +638,13 @@ mod tests {
             }
         };
         let not_json = reviews
-            .review("team", "check", Review::Validate, b"{not json")
+            .review(
+                "team",
+                "check",
+                Review::Validate,
+                b"{not json",
+                Duration::from_millis(40),
+            )
             .await
             .unwrap_err();
         assert!(matches!(not_json, ReviewError::NotAReview(_)), "{not_json}");
@@ -622,9 +656,13 @@ mod tests {
             review(json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"})).await,
             "the AdmissionReview carries no request"
         );
+        // A plugin it has not heard of is waited for, for three quarters of
+        // what the API server waits, before the answer says so.
+        let asked = Instant::now();
         assert_eq!(
             review(json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "1"}})).await,
             "no plugin team/check on this replica"
         );
+        assert!(asked.elapsed() >= Duration::from_millis(30));
     }
 }

@@ -8,7 +8,9 @@
 //! account.
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::routing::post;
 use axum::{Json, Router};
 use kube::core::DynamicObject;
@@ -29,11 +31,26 @@ pub(super) fn routes() -> Router<AppState> {
         .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
 }
 
+/// What the API server appends to a webhook's URL: how long it waits.
+#[derive(Debug, serde::Deserialize)]
+struct Waits {
+    /// A Go duration such as `10s`.
+    timeout: Option<String>,
+}
+
+/// The API server's default `timeoutSeconds`, when the URL does not say.
+const DEFAULT_WAIT: Duration = Duration::from_secs(10);
+
 async fn review(
     State(state): State<AppState>,
     Path((namespace, name, review)): Path<(String, String, String)>,
+    Query(waits): Query<Waits>,
     body: Bytes,
 ) -> Result<Json<AdmissionReview<DynamicObject>>, ApiError> {
+    let waits = waits
+        .timeout
+        .and_then(|timeout| humantime::parse_duration(&timeout).ok())
+        .unwrap_or(DEFAULT_WAIT);
     let review = match review.as_str() {
         "mutate" => Review::Mutate,
         "validate" => Review::Validate,
@@ -43,7 +60,11 @@ async fn review(
             )));
         }
     };
-    match state.reviews.review(&namespace, &name, review, &body).await {
+    match state
+        .reviews
+        .review(&namespace, &name, review, &body, waits)
+        .await
+    {
         Ok(answer) => Ok(Json(answer)),
         Err(
             error @ (ReviewError::NotAReview(_) | ReviewError::NotV1(_) | ReviewError::NoRequest),
