@@ -68,6 +68,7 @@ const HA: Values = Values::Set(&["replicaCount=3"]);
 const MONITORED: Values = Values::Set(&[
     "serviceMonitor.enabled=true",
     "serviceMonitor.labels.release=prom",
+    "grafanaDashboard.enabled=true",
 ]);
 /// Two plugins as an operator would declare them: the ConfigMap mirror baked
 /// into the image, with rights in every namespace, and the greeter from a
@@ -385,6 +386,86 @@ async fn chart_passes_strict_lint_with_each_value_set() -> anyhow::Result<()> {
         );
         ensure!(!report.contains("[WARNING]"), "{report}");
     }
+    Ok(())
+}
+
+/// Every metric name the host exports, as `# TYPE` lines give them (a
+/// counter's samples add `_total`, a histogram's `_bucket`, `_sum`, `_count`).
+fn exported_metrics() -> std::collections::BTreeSet<String> {
+    let metrics = leasehold::metrics::Metrics::new();
+    // A family shows in the text once it has a sample: one of each.
+    let plugins = &metrics.plugins;
+    plugins.instantiated("p");
+    plugins.reconciled("p", "ok");
+    plugins.limited("p", "Throttled");
+    plugins.api_request("p");
+    plugins.cached_read("p");
+    plugins.host_call("p", "get", 200);
+    plugins.took("p", std::time::Duration::from_millis(1));
+    plugins.memory_peak("p", 1 << 20);
+    let (_waiting, _running) = (plugins.waiting("p"), plugins.running("p"));
+    metrics.admission.reviewed(
+        "p",
+        leasehold::runtime::Review::Validate,
+        &kube::core::admission::AdmissionResponse::invalid("sample"),
+        std::time::Duration::from_millis(1),
+    );
+    metrics
+        .render(&leasehold::election::Status::default())
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_grafana_dashboard_asks_only_for_metrics_the_host_exports() -> anyhow::Result<()> {
+    let rendered = render("team-g", MONITORED).await?;
+    let config_map = rendered
+        .all("ConfigMap")
+        .into_iter()
+        .find(|config_map| config_map["metadata"]["labels"]["grafana_dashboard"] == "1")
+        .context("a ConfigMap for Grafana's sidecar")?;
+    let dashboard: Value = serde_json::from_str(
+        config_map["data"]["leasehold-plugins.json"]
+            .as_str()
+            .context("the dashboard's JSON")?,
+    )?;
+    let exported = exported_metrics();
+    let mut queries: Vec<String> = dashboard["panels"]
+        .as_array()
+        .context("panels")?
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|target| target["expr"].as_str().map(str::to_owned))
+        .collect();
+    queries.extend(
+        dashboard["templating"]["list"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|variable| variable["query"]["query"].as_str().map(str::to_owned)),
+    );
+    ensure!(queries.len() > 10, "too few queries: {queries:?}");
+    let mut named = 0;
+    for query in &queries {
+        for word in query.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if !word.starts_with("leasehold_") {
+                continue;
+            }
+            named += 1;
+            let base = ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| word.strip_suffix(suffix))
+                .unwrap_or(word);
+            ensure!(
+                exported.contains(word) || exported.contains(base),
+                "{word} (in {query}) is not a metric the host exports: {exported:?}"
+            );
+        }
+    }
+    ensure!(named >= queries.len(), "a query names no leasehold metric");
     Ok(())
 }
 

@@ -62,7 +62,7 @@ impl AdmissionMetrics {
         );
     }
 
-    pub(super) fn reviewed(
+    pub fn reviewed(
         &self,
         plugin: &str,
         review: Review,
