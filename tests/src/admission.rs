@@ -60,6 +60,27 @@ pub fn review_of(namespace: &str, name: &str, mode: &str) -> serde_json::Value {
     })
 }
 
+/// Serves `app` over HTTPS with `cert` and `key` on a free loopback port,
+/// until the returned handle is dropped.
+pub(crate) fn serve_https(
+    app: axum::Router,
+    cert: &Path,
+    key: &Path,
+) -> anyhow::Result<(SocketAddr, AbortOnDropHandle<()>)> {
+    let tls = crate::api_proxy::server_tls(
+        &std::fs::read_to_string(cert)?,
+        &std::fs::read_to_string(key)?,
+    )?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let address = listener.local_addr()?;
+    let server = axum_server::from_tcp_rustls(listener, tls)?.serve(app.into_make_service());
+    let server = tokio::spawn(async move {
+        let _ = server.await;
+    });
+    Ok((address, AbortOnDropHandle::new(server)))
+}
+
 /// The native baseline: an axum webhook on 127.0.0.1 over HTTPS that
 /// denies a ConfigMap whose `data.admission` is `deny`, the check the
 /// misbehaving fixture makes in wasm.
@@ -71,21 +92,11 @@ pub struct NativeWebhook {
 
 impl NativeWebhook {
     pub async fn start(cert: &Path, key: &Path) -> anyhow::Result<Self> {
-        let tls = crate::api_proxy::server_tls(
-            &std::fs::read_to_string(cert)?,
-            &std::fs::read_to_string(key)?,
-        )?;
         let app = axum::Router::new().route("/validate", axum::routing::post(validate));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let address = listener.local_addr()?;
-        let server = axum_server::from_tcp_rustls(listener, tls)?.serve(app.into_make_service());
-        let server = tokio::spawn(async move {
-            let _ = server.await;
-        });
+        let (address, server) = serve_https(app, cert, key)?;
         Ok(Self {
             address,
-            _server: AbortOnDropHandle::new(server),
+            _server: server,
         })
     }
 

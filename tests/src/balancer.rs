@@ -43,10 +43,6 @@ impl Balancer {
     /// trusts them trusts this) with no backend yet: its address goes into
     /// the replicas' flags before their own addresses are known.
     pub async fn start(cert: &Path, key: &Path) -> anyhow::Result<Self> {
-        let tls = crate::api_proxy::server_tls(
-            &std::fs::read_to_string(cert)?,
-            &std::fs::read_to_string(key)?,
-        )?;
         let backends = Backends::default();
         let route = Route {
             backends: backends.clone(),
@@ -54,17 +50,11 @@ impl Balancer {
             client: crate::admission::client_trusting(cert)?,
         };
         let app = axum::Router::new().fallback(forward).with_state(route);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let address = listener.local_addr()?;
-        let server = axum_server::from_tcp_rustls(listener, tls)?.serve(app.into_make_service());
-        let server = tokio::spawn(async move {
-            let _ = server.await;
-        });
+        let (address, server) = crate::admission::serve_https(app, cert, key)?;
         Ok(Self {
             address,
             backends,
-            _server: AbortOnDropHandle::new(server),
+            _server: server,
         })
     }
 
