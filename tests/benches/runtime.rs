@@ -227,6 +227,7 @@ impl PerCall {
                 backend: Arc::new(bridge),
                 config: Arc::from("{}"),
                 object: Some("bench/object".into()),
+                allowed_hosts: Arc::default(),
             },
         })
     }

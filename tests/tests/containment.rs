@@ -93,6 +93,7 @@ async fn reconcile(backend: Arc<Counting>, limits: Limits, data: serde_json::Val
         backend,
         config: Arc::from("{}"),
         object: Some("team/work".into()),
+        allowed_hosts: Arc::default(),
     };
     let request = Request {
         reference: ObjectRef {

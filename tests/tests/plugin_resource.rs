@@ -3,6 +3,8 @@
 //! restart, suspend and delete stop it, and every bad input is reported on
 //! the Plugin while the other plugins keep working.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
@@ -11,7 +13,7 @@ use kube::{Api, Client};
 use leasehold::oci;
 use leasehold::plugins::{Plugin, PluginStatus};
 use leasehold_tests::fixtures::{
-    apply_plugin, config_map, grant, meta, plugin_namespace, rule, serve_files,
+    apply_plugin, config_map, counter, grant, meta, plugin_namespace, rule, serve_files,
     service_account_with, store_component,
 };
 use leasehold_tests::{
@@ -424,6 +426,10 @@ async fn bad_plugins_say_why_on_their_status_and_a_good_one_keeps_working() -> a
             "late-source",
             json!({"source": {"configMap": {"name": "late-component"}}}),
         ),
+        (
+            "schemeless-host",
+            json!({"source": {"configMap": {"name": "good-component"}}, "allowedOutboundHosts": ["api.example.com"]}),
+        ),
     ];
     // Each selects work of its own that never comes: once healed, a plugin
     // with the fixture's default selector would reconcile every test's work.
@@ -444,6 +450,7 @@ async fn bad_plugins_say_why_on_their_status_and_a_good_one_keeps_working() -> a
         ("too-much-memory", "Fetched", "InvalidSpec"),
         ("no-account", "Running", "ServiceAccountNotFound"),
         ("late-source", "Fetched", "SourceNotFound"),
+        ("schemeless-host", "Fetched", "InvalidSpec"),
     ];
     for (name, type_, reason) in expect {
         let status = setup
@@ -461,6 +468,11 @@ async fn bad_plugins_say_why_on_their_status_and_a_good_one_keeps_working() -> a
         let error = status.last_error.expect("the error is kept on the status");
         assert!(!error.message.is_empty(), "{name}: empty error message");
     }
+    let schemeless = setup.plugins.get("schemeless-host").await?.status.unwrap();
+    assert_eq!(
+        schemeless.last_error.unwrap().message,
+        r#"field allowedOutboundHosts: entry "api.example.com": name a scheme, as in https://api.example.com"#
+    );
     let newer = setup.plugins.get("newer-contract").await?.status.unwrap();
     assert!(
         newer.last_error.unwrap().message.contains("@0.3.0"),
@@ -841,5 +853,137 @@ async fn a_plugin_that_would_overfill_the_instance_pool_reports_it() -> anyhow::
         .find(|(reason, _)| reason == "InstancePoolFull")
         .unwrap();
     assert!(message.contains("0 free slots"), "{message}");
+    Ok(())
+}
+
+/// An HTTP server on loopback that answers every request with `pong` and
+/// counts them.
+struct PingServer {
+    address: std::net::SocketAddr,
+    requests: Arc<AtomicUsize>,
+    _serving: tokio::task::JoinHandle<()>,
+}
+
+impl PingServer {
+    async fn start() -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counted = requests.clone();
+        let app = axum::Router::new().fallback(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            std::future::ready("pong")
+        });
+        Ok(Self {
+            address: listener.local_addr()?,
+            requests,
+            _serving: tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            }),
+        })
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn a_plugin_reaches_only_the_hosts_its_plugin_allows() -> anyhow::Result<()> {
+    let setup = Setup::new().await?;
+    setup.component("fetcher-component", misbehaving()).await?;
+    let allowed = PingServer::start().await?;
+    let other = PingServer::start().await?;
+    let group = unique_name("fetch");
+    let mut spec = from_config_map("fetcher-component", &group);
+    spec["allowedOutboundHosts"] = json!([format!("http://{}", allowed.address)]);
+    setup.apply("fetcher", spec).await?;
+    let replica = setup.replica("solo", &[]).await?;
+    setup
+        .wait_for("fetcher", "Ready", "True", "Ready", &replica)
+        .await?;
+
+    let fetched = |url: String| {
+        let setup = &setup;
+        let group = &group;
+        let replica = &replica;
+        async move {
+            let name = unique_name("fetch");
+            setup
+                .config_maps
+                .create(
+                    &PostParams::default(),
+                    &config_map(
+                        &name,
+                        &[("leasehold.dev/misbehave", group)],
+                        &[("mode", "http"), ("url", &url)],
+                    ),
+                )
+                .await?;
+            let what = format!("{name}-fetched to record what GET {url} brought");
+            eventually(PATIENCE, &what, || async {
+                setup
+                    .config_maps
+                    .get_opt(&format!("{name}-fetched"))
+                    .await
+                    .ok()??
+                    .data
+            })
+            .await
+            .map_err(|error| error.context(replica.log()))
+        }
+    };
+
+    let answer = fetched(format!("http://{}/ping", allowed.address)).await?;
+    assert_eq!(
+        answer.get("status").map(String::as_str),
+        Some("200"),
+        "{answer:?}"
+    );
+    assert_eq!(answer.get("body").map(String::as_str), Some("pong"));
+    assert_eq!(allowed.requests(), 1);
+
+    // Another port on the same host is another host: refused before it
+    // leaves, as an error value the plugin can tell apart.
+    let refused = fetched(format!("http://{}/ping", other.address)).await?;
+    assert_eq!(
+        refused.get("denied").map(String::as_str),
+        Some("true"),
+        "{refused:?}"
+    );
+    assert!(
+        refused["error"].contains("allowedOutboundHosts"),
+        "{refused:?}"
+    );
+    assert_eq!(other.requests(), 0, "a denied request reached the server");
+
+    // The operator sees both, by plugin and outcome, and why one was
+    // refused.
+    let (_, metrics) = replica.get("/metrics").await?;
+    let http_calls = |code: &str| {
+        counter(
+            &metrics,
+            &format!(
+                r#"leasehold_plugin_host_calls_total{{plugin="{}/fetcher",call="http",code="{code}"}}"#,
+                setup.namespace
+            ),
+        )
+    };
+    assert_eq!(
+        (http_calls("200"), http_calls("0")),
+        (1.0, 1.0),
+        "{metrics}"
+    );
+    let status = setup.plugins.get("fetcher").await?.status.unwrap();
+    let said = status
+        .last_error
+        .expect("the refusal is on the status")
+        .message;
+    assert_eq!(
+        said,
+        format!(
+            "OutboundDenied: GET http://{}: not in the Plugin's allowedOutboundHosts; add the host there to allow it",
+            other.address
+        )
+    );
     Ok(())
 }

@@ -17,7 +17,6 @@ use std::time::Instant;
 
 use wasmtime::component::{HasSelf, Linker};
 
-use super::HostState;
 use super::bindings::current::ControllerWithAdmission;
 use super::bindings::current::leasehold::controller::config;
 use super::bindings::current::leasehold::controller::kubernetes::{
@@ -26,6 +25,8 @@ use super::bindings::current::leasehold::controller::kubernetes::{
 };
 use super::bindings::current::leasehold::controller::log::{self, Field, Level};
 use super::bindings::current::leasehold::controller::types::{self, ApiError, ObjectRef, TypeMeta};
+use super::outbound::AllowedHosts;
+use super::{Call, HostState};
 
 /// What a backend call resolves to: the import's result.
 pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ApiError>> + Send + 'a>>;
@@ -93,6 +94,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn called(&self, call: &'static str, code: u16) {
         let _ = (call, code);
     }
+    /// Lets one outbound HTTP request of the plugin (`method` to `origin`,
+    /// a host its Plugin allows) leave once the plugin's bounds allow:
+    /// resolves when it may be sent, or refuses it with the reason. The
+    /// bridge to a cluster waits for the plugin's rate limit and refuses
+    /// after its term; by default every allowed request leaves at once.
+    fn outbound(&self, method: &http::Method, origin: &str) -> BackendFuture<'_, ()> {
+        let _ = (method, origin);
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// A log record's message is cut at this many bytes, a field's value too.
@@ -111,6 +121,9 @@ pub struct HostContext {
     pub config: Arc<str>,
     /// The object being reconciled, for log lines.
     pub object: Option<String>,
+    /// Where the plugin's outbound HTTP requests may go (nowhere unless its
+    /// Plugin says).
+    pub allowed_hosts: Arc<AllowedHosts>,
 }
 
 /// Links the current contract's imports; [`super::previous`] links the
@@ -119,10 +132,10 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     ControllerWithAdmission::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
 }
 
-/// [`HostState::admit`] in an import: a refusal is the import's error value.
+/// [`Call::admit`] in an import: a refusal is the import's error value.
 macro_rules! admit {
     ($state:expr, $request_bytes:expr) => {
-        match $state.admit($request_bytes) {
+        match $state.call.admit($request_bytes) {
             Ok(deadline) => deadline,
             Err(refused) => return Ok(Err(refused)),
         }
@@ -138,10 +151,12 @@ impl kubernetes::Host for HostState {
         object: ObjectRef,
     ) -> wasmtime::Result<Result<Option<String>, ApiError>> {
         let deadline = admit!(self, 0);
-        Ok(bounded(self.context.backend.clone(), "get", deadline, |b| {
-            b.get(type_meta, object)
-        })
-        .await)
+        Ok(
+            bounded(self.call.context.backend.clone(), "get", deadline, |b| {
+                b.get(type_meta, object)
+            })
+            .await,
+        )
     }
 
     async fn list(
@@ -151,7 +166,7 @@ impl kubernetes::Host for HostState {
     ) -> wasmtime::Result<Result<String, ApiError>> {
         let deadline = admit!(self, 0);
         Ok(
-            bounded(self.context.backend.clone(), "list", deadline, |b| {
+            bounded(self.call.context.backend.clone(), "list", deadline, |b| {
                 b.list(type_meta, params)
             })
             .await,
@@ -166,7 +181,7 @@ impl kubernetes::Host for HostState {
     ) -> wasmtime::Result<Result<String, ApiError>> {
         let deadline = admit!(self, object.len());
         Ok(
-            bounded(self.context.backend.clone(), "create", deadline, |b| {
+            bounded(self.call.context.backend.clone(), "create", deadline, |b| {
                 b.create(type_meta, namespace, object)
             })
             .await,
@@ -180,12 +195,13 @@ impl kubernetes::Host for HostState {
         object: String,
     ) -> wasmtime::Result<Result<String, ApiError>> {
         let deadline = admit!(self, object.len());
-        Ok(
-            bounded(self.context.backend.clone(), "replace", deadline, |b| {
-                b.replace(type_meta, target, object)
-            })
-            .await,
+        Ok(bounded(
+            self.call.context.backend.clone(),
+            "replace",
+            deadline,
+            |b| b.replace(type_meta, target, object),
         )
+        .await)
     }
 
     async fn apply(
@@ -197,7 +213,7 @@ impl kubernetes::Host for HostState {
     ) -> wasmtime::Result<Result<String, ApiError>> {
         let deadline = admit!(self, object.len());
         Ok(
-            bounded(self.context.backend.clone(), "apply", deadline, |b| {
+            bounded(self.call.context.backend.clone(), "apply", deadline, |b| {
                 b.apply(type_meta, target, object, params)
             })
             .await,
@@ -217,7 +233,7 @@ impl kubernetes::Host for HostState {
             }
         );
         Ok(
-            bounded(self.context.backend.clone(), "patch", deadline, |b| {
+            bounded(self.call.context.backend.clone(), "patch", deadline, |b| {
                 b.patch(type_meta, target, patch)
             })
             .await,
@@ -231,7 +247,7 @@ impl kubernetes::Host for HostState {
     ) -> wasmtime::Result<Result<(), ApiError>> {
         let deadline = admit!(self, 0);
         Ok(
-            bounded(self.context.backend.clone(), "delete", deadline, |b| {
+            bounded(self.call.context.backend.clone(), "delete", deadline, |b| {
                 b.delete(type_meta, target)
             })
             .await,
@@ -251,7 +267,7 @@ impl kubernetes::Host for HostState {
             }
         );
         Ok(bounded(
-            self.context.backend.clone(),
+            self.call.context.backend.clone(),
             "update-status",
             deadline,
             |b| b.update_status(type_meta, target, update),
@@ -266,12 +282,13 @@ impl kubernetes::Host for HostState {
     ) -> wasmtime::Result<Result<(), ApiError>> {
         let size = event.reason.len() + event.message.len();
         let deadline = admit!(self, size);
-        Ok(
-            bounded(self.context.backend.clone(), "emit-event", deadline, |b| {
-                b.emit_event(regarding, event)
-            })
-            .await,
+        Ok(bounded(
+            self.call.context.backend.clone(),
+            "emit-event",
+            deadline,
+            |b| b.emit_event(regarding, event),
         )
+        .await)
     }
 }
 
@@ -282,10 +299,10 @@ impl log::Host for HostState {
         message: String,
         fields: Vec<Field>,
     ) -> wasmtime::Result<()> {
-        self.logs = self.logs.saturating_add(1);
-        let context = &self.context;
-        if self.logs > MAX_LOGS_PER_CALL {
-            if self.logs == MAX_LOGS_PER_CALL + 1 {
+        self.call.logs = self.call.logs.saturating_add(1);
+        let context = &self.call.context;
+        if self.call.logs > MAX_LOGS_PER_CALL {
+            if self.call.logs == MAX_LOGS_PER_CALL + 1 {
                 let said = format!(
                     "more than {MAX_LOGS_PER_CALL} log records in one call; the rest of this call's are dropped"
                 );
@@ -329,11 +346,11 @@ pub fn cut(mut text: String, max: usize) -> String {
     text
 }
 
-impl HostState {
+impl Call {
     /// Admits one Kubernetes call of a request of `request_bytes`: refused
     /// past the call budget or the size bound, else the deadline it must
     /// meet (the current call's).
-    fn admit(&mut self, request_bytes: usize) -> Result<Instant, ApiError> {
+    pub(super) fn admit(&mut self, request_bytes: usize) -> Result<Instant, ApiError> {
         self.calls = self.calls.saturating_add(1);
         let refusal = if self.calls > self.max_calls {
             Some((
@@ -401,6 +418,6 @@ async fn bounded<T>(
 
 impl config::Host for HostState {
     async fn get_config(&mut self) -> wasmtime::Result<String> {
-        Ok(self.context.config.to_string())
+        Ok(self.call.context.config.to_string())
     }
 }

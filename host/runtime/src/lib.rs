@@ -18,13 +18,16 @@
 //!   the API server stalls.
 //! * **Nothing ambient.** WASI is linked because Rust's standard library
 //!   imports it, but the context grants no files, sockets, environment or
-//!   arguments. Stdout and stderr are captured ([`output`]): forwarded to
+//!   arguments. `wasi:http` is linked too, and a request leaves only for a
+//!   host the plugin's [`AllowedHosts`] name, within its deadline and call
+//!   budget, once its [`Backend`] lets it go. Stdout and stderr are captured ([`output`]): forwarded to
 //!   tracing after each call, and the end of stderr (a panic's message)
 //!   quoted when the call traps.
 
 mod bindings;
 mod compiler;
 mod imports;
+mod outbound;
 mod output;
 mod previous;
 
@@ -39,6 +42,7 @@ use wasmtime::{
     StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use self::bindings::current::exports::leasehold::controller::admission;
 pub use self::bindings::current::exports::leasehold::controller::admission::Verdict;
@@ -50,6 +54,7 @@ pub use self::bindings::current::leasehold::controller::types::ObjectRef;
 use self::bindings::previous::{Controller as PreviousController, ControllerPre as PreviousPre};
 pub use self::compiler::{COMPILES_AT_ONCE, Compiler};
 pub use self::imports::{Backend, BackendFuture, HostContext, cut};
+pub use self::outbound::{AllowedHosts, InvalidHost};
 use self::output::Output;
 
 /// The contract's types a [`Backend`] receives and returns, as the host's
@@ -302,6 +307,10 @@ impl Runtime {
         let engine = Engine::new(&config).map_err(Error::Engine)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(Error::Engine)?;
+        // Linked for every plugin; a request leaves only for the hosts its
+        // Plugin allows (see `outbound`).
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(Error::Engine)?;
         imports::add_to_linker(&mut linker).map_err(Error::Engine)?;
         previous::add_to_linker(&mut linker).map_err(Error::Engine)?;
         let ticker = EpochTicker::start(engine.clone());
@@ -494,28 +503,45 @@ impl std::fmt::Debug for Compiled {
     }
 }
 
-/// The data of one plugin [`Store`]: WASI (empty), limits and the bridge
-/// that answers the plugin's Kubernetes calls.
+/// The data of one plugin [`Store`]: WASI (empty but for outbound HTTP to
+/// the hosts the plugin may reach), limits and the current call.
 pub struct HostState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
     table: ResourceTable,
     limits: Limiter,
+    call: Call,
+}
+
+/// The call into the plugin now running, as its imports see it: whom they
+/// answer through, until when, and what it may still use.
+struct Call {
     context: HostContext,
-    /// When the current call must end; checked at every epoch tick and
-    /// bounding every host call the plugin makes.
+    /// When the call must end; checked at every epoch tick and bounding
+    /// every host call and outbound request the plugin makes.
     deadline: Instant,
-    /// Kubernetes calls made in the current call, and the most allowed.
+    /// Kubernetes calls and outbound requests made so far, and the most
+    /// allowed.
     calls: u32,
     max_calls: u32,
     max_request_bytes: usize,
-    /// Log records written in the current call.
+    /// Log records written so far.
     logs: u32,
+}
+
+impl Call {
+    /// Starts one call into the plugin: a fresh deadline and budgets.
+    fn start(&mut self, timeout: Duration) {
+        self.deadline = Instant::now() + timeout;
+        self.calls = 0;
+        self.logs = 0;
+    }
 }
 
 impl std::fmt::Debug for HostState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostState")
-            .field("context", &self.context)
+            .field("context", &self.call.context)
             .finish_non_exhaustive()
     }
 }
@@ -531,6 +557,17 @@ impl WasiView for HostState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            // The current call decides what may leave (see `outbound`).
+            hooks: &mut self.call,
         }
     }
 }
@@ -619,6 +656,7 @@ impl Compiled {
                 .stdout(output.stdout.clone())
                 .stderr(output.stderr.clone())
                 .build(),
+            http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             limits: Limiter {
                 limits: StoreLimitsBuilder::new()
@@ -628,18 +666,20 @@ impl Compiled {
                     .build(),
                 peak: 0,
             },
-            context,
-            deadline: Instant::now() + limits.timeout,
-            calls: 0,
-            max_calls: limits.max_calls,
-            max_request_bytes: limits.max_request_bytes,
-            logs: 0,
+            call: Call {
+                context,
+                deadline: Instant::now() + limits.timeout,
+                calls: 0,
+                max_calls: limits.max_calls,
+                max_request_bytes: limits.max_request_bytes,
+                logs: 0,
+            },
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limits);
         // Every tick: past the deadline, trap; otherwise let other tasks run.
         store.epoch_deadline_callback(|store| {
-            if Instant::now() >= store.data().deadline {
+            if Instant::now() >= store.data().call.deadline {
                 return Err(Trap::Interrupt.into());
             }
             Ok(UpdateDeadline::Yield(1))
@@ -752,10 +792,7 @@ impl Instance {
 
 /// Starts one call into the plugin: a fresh deadline and budgets.
 fn start_call(store: &mut Store<HostState>, timeout: Duration) {
-    let state = store.data_mut();
-    state.deadline = Instant::now() + timeout;
-    state.calls = 0;
-    state.logs = 0;
+    store.data_mut().call.start(timeout);
     store.set_epoch_deadline(1);
 }
 

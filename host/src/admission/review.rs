@@ -32,7 +32,7 @@ use crate::controllers::throttle::Unaccounted;
 use crate::election::fence::Fence;
 use crate::plugins::resource::FailurePolicy;
 use crate::plugins::{Catalog, LoadedPlugin, State};
-use crate::runtime::{Backend, HostContext, Review, Verdict, cut};
+use crate::runtime::{Backend, Review, Verdict, cut};
 
 /// Warnings passed on from one verdict; the API server truncates beyond
 /// about this many anyway.
@@ -305,11 +305,10 @@ impl Reviewer {
                 humantime::format_duration(budget)
             ));
         };
-        let context = HostContext {
-            backend: self.backend.clone(),
-            config: self.plugin.definition.config.clone(),
-            object: Some(object),
-        };
+        let context = self
+            .plugin
+            .definition
+            .context(self.backend.clone(), Some(object));
         let mut instance = match self.plugin.compiled.instantiate(context, limits).await {
             Ok(instance) => instance,
             Err(error) => return Outcome::Failed(error.to_string()),

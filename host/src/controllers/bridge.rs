@@ -49,6 +49,10 @@ pub struct KubeBridge {
     /// The stores of the plugin's watches, once its controller has them:
     /// reads they can answer cost no request.
     caches: OnceLock<Caches>,
+    /// The client's fence and rate limit, for outbound HTTP, which does not
+    /// pass the client but is held to both.
+    fence: Fence,
+    throttle: Throttle,
 }
 
 impl std::fmt::Debug for KubeBridge {
@@ -74,9 +78,10 @@ impl KubeBridge {
         accounting: Arc<dyn Accounting>,
     ) -> Result<Self, kube::Error> {
         let config = account.impersonated_by(base);
+        let throttle = Throttle::new(budget.qps, budget.burst, accounting.clone());
         let client = ClientBuilder::try_from(config)?
             .with_layer(&fence)
-            .with_layer(&Throttle::new(budget.qps, budget.burst, accounting.clone()))
+            .with_layer(&throttle)
             .build();
         let recorder = Recorder::new(
             client.clone(),
@@ -92,6 +97,8 @@ impl KubeBridge {
             recorder,
             resources: Mutex::default(),
             caches: OnceLock::new(),
+            fence,
+            throttle,
         })
     }
 
@@ -552,6 +559,25 @@ impl Backend for KubeBridge {
 
     fn called(&self, call: &'static str, code: u16) {
         self.accounting.called(call, code);
+    }
+
+    fn outbound(&self, method: &http::Method, _origin: &str) -> BackendFuture<'_, ()> {
+        let admitted = self.fence.admit(method);
+        Box::pin(async move {
+            match admitted {
+                Ok(()) => {}
+                Err(refused) if refused.is::<NotLeader>() => return Err(not_leader()),
+                Err(refused) => {
+                    return Err(ApiError {
+                        code: 405,
+                        reason: "MethodNotAllowed".into(),
+                        message: refused.to_string(),
+                    });
+                }
+            }
+            self.throttle.acquire().await;
+            Ok(())
+        })
     }
 
     fn log(&self, level: Level, message: &str, fields: &[Field], object: Option<&str>) {

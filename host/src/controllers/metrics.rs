@@ -100,7 +100,7 @@ impl PluginMetrics {
         );
         registry.register(
             "plugin_limited",
-            "Things a plugin did that a bound refused or cut, by reason (TooManyCalls, RequestTooLarge, ResponseTooLarge, Timeout, Throttled, RequeueFloored, LogsDropped)",
+            "Things a plugin did that a bound refused or cut, by reason (TooManyCalls, RequestTooLarge, ResponseTooLarge, Timeout, Throttled, RequeueFloored, LogsDropped, OutboundDenied)",
             self.limited.clone(),
         );
         registry.register(
@@ -110,7 +110,7 @@ impl PluginMetrics {
         );
         registry.register(
             "plugin_host_calls",
-            "A plugin's calls to the cluster by call (get, list, create, replace, apply, patch, delete, update-status, emit-event) and code (200, the error's status, or 0 when refused before the API server)",
+            "A plugin's calls by call (get, list, create, replace, apply, patch, delete, update-status, emit-event; http for an outbound request) and code (200 or the response's status, the error's, or 0 when refused before it was sent)",
             self.host_calls.clone(),
         );
         registry.register(

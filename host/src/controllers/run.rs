@@ -32,8 +32,7 @@ use crate::election::fence::{self, Fence};
 use crate::plugins::LoadedPlugin;
 use crate::runtime::contract::ApiError;
 use crate::runtime::{
-    Action, Backend, GroupVersionKind, HostContext, Mapping, ObjectRef, ReconcileError,
-    Registration, Request,
+    Action, Backend, GroupVersionKind, Mapping, ObjectRef, ReconcileError, Registration, Request,
 };
 
 /// Retries of a failed reconcile: from 0.5 s, doubled per consecutive
@@ -271,7 +270,7 @@ async fn start(
     .map(Arc::new)
     .map_err(Failure::Kube)?;
     let backend: Arc<dyn Backend> = bridge.clone();
-    let context = host_context(&backend, plugin, None);
+    let context = plugin.definition.context(backend.clone(), None);
     let timeout = definition.limits.timeout.max(MIN_REGISTER_TIMEOUT);
     host.metrics.instantiated(&definition.name);
     let registration = match plugin
@@ -415,18 +414,6 @@ impl Failure {
             Self::Discovery(error) => discovery_reason(error),
             Self::Forbidden(_) => "WatchForbidden",
         }
-    }
-}
-
-fn host_context(
-    backend: &Arc<dyn Backend>,
-    plugin: &LoadedPlugin,
-    object: Option<String>,
-) -> HostContext {
-    HostContext {
-        backend: backend.clone(),
-        config: plugin.definition.config.clone(),
-        object,
     }
 }
 
@@ -664,7 +651,10 @@ async fn call(
         None => reference.name.clone(),
     };
     let request = Request { reference, object };
-    let context = host_context(&run.backend, &run.plugin, Some(display.clone()));
+    let context = run
+        .plugin
+        .definition
+        .context(run.backend.clone(), Some(display.clone()));
     let limits = &run.plugin.definition.limits;
     let _instance = {
         let _waiting = run.metrics.waiting(name);

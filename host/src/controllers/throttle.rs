@@ -63,6 +63,20 @@ impl Throttle {
     }
 }
 
+impl Throttle {
+    /// Waits for a token, as a request through the layer does: for a
+    /// plugin's work that does not pass its client (outbound HTTP).
+    pub async fn acquire(&self) {
+        if self.bucket.check().is_err() {
+            self.observer.limited("Throttled", THROTTLED);
+            self.bucket.until_ready().await;
+        }
+    }
+}
+
+/// What a plugin over its budget is told (once per wait, in its counters).
+const THROTTLED: &str = "requests over the plugin's apiQPS wait their turn";
+
 impl<S> Layer<S> for Throttle {
     type Service = Throttled<S>;
 
@@ -112,10 +126,7 @@ where
                 if self.throttle.bucket.check().is_ok() {
                     self.token = true;
                 } else {
-                    self.throttle.observer.limited(
-                        "Throttled",
-                        "requests over the plugin's apiQPS wait their turn",
-                    );
+                    self.throttle.observer.limited("Throttled", THROTTLED);
                     let bucket = self.throttle.bucket.clone();
                     self.waiting = Some(Box::pin(async move { bucket.until_ready().await }));
                 }

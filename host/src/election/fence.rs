@@ -75,6 +75,25 @@ impl Fence {
     pub fn reads_only() -> Self {
         Self(Scope::ReadsOnly)
     }
+
+    /// Whether a request with `method` may leave now, for work that does
+    /// not pass the fenced client (a plugin's outbound HTTP).
+    pub fn admit(&self, method: &http::Method) -> Result<(), BoxError> {
+        self.0.admit(method)
+    }
+}
+
+impl Scope {
+    /// A read on a reads-only fence, anything during the term.
+    fn admit(&self, method: &http::Method) -> Result<(), BoxError> {
+        match self {
+            Scope::ReadsOnly if method == http::Method::GET || method == http::Method::HEAD => {
+                Ok(())
+            }
+            Scope::ReadsOnly => Err(Box::new(ReadsOnly)),
+            Scope::Term { guard, .. } => guard.check().map_err(Into::into),
+        }
+    }
 }
 
 impl<S> Layer<S> for Fence {
@@ -112,17 +131,15 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let (guard, carry_term) = match &self.scope {
-            Scope::ReadsOnly if request.method() == http::Method::GET => {
-                return Either::Right(self.inner.call(request).map_err(Into::into as IntoBox<_>));
-            }
-            Scope::ReadsOnly => return Either::Left(ready(Err(Box::new(ReadsOnly)))),
-            Scope::Term { guard, carry_term } => (guard, *carry_term),
-        };
-        if let Err(not_leader) = guard.check() {
-            return Either::Left(ready(Err(Box::new(not_leader))));
+        if let Err(refused) = self.scope.admit(request.method()) {
+            return Either::Left(ready(Err(refused)));
         }
-        if carry_term && let Some(term) = guard.term() {
+        if let Scope::Term {
+            guard,
+            carry_term: true,
+        } = &self.scope
+            && let Some(term) = guard.term()
+        {
             match http::HeaderValue::from_str(term) {
                 Ok(value) => {
                     request
@@ -183,6 +200,21 @@ mod tests {
 
     fn request() -> http::Request<()> {
         http::Request::new(())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn outbound_requests_are_held_to_the_same_fence() {
+        let guard = LeaderGuard::new(Instant::now() + Duration::from_secs(10));
+        let fence = Fence::new(guard);
+        assert!(fence.admit(&http::Method::POST).is_ok());
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let refused = fence.admit(&http::Method::GET).unwrap_err();
+        assert!(refused.is::<NotLeader>(), "{refused}");
+
+        let reads_only = Fence::reads_only();
+        assert!(reads_only.admit(&http::Method::GET).is_ok());
+        let refused = reads_only.admit(&http::Method::POST).unwrap_err();
+        assert!(refused.is::<ReadsOnly>(), "{refused}");
     }
 
     #[tokio::test(start_paused = true)]

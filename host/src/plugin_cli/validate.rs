@@ -96,6 +96,7 @@ fn offline_context() -> Result<HostContext> {
         backend: Arc::new(bridge),
         config: Arc::from("{}"),
         object: None,
+        allowed_hosts: Arc::default(),
     })
 }
 

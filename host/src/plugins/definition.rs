@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::limits::{Budget, InvalidField, parse_budget, parse_limits};
 use super::resource::Plugin;
 use crate::admission::Declaration;
-use crate::runtime::Limits;
+use crate::runtime::{AllowedHosts, Backend, HostContext, Limits};
 
 /// A plugin's identity, configuration and limits (not its component).
 #[derive(Clone, Debug, PartialEq)]
@@ -26,6 +26,8 @@ pub struct Definition {
     pub budget: Budget,
     /// The admission webhooks it serves, if any.
     pub admission: Option<Arc<Declaration>>,
+    /// Where its outbound HTTP requests may go.
+    pub allowed_hosts: Arc<AllowedHosts>,
 }
 
 /// A ServiceAccount by namespace and name.
@@ -68,6 +70,17 @@ impl std::fmt::Display for ServiceAccount {
 }
 
 impl Definition {
+    /// What one instance of the plugin answers its imports with: `backend`
+    /// for its calls, while handling `object` (for log lines).
+    pub fn context(&self, backend: Arc<dyn Backend>, object: Option<String>) -> HostContext {
+        HostContext {
+            backend,
+            config: self.config.clone(),
+            object,
+            allowed_hosts: self.allowed_hosts.clone(),
+        }
+    }
+
     /// The definition a Plugin object asks for.
     pub fn of(plugin: &Plugin) -> Result<Self, InvalidField> {
         let namespace = plugin.namespace().unwrap_or_default();
@@ -109,8 +122,19 @@ impl Definition {
                 .as_ref()
                 .map(|spec| Declaration::of(spec).map(Arc::new))
                 .transpose()?,
+            allowed_hosts: allowed_hosts(&spec.allowed_outbound_hosts, "allowedOutboundHosts")?,
         })
     }
+}
+
+/// The hosts a plugin may reach, from their entries in `field`.
+pub(super) fn allowed_hosts(
+    entries: &[String],
+    field: &'static str,
+) -> Result<Arc<AllowedHosts>, InvalidField> {
+    AllowedHosts::parse(entries)
+        .map(Arc::new)
+        .map_err(|invalid| InvalidField::new(field, invalid.to_string()))
 }
 
 /// A plugin's configuration must be a JSON object; absent means `{}`.

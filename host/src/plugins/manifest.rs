@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::definition::{Definition, ServiceAccount, config_text};
+use super::definition::{Definition, ServiceAccount, allowed_hosts, config_text};
 use super::limits::{InvalidField, parse_budget, parse_limits};
 
 /// A validated plugin manifest: a plugin and its component file.
@@ -42,6 +42,8 @@ struct Raw {
     config: Option<Value>,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    allowed_outbound_hosts: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -109,6 +111,7 @@ impl Manifest {
                 limits,
                 budget,
                 admission: None,
+                allowed_hosts: allowed_hosts(&raw.allowed_outbound_hosts, "allowedOutboundHosts")?,
             },
             component: base.join(raw.component),
         })
@@ -152,6 +155,10 @@ mod tests {
         assert_eq!(definition.limits.memory_bytes, 32 << 20);
         assert_eq!(definition.limits.timeout, Duration::from_millis(500));
         assert_eq!(&*definition.config, r#"{"selector":"a=b"}"#);
+        assert!(
+            definition.allowed_hosts.is_empty(),
+            "no outbound HTTP by default"
+        );
     }
 
     #[test]
@@ -192,6 +199,10 @@ mod tests {
             (
                 r#"{"name": "m", "component": "m.wasm", "serviceAccount": "ns/sa", "limits": {"concurrency": 0}}"#,
                 "field limits.concurrency",
+            ),
+            (
+                r#"{"name": "m", "component": "m.wasm", "serviceAccount": "ns/sa", "allowedOutboundHosts": ["api.example.com"]}"#,
+                "field allowedOutboundHosts: entry \"api.example.com\": name a scheme",
             ),
             (
                 r#"{"name": "m", "component": "m.wasm", "serviceAccount": "ns/sa", "typo": 1}"#,

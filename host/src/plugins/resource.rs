@@ -57,6 +57,16 @@ pub struct PluginSpec {
     /// webhook configuration for each and removes it with the Plugin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admission: Option<AdmissionSpec>,
+
+    /// Where the plugin may send HTTP requests (`wasi:http`), as
+    /// `scheme://host[:port]`: for example `https://api.example.com`,
+    /// `https://*.example.com` (names under it), `http://10.0.0.7:8080`.
+    /// Without a port only the scheme's default is allowed; `*` stands for
+    /// any scheme, host or port. Empty (the default): no outbound requests.
+    /// Each request counts as a call against the reconcile's limits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub allowed_outbound_hosts: Vec<String>,
 }
 
 /// The plugin's admission webhooks: at least one of the two.

@@ -351,6 +351,9 @@ fn context(cluster: &FakeCluster, object: Option<String>) -> HostContext {
         config: Arc::from(calls.config()),
         backend: Arc::new(backend::InMemory::new(calls)),
         object,
+        // Offline: a plugin's outbound requests are refused, as on a
+        // cluster whose Plugin allows no hosts.
+        allowed_hosts: Arc::default(),
     }
 }
 

@@ -52,6 +52,7 @@
 //!   macros ([`info!`] and friends).
 //! - [`config()`]: the plugin's configuration as a type of its own.
 //! - [`selector`]: label selectors, parsed and matched locally.
+//! - `http` (feature `http`): outbound HTTP to the hosts the Plugin allows.
 //! - [`testing`]: an in-memory cluster to unit-test a reconciler (and an
 //!   admission) natively; the `leasehold-harness` crate runs the built
 //!   component against it on the host's own runtime.
@@ -68,6 +69,8 @@ pub mod event;
 mod export;
 pub mod finalizer;
 mod host;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod log;
 mod object;
 pub mod owner;
