@@ -163,3 +163,10 @@ test('the export turns actions, error values and thrown errors into the contract
   assert.deepEqual(reconciler.reconcile({ reference: request.reference }), { tag: 'ok', val: { tag: 'done' } });
   assert.deepEqual(reconciler.cleanup(request), { tag: 'ok', val: { tag: 'done' } });
 });
+
+test('a type spreads into an object as apiVersion and kind, and registers with its plural', () => {
+  assert.deepEqual({ ...ConfigMap, metadata: {} }, { apiVersion: 'v1', kind: 'ConfigMap', metadata: {} });
+  const registration = exportController({ registration: () => ({ name: 'n', primary: ConfigMap }), reconcile: done })
+    .register();
+  assert.equal(registration.primary.plural, 'configmaps');
+});
