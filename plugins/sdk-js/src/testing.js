@@ -28,6 +28,7 @@
 
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 
 // What tests compare with, importable outside a component (the SDK's main
 // module imports the contract, which only a component has).
@@ -75,7 +76,7 @@ export class Harness {
    * @param {{config?: object, leasehold?: string}} [options]
    */
   static async load(path, { config = {}, leasehold = process.env.LEASEHOLD ?? 'leasehold' } = {}) {
-    const file = path instanceof URL ? path.pathname : String(path);
+    const file = path instanceof URL ? fileURLToPath(path) : String(path);
     const child = spawn(
       leasehold,
       ['plugin', 'run', '--serve', '--config', JSON.stringify(config), file],
