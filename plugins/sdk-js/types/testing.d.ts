@@ -19,6 +19,8 @@ export interface ReconcileResult {
   calls: string[];
   events: { kind: string; regarding: ObjectRef; type: 'Normal' | 'Warning'; reason: string; message: string }[];
   logs: { level: string; message: string; fields: Record<string, string> }[];
+  /** The largest linear memory any reconcile of this harness has reached (the limit is 64 MiB). */
+  memoryPeakBytes: number;
 }
 
 export class Harness {
