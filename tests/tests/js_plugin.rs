@@ -267,3 +267,22 @@ async fn the_javascript_example_passes_its_own_offline_tests() -> anyhow::Result
     assert!(stdout.contains("# fail 0\n"), "{stdout}");
     Ok(())
 }
+
+/// The JavaScript SDK's own unit tests (its modules under Node with the
+/// contract's imports faked), so `cargo test` runs them too.
+#[tokio::test]
+async fn the_javascript_sdk_passes_its_own_unit_tests() -> anyhow::Result<()> {
+    let output = tokio::process::Command::new("npm")
+        .arg("test")
+        .current_dir(repo_root().join("plugins/sdk-js"))
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("# fail 0\n"), "{stdout}");
+    Ok(())
+}

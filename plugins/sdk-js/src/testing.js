@@ -56,6 +56,9 @@ export class Harness {
       this.#idle();
     });
     child.on('error', (error) => this.#fail(error));
+    // A write to a process that has already ended fails with EPIPE; the
+    // `exit` handler reports why it ended, which is what the caller needs.
+    child.stdin.on('error', () => {});
     child.on('exit', (code, signal) => {
       this.#exited = `leasehold plugin run exited (${signal ?? `code ${code}`})`;
       this.#fail(new Error(`${this.#exited}:\n${this.#stderr.trim()}`));
