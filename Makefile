@@ -11,7 +11,7 @@ include plugins/Makefile.inc
 help:
 	@echo "make demo            the HA story end to end on a local control plane"
 	@echo "make test            every test (unit + against a real kube-apiserver)"
-	@echo "make bench           every benchmark (bench-failover, bench-runtime, bench-reload, bench-new-plugin, bench-containment, bench-scale, bench-admission)"
+	@echo "make bench           every benchmark (bench-failover, bench-runtime, bench-reload, bench-new-plugin, bench-containment, bench-scale, bench-admission, bench-js)"
 	@echo "make plugins         build the example plugins to wasm32-wasip2 components"
 	@echo "make chaos           random faults into the leader of three replicas for LEASEHOLD_CHAOS_MINUTES (10); judged from the audit log"
 	@echo "make test-chart      the Helm chart tests (real helm, kubectl, kube-apiserver)"
@@ -48,15 +48,15 @@ test: deps
 .PHONY: bench-smoke
 bench-smoke: deps
 	LEASEHOLD_BENCH_TRIALS=1 LEASEHOLD_BENCH_SOURCES=5 LEASEHOLD_BASELINE_ELECTOR=$$(tools/cluster.sh baseline) \
-	  LEASEHOLD_BENCH_SOAK_SECS=2 LEASEHOLD_SCALE_OBJECTS=200 LEASEHOLD_SCALE_NAMESPACES=4 LEASEHOLD_SCALE_PLUGINS=3 LEASEHOLD_BENCH_SECONDS=1 \
-	  tools/with-cluster.sh bash -c '$(foreach bench,failover runtime reload containment scale admission,$(CARGO) bench --profile dev -p leasehold-tests --bench $(bench) && ) true'
+	  LEASEHOLD_BENCH_SOAK_SECS=2 LEASEHOLD_SCALE_OBJECTS=200 LEASEHOLD_SCALE_NAMESPACES=4 LEASEHOLD_SCALE_PLUGINS=3 LEASEHOLD_BENCH_SECONDS=1 LEASEHOLD_BENCH_RECONCILES=3 \
+	  tools/with-cluster.sh bash -c '$(foreach bench,failover runtime reload containment scale admission js,$(CARGO) bench --profile dev -p leasehold-tests --bench $(bench) && ) true'
 
 demo: deps
 	$(CARGO) build --release -p leasehold
 	$(CARGO) build --release --target wasm32-wasip2 -p configmap-mirror -p greeter
 	tools/with-cluster.sh tools/demo.sh
 
-bench: bench-failover bench-runtime bench-reload bench-new-plugin bench-containment bench-scale bench-admission
+bench: bench-failover bench-runtime bench-reload bench-new-plugin bench-containment bench-scale bench-admission bench-js
 
 bench-failover: deps
 	$(CARGO) build --release -p leasehold
@@ -113,6 +113,13 @@ bench-reload: deps
 bench-new-plugin: deps
 	$(CARGO) build --release -p leasehold
 	tools/with-cluster.sh $(CARGO) bench -p leasehold-tests --bench new_plugin
+
+## bench-js: the JavaScript SDK's costs (component size, rebuild, compile,
+## instantiate, reconcile, memory) against the same labeler in Rust, in one
+## run; offline, on the harness, so no control plane (or `deps`) needed.
+.PHONY: bench-js
+bench-js: plugins-js
+	$(CARGO) bench -p leasehold-tests --bench js
 
 test-chart: deps
 	tools/with-cluster.sh $(CARGO) test -p leasehold-tests --test chart

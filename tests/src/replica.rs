@@ -325,7 +325,7 @@ pub fn leasehold_binary() -> PathBuf {
 /// harness's `build_component`: once per crate per test process).
 pub fn plugin_component(crate_name: &str) -> PathBuf {
     let crate_dir = match crate_name {
-        "misbehaving" => repo_root().join("tests/fixtures/misbehaving"),
+        "misbehaving" | "labeler-rs" => repo_root().join("tests/fixtures").join(crate_name),
         example => repo_root().join("plugins/examples").join(example),
     };
     leasehold_harness::build_component(&crate_dir)

@@ -1,6 +1,11 @@
-//! A plugin written in JavaScript (`plugins/examples/labeler-js`, built with
-//! componentize-js) runs in the real host against the real API server,
-//! within the default limits, using the Kubernetes, log and config imports.
+//! Plugins written in JavaScript run in the real host against the real API
+//! server, within the default limits, using the Kubernetes, log and config
+//! imports: the example on the JavaScript SDK
+//! (`plugins/examples/labeler-js`, contract 0.2), and the same labeler on
+//! raw componentize-js bindings for the previous contract
+//! (`tests/fixtures/labeler-v0.1-js`), which the host still runs and names
+//! deprecated. The example also passes its own offline tests
+//! (`leasehold plugin test`, which runs `npm test`).
 
 use std::time::Duration;
 
@@ -9,8 +14,10 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use leasehold_tests::fixtures::{rule, service_account_with};
-use leasehold_tests::js_plugin::{js_plugin_component, js_plugins_dir};
-use leasehold_tests::{ReplicaProcess, ReplicaSettings, TestCluster, eventually, unique_name};
+use leasehold_tests::js_plugin::{js_plugin_component, js_plugins_dir, js_v01_plugin_component};
+use leasehold_tests::{
+    ReplicaProcess, ReplicaSettings, TestCluster, eventually, repo_root, unique_name,
+};
 use serde_json::json;
 
 /// Until the first reconcile: the host compiles the 12 MB component first,
@@ -82,9 +89,20 @@ async fn labelled_event(client: &Client, namespace: &str, name: &str) -> Option<
 }
 
 #[tokio::test]
-async fn javascript_labeler_labels_selected_config_maps_and_follows_their_keys()
+async fn javascript_labeler_on_the_sdk_labels_selected_config_maps_and_follows_their_keys()
 -> anyhow::Result<()> {
-    let component = js_plugin_component();
+    labels_selected_config_maps_and_follows_their_keys(js_plugin_component()).await
+}
+
+#[tokio::test]
+async fn javascript_labeler_built_for_contract_0_1_still_labels_on_this_host() -> anyhow::Result<()>
+{
+    labels_selected_config_maps_and_follows_their_keys(js_v01_plugin_component()).await
+}
+
+async fn labels_selected_config_maps_and_follows_their_keys(
+    component: std::path::PathBuf,
+) -> anyhow::Result<()> {
     let cluster = TestCluster::shared().await;
     let admin = cluster.client()?;
     let plugins_ns = cluster.namespace("plugins").await?;
@@ -184,27 +202,87 @@ async fn javascript_labeler_labels_selected_config_maps_and_follows_their_keys()
     Ok(())
 }
 
-/// The JavaScript example is built for the previous contract (0.1) on
-/// purpose: the test above runs it unchanged on this 0.2 host, and the host
-/// names its version as deprecated.
-#[tokio::test]
-async fn a_component_built_for_the_previous_contract_is_named_deprecated() -> anyhow::Result<()> {
-    let component = js_plugin_component();
+async fn validate(component: &std::path::Path) -> anyhow::Result<String> {
     let output = tokio::process::Command::new(leasehold_tests::leasehold_binary())
         .args(["plugin", "validate"])
-        .arg(&component)
+        .arg(component)
         .output()
         .await?;
-    let report = String::from_utf8_lossy(&output.stdout);
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
         "{report}{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    Ok(report)
+}
+
+/// The fixture is built for the previous contract (0.1) on purpose: the
+/// test above runs it unchanged on this 0.2 host, and the host names its
+/// version as deprecated.
+#[tokio::test]
+async fn a_component_built_for_the_previous_contract_is_named_deprecated() -> anyhow::Result<()> {
+    let report = validate(&js_v01_plugin_component()).await?;
     assert!(
         report.contains("contract:  leasehold:controller@0.1.0 (deprecated"),
         "{report}"
     );
     assert!(report.contains("admission: (none)"), "{report}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_javascript_example_on_the_sdk_is_built_for_the_current_contract() -> anyhow::Result<()>
+{
+    let report = validate(&js_plugin_component()).await?;
+    assert!(
+        report.contains("contract:  leasehold:controller@0.2.0\n"),
+        "{report}"
+    );
+    assert!(report.contains("name:      labeler-js"), "{report}");
+    assert!(
+        report.contains("selector:  leasehold.dev/labeler\n"),
+        "{report}"
+    );
+    Ok(())
+}
+
+/// What an author runs: `npm install` when needed, `npm test` (which
+/// builds the component first, then runs test/labeler.test.js on the
+/// harness through `leasehold plugin run`).
+#[tokio::test]
+async fn the_javascript_example_passes_its_own_offline_tests() -> anyhow::Result<()> {
+    let output = tokio::process::Command::new(leasehold_tests::leasehold_binary())
+        .args(["plugin", "test", "--path"])
+        .arg(repo_root().join("plugins/examples/labeler-js"))
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("# pass 4\n"), "{stdout}");
+    assert!(stdout.contains("# fail 0\n"), "{stdout}");
+    Ok(())
+}
+
+/// The JavaScript SDK's own unit tests (its modules under Node with the
+/// contract's imports faked), so `cargo test` runs them too.
+#[tokio::test]
+async fn the_javascript_sdk_passes_its_own_unit_tests() -> anyhow::Result<()> {
+    let output = tokio::process::Command::new("npm")
+        .arg("test")
+        .current_dir(repo_root().join("plugins/sdk-js"))
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("# fail 0\n"), "{stdout}");
     Ok(())
 }

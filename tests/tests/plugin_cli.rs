@@ -1,6 +1,8 @@
-//! `leasehold plugin`, run as the real binary: a scaffolded crate builds
-//! into a component the host accepts, bad components are refused with the
-//! reason, and push and deploy land in a real registry and API server.
+//! `leasehold plugin`, run as the real binary: a scaffolded crate (or, with
+//! `--lang js`, npm package) builds into a component the host accepts and
+//! passes its own test, a component runs offline on the harness, bad
+//! components are refused with the reason, and push and deploy land in a
+//! real registry and API server.
 
 use std::path::Path;
 use std::process::Output;
@@ -10,6 +12,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use leasehold::plugins::Plugin;
 use leasehold_tests::fixtures::install_plugin_crd;
+use leasehold_tests::js_plugin::js_plugin_component;
 use leasehold_tests::{
     TestCluster, TestRegistry, leasehold_binary, plugin_component, repo_root, unique_name,
 };
@@ -152,6 +155,139 @@ async fn names_that_are_not_dns_labels_are_refused() {
         std::fs::read_dir(dir.path()).unwrap().next().is_none(),
         "nothing was written"
     );
+}
+
+/// What an author does with `--lang js`: `new`, `build` (npm install, npm
+/// run build), `validate`, `test` (npm test: the component on the harness
+/// through `leasehold plugin run`). Needs Node.js and npm.
+#[tokio::test]
+async fn a_new_javascript_plugin_builds_passes_its_test_and_validates() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let package = dir.path().join("hello-js");
+    let path = package.to_str().unwrap();
+    let started = Instant::now();
+
+    let created = plugin(&["new", "hello-js", "--lang", "js", "--path", path]).await;
+    assert_succeeds(&created);
+    assert!(stdout(&created).contains("using the SDK source in"));
+    let built = plugin(&["build", "--path", path]).await;
+    assert_succeeds(&built);
+    eprintln!(
+        "plugin new --lang js to built component: {:?}",
+        started.elapsed()
+    );
+    let component = package.join("dist/hello-js.wasm");
+    assert!(
+        stdout(&built).contains(&format!("component: {}", component.display())),
+        "{}",
+        stdout(&built)
+    );
+
+    let validated = plugin(&["validate", component.to_str().unwrap()]).await;
+    assert_succeeds(&validated);
+    let report = stdout(&validated);
+    for expected in [
+        "contract:  leasehold:controller@0.2.0\n",
+        "name:      hello-js",
+        "primary:   v1/ConfigMap",
+        "selector:  example.com/hello-js=true",
+    ] {
+        assert!(report.contains(expected), "{expected:?} not in:\n{report}");
+    }
+
+    let tested = plugin(&["test", "--path", path]).await;
+    assert_succeeds(&tested);
+    assert!(
+        stdout(&tested).contains("# pass 1\n"),
+        "{}",
+        stdout(&tested)
+    );
+    assert!(
+        stdout(&tested).contains("# fail 0\n"),
+        "{}",
+        stdout(&tested)
+    );
+
+    let again = plugin(&["new", "hello-js", "--lang", "js", "--path", path]).await;
+    assert_fails_with(&again, "exists and is not empty");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_new_plugin_refuses_an_unknown_language_and_what_its_language_cannot_scaffold() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = plugin_in(dir.path(), &["new", "hello", "--lang", "go"]).await;
+    assert_fails_with(&output, "invalid value 'go' for '--lang <LANG>'");
+    assert_fails_with(&output, "[possible values: rust, js]");
+
+    let output = plugin_in(dir.path(), &["new", "My_Plugin", "--lang", "js"]).await;
+    assert_fails_with(
+        &output,
+        "invalid plugin name \"My_Plugin\": must be a DNS label",
+    );
+    let output = plugin_in(dir.path(), &["new", "hello", "--lang", "js", "--admission"]).await;
+    assert_fails_with(&output, "--admission is not scaffolded for --lang js yet");
+    let output = plugin_in(
+        dir.path(),
+        &["new", "hello", "--lang", "js", "--sdk-path", "/nowhere"],
+    )
+    .await;
+    assert_fails_with(
+        &output,
+        "@leasehold/sdk not found at /nowhere (pass --sdk-path DIR)",
+    );
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "nothing was written"
+    );
+}
+
+/// `plugin run` once: fixtures in (YAML), every primary reconciled, JSON
+/// out with each reconcile's calls and the resulting objects.
+#[tokio::test]
+async fn run_reconciles_fixtures_offline_and_reports_calls_and_objects() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let fixtures = dir.path().join("config-maps.yaml");
+    std::fs::write(
+        &fixtures,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {namespace: default, name: selected, labels: {team: a}}\ndata: {a: '1'}\n---\n\
+         apiVersion: v1\nkind: ConfigMap\nmetadata: {namespace: default, name: ignored}\n",
+    )?;
+    let component = js_plugin_component();
+    let output = plugin(&[
+        "run",
+        component.to_str().unwrap(),
+        "--config",
+        r#"{"selector": "team", "labels": {"tier": "web"}}"#,
+        "--object",
+        fixtures.to_str().unwrap(),
+    ])
+    .await;
+    assert_succeeds(&output);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(report["registration"]["labelSelector"], "team");
+    let reconciles = report["reconciles"].as_array().unwrap();
+    // Every stored ConfigMap, in order; the unselected one is absent to the plugin.
+    assert_eq!(reconciles[0]["reference"]["name"], "ignored");
+    assert_eq!(reconciles[0]["calls"], serde_json::json!([]));
+    assert_eq!(reconciles[1]["action"], serde_json::json!({"done": true}));
+    assert_eq!(
+        reconciles[1]["calls"],
+        serde_json::json!([
+            "apply v1/ConfigMap default/selected -> ok",
+            "emit-event v1/ConfigMap default/selected -> ok"
+        ])
+    );
+    let selected = &report["objects"][1];
+    assert_eq!(selected["metadata"]["labels"]["tier"], "web");
+    assert_eq!(
+        selected["metadata"]["annotations"]["leasehold.dev/keys"],
+        "1"
+    );
+
+    let output = plugin(&["run", component.to_str().unwrap(), "--config", "[]"]).await;
+    assert_fails_with(&output, "--config must be a JSON object: not an object");
+    Ok(())
 }
 
 #[tokio::test]

@@ -1,19 +1,34 @@
-//! `leasehold plugin build`: cargo, for the one target plugins need.
+//! `leasehold plugin build`: cargo, for the one target plugins need; npm
+//! for a JavaScript plugin.
 
 use std::path::{Path, PathBuf};
 
-use super::{Error, Result, WASM_TARGET, cargo, read, run_cargo};
+use super::{Error, Result, WASM_TARGET, cargo, js, read, run_cargo};
 use crate::oci;
 
 #[derive(Debug, clap::Args)]
 pub struct Options {
-    /// The plugin crate's directory.
+    /// The plugin's directory: a crate, or an npm package.
     #[arg(long, default_value = ".")]
     path: PathBuf,
 }
 
-/// Builds the crate at `options.path` and returns the component's path.
+/// Builds the plugin at `options.path` and returns the component's path.
 pub(super) fn run(options: Options) -> Result<PathBuf> {
+    let component = if js::is_package(&options.path) {
+        js::build(&options.path)?
+    } else {
+        build_crate(options)?
+    };
+    let bytes = read(&component)?;
+    println!("component: {}", component.display());
+    println!("digest:    {}", oci::digest_of(&bytes));
+    println!("size:      {} bytes", bytes.len());
+    Ok(component)
+}
+
+/// cargo, for the one target plugins need.
+fn build_crate(options: Options) -> Result<PathBuf> {
     check_target(&options.path)?;
     let (package, target_dir) = package(&options.path)?;
     run_cargo(
@@ -33,10 +48,6 @@ pub(super) fn run(options: Options) -> Result<PathBuf> {
             ),
         });
     }
-    let bytes = read(&component)?;
-    println!("component: {}", component.display());
-    println!("digest:    {}", oci::digest_of(&bytes));
-    println!("size:      {} bytes", bytes.len());
     Ok(component)
 }
 

@@ -41,7 +41,7 @@ pub struct Options {
 }
 
 pub(super) async fn run(options: Options) -> Result<()> {
-    super::new::check_name(&options.name)?;
+    super::new::check_name(&options.name, super::new::Lang::Js)?;
     let config = options.config.as_deref().map(parse_config).transpose()?;
     let client = Client::try_default().await.map_err(|source| Error::Kube {
         action: "connect to Kubernetes with the current kubeconfig".into(),

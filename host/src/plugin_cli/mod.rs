@@ -1,11 +1,15 @@
 //! `leasehold plugin`: the plugin author's commands, from an empty
 //! directory to a Plugin running in a cluster.
 //!
-//! * [`new`](Command::New) scaffolds a Rust crate on the SDK that builds and
-//!   passes its own test at once;
-//! * [`build`](Command::Build) and [`test`](Command::Test) run cargo in it;
+//! * [`new`](Command::New) scaffolds a plugin on the SDK (a Rust crate, or
+//!   with `--lang js` an npm package) that builds and passes its own test at
+//!   once;
+//! * [`build`](Command::Build) and [`test`](Command::Test) run cargo in it,
+//!   or npm (`js.rs`) when it is an npm package;
 //! * [`validate`](Command::Validate) loads a component the way a replica
 //!   does and prints what it registers;
+//! * [`run`](Command::Run) runs a component offline on the harness, for
+//!   tests in any language;
 //! * [`push`](Command::Push) stores it in an OCI registry, and
 //!   [`deploy`](Command::Deploy) creates or updates the Plugin object.
 //!
@@ -14,8 +18,10 @@
 
 mod build;
 mod deploy;
+mod js;
 mod new;
 mod push;
+mod run;
 mod test;
 mod validate;
 
@@ -33,15 +39,20 @@ pub const WASM_TARGET: &str = "wasm32-wasip2";
 /// A plugin author's commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Scaffold a Rust plugin crate that builds and passes its test at once.
+    /// Scaffold a plugin (Rust, or --lang js) that builds and passes its
+    /// test at once.
     New(new::Options),
-    /// Build the plugin crate into a wasm component.
+    /// Build the plugin (a crate, or an npm package) into a wasm component.
     Build(build::Options),
     /// Check that a file is a controller component this host can run, and
     /// print what it registers.
     Validate(validate::Options),
-    /// Run the plugin crate's native tests (the SDK's in-memory cluster).
+    /// Run the plugin's tests: a crate's natively (the SDK's in-memory
+    /// cluster), an npm package's with `npm test`.
     Test(test::Options),
+    /// Run a component offline against an in-memory cluster: fixtures in,
+    /// reconciles, JSON out (or JSON commands on stdin with --serve).
+    Run(run::Options),
     /// Validate a component, then push it to an OCI registry.
     Push(push::Options),
     /// Create or update a Plugin (and the ConfigMap holding its component)
@@ -57,6 +68,7 @@ impl Command {
             Command::Build(options) => build::run(options).map(drop),
             Command::Validate(options) => validate::run(options).await.map(drop),
             Command::Test(options) => test::run(options),
+            Command::Run(options) => run::run(options).await,
             Command::Push(options) => push::run(options).await,
             Command::Deploy(options) => deploy::run(options).await,
         }
@@ -75,8 +87,8 @@ pub enum Error {
     #[error("{} exists and is not empty; choose another --path or remove it", path.display())]
     NotEmpty { path: PathBuf },
     /// The SDK to depend on is not where `--sdk-path` says.
-    #[error("leasehold-sdk not found at {} (pass --sdk-path DIR)", path.display())]
-    SdkNotFound { path: PathBuf },
+    #[error("{sdk} not found at {} (pass --sdk-path DIR)", path.display())]
+    SdkNotFound { sdk: &'static str, path: PathBuf },
     /// A file or directory could not be read or written.
     #[error("cannot {action} {}", path.display())]
     Io {
@@ -98,6 +110,22 @@ pub enum Error {
     /// A cargo command failed; its own output says why.
     #[error("`{command}` failed ({status})")]
     Cargo { command: String, status: ExitStatus },
+    /// npm could not be started.
+    #[error("cannot run {program} (are Node.js and npm installed?)")]
+    SpawnNpm {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An npm command failed; its own output says why.
+    #[error("`{command}` failed ({status})")]
+    Npm { command: String, status: ExitStatus },
+    /// `new` was asked for something its language's scaffold does not have.
+    #[error("{0}")]
+    Unsupported(String),
+    /// `run` could not load the component or a fixture.
+    #[error("cannot run {}: {reason}", path.display())]
+    Run { path: PathBuf, reason: String },
     /// `cargo metadata` said something this command cannot use.
     #[error("cannot find a package at {}: {reason}", path.display())]
     NoPackage { path: PathBuf, reason: String },

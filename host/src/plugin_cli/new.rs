@@ -1,5 +1,6 @@
-//! `leasehold plugin new`: a plugin crate that builds to a component and
-//! passes its own test before the author changes a line.
+//! `leasehold plugin new`: a plugin that builds to a component and passes
+//! its own test before the author changes a line: a Rust crate on
+//! `leasehold-sdk`, or (`--lang js`) an npm package on `@leasehold/sdk`.
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +10,13 @@ use super::{Error, Result};
 /// while that checkout exists (the CLI runs from it); a binary installed
 /// elsewhere writes a crate on the published SDK.
 const CHECKOUT_SDK_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/sdk");
+
+/// The JavaScript SDK in the same checkout, under the same rule.
+const CHECKOUT_SDK_JS_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/sdk-js");
+
+/// The JavaScript SDK's manifest: a JavaScript plugin's build tools are
+/// pinned to the versions the SDK is built and tested with.
+const SDK_JS_MANIFEST: &str = include_str!("../../../plugins/sdk-js/package.json");
 
 /// The SDK release that matches this binary's contract: they are released
 /// together, with one version.
@@ -65,17 +73,47 @@ const RESERVED: &[&str] = &[
     "yield",
 ];
 
+/// The language a new plugin is written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum Lang {
+    /// A crate on leasehold-sdk, built with cargo.
+    Rust,
+    /// An npm package on @leasehold/sdk, built with componentize-js.
+    Js,
+}
+
+impl Lang {
+    /// The SDK's name, in its own registry.
+    fn sdk(self) -> &'static str {
+        match self {
+            Lang::Rust => "leasehold-sdk",
+            Lang::Js => "@leasehold/sdk",
+        }
+    }
+
+    /// The file that marks a directory as the SDK's source.
+    fn sdk_manifest(self) -> &'static str {
+        match self {
+            Lang::Rust => "Cargo.toml",
+            Lang::Js => "package.json",
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct Options {
     /// The plugin's name: a DNS label (lowercase letters, digits and '-'),
-    /// also its crate name and the controller name it registers.
+    /// also its crate or package name and the controller name it registers.
     name: String,
+    /// The plugin's language.
+    #[arg(long, value_enum, default_value_t = Lang::Rust)]
+    lang: Lang,
     /// Directory to create [default: ./NAME].
     #[arg(long)]
     path: Option<PathBuf>,
-    /// Depend on the leasehold-sdk source in DIR instead of the published
-    /// crate [default: the checkout this binary was built from, if it is
-    /// still there].
+    /// Depend on the SDK source in DIR (leasehold-sdk, or @leasehold/sdk
+    /// with --lang js) instead of the published one [default: the checkout
+    /// this binary was built from, if it is still there].
     #[arg(long, value_name = "DIR")]
     sdk_path: Option<PathBuf>,
     /// Also scaffold an admission check (`src/policy.rs`), which the API
@@ -105,17 +143,18 @@ pub(super) enum Sdk {
 
 impl Sdk {
     /// `--sdk-path` if given (it must hold the SDK), else the `checkout`
-    /// if the SDK is there, else the published crate.
-    pub(super) fn choose(explicit: Option<&Path>, checkout: &Path) -> Result<Self> {
+    /// if the SDK is there, else the published one.
+    pub(super) fn choose(lang: Lang, explicit: Option<&Path>, checkout: &Path) -> Result<Self> {
         let sdk_at = |dir: &Path| {
             std::fs::canonicalize(dir)
                 .ok()
-                .filter(|sdk| sdk.join("Cargo.toml").is_file())
+                .filter(|sdk| sdk.join(lang.sdk_manifest()).is_file())
         };
         match explicit {
             Some(dir) => sdk_at(dir)
                 .map(Sdk::Path)
                 .ok_or_else(|| Error::SdkNotFound {
+                    sdk: lang.sdk(),
                     path: dir.to_owned(),
                 }),
             None => Ok(sdk_at(checkout).map_or(Sdk::Published(SDK_VERSION), Sdk::Path)),
@@ -129,24 +168,53 @@ impl Sdk {
             Sdk::Path(path) => format!("leasehold-sdk = {{ path = \"{}\" }}", path.display()),
         }
     }
+
+    /// The dependency's specifier in `package.json`.
+    fn npm_specifier(&self) -> String {
+        match self {
+            Sdk::Published(version) => (*version).to_owned(),
+            Sdk::Path(path) => format!("file:{}", path.display()),
+        }
+    }
 }
 
 pub(super) fn run(options: Options) -> Result<()> {
-    check_name(&options.name)?;
+    check_name(&options.name, options.lang)?;
+    if options.lang == Lang::Js && options.admission {
+        return Err(Error::Unsupported(
+            "--admission is not scaffolded for --lang js yet; use --lang rust, \
+             or add the admission export to the JavaScript plugin by hand"
+                .into(),
+        ));
+    }
     let dir = options.path.unwrap_or_else(|| PathBuf::from(&options.name));
     check_empty(&dir)?;
-    let sdk = Sdk::choose(options.sdk_path.as_deref(), Path::new(CHECKOUT_SDK_PATH))?;
-
-    let halves = if options.admission {
-        Halves::WithAdmission
-    } else {
-        Halves::Reconciler
+    let checkout = match options.lang {
+        Lang::Rust => CHECKOUT_SDK_PATH,
+        Lang::Js => CHECKOUT_SDK_JS_PATH,
     };
-    for (file, text) in scaffold(&options.name, &sdk, halves) {
+    let sdk = Sdk::choose(
+        options.lang,
+        options.sdk_path.as_deref(),
+        Path::new(checkout),
+    )?;
+
+    let files = match options.lang {
+        Lang::Rust => {
+            let halves = if options.admission {
+                Halves::WithAdmission
+            } else {
+                Halves::Reconciler
+            };
+            scaffold(&options.name, &sdk, halves)
+        }
+        Lang::Js => scaffold_js(&options.name, &sdk),
+    };
+    for (file, text) in files {
         write(&dir.join(file), text.as_bytes())?;
     }
-    match &sdk {
-        Sdk::Path(path) => {
+    match (&sdk, options.lang) {
+        (Sdk::Path(path), Lang::Rust) => {
             // The lock file the SDK is tested with, so the new crate builds
             // with the same versions (and reuses their builds).
             if let Ok(text) = std::fs::read(path.join("../../Cargo.lock")) {
@@ -154,7 +222,13 @@ pub(super) fn run(options: Options) -> Result<()> {
             }
             println!("using the SDK source in {}", path.display());
         }
-        Sdk::Published(version) => println!("using leasehold-sdk {version} from crates.io"),
+        (Sdk::Path(path), Lang::Js) => println!("using the SDK source in {}", path.display()),
+        (Sdk::Published(version), Lang::Rust) => {
+            println!("using leasehold-sdk {version} from crates.io")
+        }
+        (Sdk::Published(version), Lang::Js) => {
+            println!("using @leasehold/sdk {version} from npm")
+        }
     }
 
     println!("created plugin {} in {}", options.name, dir.display());
@@ -164,9 +238,10 @@ pub(super) fn run(options: Options) -> Result<()> {
     Ok(())
 }
 
-/// A plugin name is the Plugin's name in Kubernetes and the crate's name:
-/// a DNS label that does not start with a digit and is not reserved.
-pub(super) fn check_name(name: &str) -> Result<()> {
+/// A plugin name is the Plugin's name in Kubernetes and the crate's or
+/// package's name: a DNS label that does not start with a digit and, for
+/// a crate, is not reserved by Rust.
+pub(super) fn check_name(name: &str, lang: Lang) -> Result<()> {
     let invalid = |reason: &str| {
         Err(Error::InvalidName {
             name: name.to_owned(),
@@ -186,9 +261,9 @@ pub(super) fn check_name(name: &str) -> Result<()> {
         return invalid("must start and end with a letter or digit");
     }
     if name.starts_with(|c: char| c.is_ascii_digit()) {
-        return invalid("must start with a letter (it is also a crate name)");
+        return invalid("must start with a letter (it is also a crate or package name)");
     }
-    if RESERVED.contains(&name) {
+    if lang == Lang::Rust && RESERVED.contains(&name) {
         return invalid("is reserved by Rust");
     }
     Ok(())
@@ -483,6 +558,111 @@ mod tests {
 }
 "##;
 
+/// The files of a new JavaScript plugin, relative to its directory.
+pub(super) fn scaffold_js(name: &str, sdk: &Sdk) -> Vec<(&'static str, String)> {
+    let manifest: serde_json::Value =
+        serde_json::from_str(SDK_JS_MANIFEST).expect("the SDK's package.json is JSON");
+    // The build tools, at the versions the SDK is built with.
+    let tools = &manifest["devDependencies"];
+    let package = serde_json::json!({
+        "name": name,
+        "version": "0.1.0",
+        "private": true,
+        "type": "module",
+        "scripts": {
+            "build": format!("leasehold-js build plugin.js --out dist/{name}.wasm"),
+            "pretest": "npm run build",
+            "test": "node --test",
+        },
+        "leasehold": { "component": format!("dist/{name}.wasm") },
+        "dependencies": { "@leasehold/sdk": sdk.npm_specifier() },
+        "devDependencies": tools,
+    });
+    let fill = |template: &str| template.replace("{{name}}", name);
+    vec![
+        (
+            "package.json",
+            serde_json::to_string_pretty(&package).expect("json") + "\n",
+        ),
+        ("plugin.js", fill(PLUGIN_JS)),
+        ("test/plugin.test.js", fill(PLUGIN_TEST_JS)),
+        (".gitignore", "node_modules/\ndist/\n".to_owned()),
+    ]
+}
+
+const PLUGIN_JS: &str = r#"/**
+ * {{name}}: a Leasehold controller plugin in JavaScript.
+ *
+ * It reconciles ConfigMaps labelled `example.com/{{name}}=true` and writes a
+ * greeting into each. Change `registration` to choose what to watch and
+ * `reconcile` to decide what to do; `npm test` builds the component and
+ * runs test/plugin.test.js against it, offline.
+ *
+ * Configuration (the Plugin's `spec.config`): `{"greeting": "hello"}`.
+ */
+
+import {
+  Api, ConfigMap, done, exportController, loadConfig, log, optionalString,
+} from '@leasehold/sdk';
+
+/** The controller's name, also its field manager. */
+const NAME = '{{name}}';
+/** Only ConfigMaps with this label are reconciled. */
+const SELECTOR = 'example.com/{{name}}=true';
+
+export const reconciler = exportController({
+  registration() {
+    return { name: NAME, primary: ConfigMap, labelSelector: SELECTOR };
+  },
+
+  reconcile(configMap) {
+    const config = loadConfig((raw) => ({ greeting: optionalString(raw, 'greeting') ?? 'hello' }));
+    // Errors are values: returning one reports it (a bad configuration is
+    // permanent; an API error is retried unless the request was invalid).
+    if (!config.ok) return config.error;
+    const { name, namespace } = configMap.metadata;
+    const greeting = `${config.value.greeting}, ${name}`;
+    if (configMap.data?.greeting === greeting) return done();
+
+    const applied = Api.namespaced(ConfigMap, namespace)
+      .apply(name, { data: { greeting } }, { fieldManager: NAME });
+    if (!applied.ok) return applied.error;
+    log.info('greeted', { name });
+    return done();
+  },
+});
+"#;
+
+const PLUGIN_TEST_JS: &str = r#"// The built component (`npm run build`, which `npm test` runs first) on
+// Leasehold's own runtime, against an in-memory cluster: no cluster needed.
+// `leasehold plugin test` runs this with LEASEHOLD naming its binary.
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+
+import { ConfigMap, Harness, done } from '@leasehold/sdk/testing';
+
+let harness;
+before(async () => {
+  harness = await Harness.load('dist/{{name}}.wasm', { config: { greeting: 'hi' } });
+});
+after(() => harness.close());
+
+test('a labelled ConfigMap is greeted as configured', async () => {
+  await harness.insert({
+    ...ConfigMap,
+    metadata: { namespace: 'default', name: 'settings', labels: { 'example.com/{{name}}': 'true' } },
+  });
+
+  const result = await harness.reconcile({ namespace: 'default', name: 'settings' });
+
+  assert.deepEqual(result.action, done());
+  assert.deepEqual(result.calls, ['apply v1/ConfigMap default/settings -> ok']);
+  const greeted = await harness.get({ ...ConfigMap, namespace: 'default', name: 'settings' });
+  assert.equal(greeted.data.greeting, 'hi, settings');
+});
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,7 +670,8 @@ mod tests {
     #[test]
     fn dns_labels_that_can_be_crate_names_are_accepted() {
         for name in ["mirror", "configmap-mirror", "a", "x9", &"a".repeat(63)] {
-            check_name(name).unwrap();
+            check_name(name, Lang::Rust).unwrap();
+            check_name(name, Lang::Js).unwrap();
         }
     }
 
@@ -507,9 +688,11 @@ mod tests {
             ("9lives", "start with a letter"),
             ("test", "reserved"),
         ] {
-            let error = check_name(name).unwrap_err().to_string();
+            let error = check_name(name, Lang::Rust).unwrap_err().to_string();
             assert!(error.contains(reason), "{name:?}: {error}");
         }
+        // Rust's keywords are fine as npm package names.
+        check_name("test", Lang::Js).unwrap();
     }
 
     #[test]
@@ -530,20 +713,20 @@ mod tests {
         std::fs::create_dir_all(&checkout).unwrap();
         // No SDK in the checkout (a binary installed elsewhere): published.
         assert_eq!(
-            Sdk::choose(None, &checkout).unwrap(),
+            Sdk::choose(Lang::Rust, None, &checkout).unwrap(),
             Sdk::Published(SDK_VERSION)
         );
-        let error = Sdk::choose(Some(&checkout), &checkout).unwrap_err();
+        let error = Sdk::choose(Lang::Rust, Some(&checkout), &checkout).unwrap_err();
         assert!(error.to_string().contains("pass --sdk-path DIR"), "{error}");
         // A checkout with the SDK, or one named explicitly: its path.
         std::fs::write(checkout.join("Cargo.toml"), "").unwrap();
         let path = std::fs::canonicalize(&checkout).unwrap();
         assert_eq!(
-            Sdk::choose(None, &checkout).unwrap(),
+            Sdk::choose(Lang::Rust, None, &checkout).unwrap(),
             Sdk::Path(path.clone())
         );
         assert_eq!(
-            Sdk::choose(Some(&checkout), Path::new("/nowhere")).unwrap(),
+            Sdk::choose(Lang::Rust, Some(&checkout), Path::new("/nowhere")).unwrap(),
             Sdk::Path(path)
         );
         std::fs::remove_dir_all(&checkout).unwrap();
@@ -594,6 +777,75 @@ mod tests {
         for (name, text) in &files {
             assert!(!text.contains("{{"), "{name}: every placeholder is filled");
         }
+    }
+
+    #[test]
+    fn a_javascript_plugin_is_a_package_on_the_js_sdk_with_a_test_and_pinned_tools() {
+        let checkout =
+            std::env::temp_dir().join(format!("leasehold-sdk-js-{}", std::process::id()));
+        std::fs::create_dir_all(&checkout).unwrap();
+        // A Rust SDK's manifest does not make a JavaScript SDK.
+        std::fs::write(checkout.join("Cargo.toml"), "").unwrap();
+        assert_eq!(
+            Sdk::choose(Lang::Js, None, &checkout).unwrap(),
+            Sdk::Published(SDK_VERSION)
+        );
+        let error = Sdk::choose(Lang::Js, Some(&checkout), &checkout).unwrap_err();
+        assert!(
+            error.to_string().starts_with("@leasehold/sdk not found"),
+            "{error}"
+        );
+        std::fs::remove_dir_all(&checkout).unwrap();
+
+        let files = scaffold_js("my-plugin", &Sdk::Published("1.2.3"));
+        let names: Vec<_> = files.iter().map(|(file, _)| *file).collect();
+        assert_eq!(
+            names,
+            [
+                "package.json",
+                "plugin.js",
+                "test/plugin.test.js",
+                ".gitignore"
+            ]
+        );
+        let package: serde_json::Value = serde_json::from_str(&files[0].1).unwrap();
+        assert_eq!(package["name"], "my-plugin");
+        assert_eq!(package["dependencies"]["@leasehold/sdk"], "1.2.3");
+        assert_eq!(package["leasehold"]["component"], "dist/my-plugin.wasm");
+        assert_eq!(
+            package["devDependencies"]["@bytecodealliance/componentize-js"],
+            "0.23.0"
+        );
+        let sdk = Sdk::Path(PathBuf::from("/sdk-js"));
+        let package: serde_json::Value =
+            serde_json::from_str(&scaffold_js("my-plugin", &sdk)[0].1).unwrap();
+        assert_eq!(package["dependencies"]["@leasehold/sdk"], "file:/sdk-js");
+        for (name, text) in &files {
+            assert!(!text.contains("{{"), "{name}: every placeholder is filled");
+        }
+        assert!(files[1].1.contains("const NAME = 'my-plugin';"));
+    }
+
+    /// A plugin scaffolded by this binary asks for `@leasehold/sdk` at
+    /// this binary's version, and builds against the WIT the SDK ships: a
+    /// copy of the repository's, which must not drift.
+    #[test]
+    fn the_js_sdk_has_this_version_and_ships_the_current_contract() {
+        let manifest: serde_json::Value = serde_json::from_str(SDK_JS_MANIFEST).unwrap();
+        assert_eq!(manifest["version"], SDK_VERSION);
+        let shipped = include_str!("../../../plugins/sdk-js/wit/controller.wit");
+        let contract = include_str!("../../../wit/controller.wit");
+        assert!(
+            shipped == contract,
+            "plugins/sdk-js/wit/controller.wit differs from wit/controller.wit: \
+             cp wit/controller.wit plugins/sdk-js/wit/"
+        );
+        let version = contract
+            .lines()
+            .find_map(|line| line.strip_prefix("package "))
+            .unwrap()
+            .trim_end_matches(';');
+        assert_eq!(manifest["leasehold"]["contract"], version);
     }
 
     #[test]

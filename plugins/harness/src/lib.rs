@@ -53,6 +53,7 @@ mod backend;
 mod build;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -117,6 +118,8 @@ pub struct Harness {
     cluster: FakeCluster,
     registration: Registration,
     limits: Limits,
+    /// The largest linear memory a reconcile's instance reached, in bytes.
+    memory_peak: AtomicUsize,
     /// Reconciles are async on the host; a harness test need not be.
     executor: tokio::runtime::Runtime,
 }
@@ -136,15 +139,28 @@ impl std::fmt::Debug for Harness {
 /// instance pool, and tests run in parallel): once per distinct component,
 /// however many tests load it at once.
 fn compile(executor: &tokio::runtime::Runtime, component: &[u8]) -> Result<Compiled> {
-    static COMPILER: OnceLock<Compiler> = OnceLock::new();
     let compiler = match COMPILER.get() {
         Some(compiler) => compiler,
         None => {
-            let runtime = Runtime::new(None)?;
+            let runtime = Runtime::new(COMPILE_CACHE.get().cloned())?;
             COMPILER.get_or_init(|| Compiler::new(Arc::new(runtime)))
         }
     };
     Ok(executor.block_on(compiler.compile(component.to_vec()))?)
+}
+
+static COMPILER: OnceLock<Compiler> = OnceLock::new();
+static COMPILE_CACHE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Keeps the compiled code of every component this process loads in `dir`,
+/// across processes, as a replica's `--compile-cache` does: a large
+/// component (a JavaScript engine) then compiles once, not once per test
+/// run. Call it before the first [`Harness::load`]; returns `false`, and
+/// changes nothing, when a harness has already compiled without it (or
+/// another directory was chosen).
+pub fn use_compile_cache(dir: impl Into<PathBuf>) -> bool {
+    let dir = dir.into();
+    COMPILER.get().is_none() && COMPILE_CACHE.get_or_init(|| dir.clone()) == &dir
 }
 
 impl Harness {
@@ -175,6 +191,7 @@ impl Harness {
             cluster,
             registration,
             limits,
+            memory_peak: AtomicUsize::new(0),
             executor,
         })
     }
@@ -234,9 +251,12 @@ impl Harness {
             let answer = self.executor.block_on(async {
                 let context = self.context(Some(delivery.reference.to_string()));
                 let mut instance = self.compiled.instantiate(context, &self.limits).await?;
-                instance
+                let answer = instance
                     .reconcile(&request, delivery.cleanup, self.limits.timeout)
-                    .await
+                    .await;
+                self.memory_peak
+                    .fetch_max(instance.memory_peak(), Ordering::Relaxed);
+                answer
             })?;
             match answer {
                 Ok(runtime::Action::Done) => Ok(Action::Done),
@@ -249,6 +269,14 @@ impl Harness {
                 }),
             }
         })
+    }
+
+    /// The largest linear memory any reconcile's instance has grown to, in
+    /// bytes: how close the plugin comes to its memory limit (64 MiB by
+    /// default). A JavaScript component starts at the size of its engine's
+    /// snapshot.
+    pub fn memory_peak(&self) -> usize {
+        self.memory_peak.load(Ordering::Relaxed)
     }
 
     /// Whether the component exports `admission` (it can be asked to
@@ -344,7 +372,14 @@ fn verdict_of(verdict: runtime::Verdict) -> Result<Verdict> {
     })
 }
 
-/// What a plugin's store answers its imports with: `cluster`.
+/// What a plugin's store answers its imports with: `cluster`, as the
+/// harness wires it. For measuring the runtime itself (instantiating a
+/// [`Compiled`] directly); tests go through [`Harness`]. `object` names the
+/// object the call is about, in its log records.
+pub fn host_context(cluster: &FakeCluster, object: Option<String>) -> HostContext {
+    context(cluster, object)
+}
+
 fn context(cluster: &FakeCluster, object: Option<String>) -> HostContext {
     let calls = cluster.host_calls();
     HostContext {

@@ -108,6 +108,20 @@ fn a_plugin_that_allocates_without_bound_is_stopped_by_its_memory_limit() {
         matches!(error, Error::Runtime(runtime::Error::Trap { .. })),
         "{error}"
     );
+    // It grew to the limit, not past it.
+    let peak = harness.memory_peak();
+    assert!(peak > 8 << 20 && peak <= 16 << 20, "{peak}");
+}
+
+#[test]
+fn the_memory_peak_is_what_the_largest_reconcile_used() {
+    let harness = misbehaving(&["ok"]);
+    assert_eq!(harness.memory_peak(), 0, "nothing reconciled yet");
+
+    harness.reconcile(&object("ok")).unwrap();
+
+    let peak = harness.memory_peak();
+    assert!(peak > 0 && peak < 4 << 20, "{peak}");
 }
 
 #[test]

@@ -314,10 +314,23 @@ impl FakeCluster {
     /// assert_eq!(error.api().unwrap().code, 403);
     /// ```
     pub fn forbid<K: Object>(&self) {
-        let type_meta = TypeMeta::of::<K>();
+        self.forbid_type(&TypeMeta::of::<K>());
+    }
+
+    /// Like [`FakeCluster::forbid`], for a type known only by name.
+    ///
+    /// ```
+    /// use leasehold_sdk::{ObjectRef, TypeMeta, testing::{FakeCluster, Host}};
+    /// let cluster = FakeCluster::new();
+    /// let secrets = TypeMeta { api_version: "v1".into(), kind: "Secret".into() };
+    /// cluster.forbid_type(&secrets);
+    /// let error = cluster.host_calls().get(&secrets, &ObjectRef::namespaced("a", "b")).unwrap_err();
+    /// assert_eq!(error.code, 403);
+    /// ```
+    pub fn forbid_type(&self, type_meta: &TypeMeta) {
         lock(&self.state)
             .forbidden
-            .insert((type_meta.api_version, type_meta.kind));
+            .insert((type_meta.api_version.clone(), type_meta.kind.clone()));
     }
 
     /// Routes this thread's SDK calls here until the guard drops.
@@ -452,6 +465,66 @@ impl FakeCluster {
         Shared(self.state.clone())
             .delete(&TypeMeta::of::<K>(), reference)
             .is_ok()
+    }
+
+    /// Stores `object`, JSON that names its own `apiVersion` and `kind`, as
+    /// a user would create it; returns it as stored. For hosts that know
+    /// objects only as JSON, such as `leasehold plugin run`.
+    ///
+    /// ```
+    /// let cluster = leasehold_sdk::testing::FakeCluster::new();
+    /// let stored = cluster.insert_value(&serde_json::json!({
+    ///     "apiVersion": "v1", "kind": "ConfigMap",
+    ///     "metadata": { "namespace": "default", "name": "settings" },
+    /// })).unwrap();
+    /// assert!(stored["metadata"]["uid"].is_string());
+    /// assert!(cluster.insert_value(&serde_json::json!({"kind": "ConfigMap"})).is_err());
+    /// ```
+    pub fn insert_value(&self, object: &Value) -> Result<Value, ApiError> {
+        let type_meta = type_meta_of(object)?;
+        let namespace = object["metadata"]["namespace"].as_str();
+        let stored =
+            Shared(self.state.clone()).create(&type_meta, namespace, &object.to_string())?;
+        Ok(serde_json::from_str(&stored).expect("stored object is json"))
+    }
+
+    /// Reads one object of a type known only by name, as stored.
+    ///
+    /// ```
+    /// use leasehold_sdk::{ObjectRef, TypeMeta};
+    /// let pods = TypeMeta { api_version: "v1".into(), kind: "Pod".into() };
+    /// let cluster = leasehold_sdk::testing::FakeCluster::new();
+    /// assert!(cluster.get_value(&pods, &ObjectRef::namespaced("a", "b")).is_none());
+    /// ```
+    pub fn get_value(&self, type_meta: &TypeMeta, reference: &ObjectRef) -> Option<Value> {
+        lock(&self.state)
+            .objects
+            .get(&key(type_meta, reference))
+            .cloned()
+    }
+
+    /// Deletes an object of a type known only by name, as
+    /// [`FakeCluster::delete`] does; returns whether it existed.
+    ///
+    /// ```
+    /// use leasehold_sdk::{ObjectRef, TypeMeta};
+    /// let pods = TypeMeta { api_version: "v1".into(), kind: "Pod".into() };
+    /// let cluster = leasehold_sdk::testing::FakeCluster::new();
+    /// assert!(!cluster.delete_value(&pods, &ObjectRef::namespaced("a", "b")));
+    /// ```
+    pub fn delete_value(&self, type_meta: &TypeMeta, reference: &ObjectRef) -> bool {
+        Shared(self.state.clone())
+            .delete(type_meta, reference)
+            .is_ok()
+    }
+
+    /// Every stored object, ordered by apiVersion, kind, namespace and name.
+    ///
+    /// ```
+    /// assert!(leasehold_sdk::testing::FakeCluster::new().objects().is_empty());
+    /// ```
+    pub fn objects(&self) -> Vec<Value> {
+        lock(&self.state).objects.values().cloned().collect()
     }
 
     /// The Events recorded so far.
@@ -752,6 +825,17 @@ impl FakeCluster {
                 (reference, outcome)
             })
             .collect()
+    }
+}
+
+/// The `apiVersion` and `kind` an object's JSON names; a 400 without them.
+fn type_meta_of(object: &Value) -> Result<TypeMeta, ApiError> {
+    match (object["apiVersion"].as_str(), object["kind"].as_str()) {
+        (Some(api_version), Some(kind)) => Ok(TypeMeta {
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+        }),
+        _ => Err(bad_request("the object needs apiVersion and kind")),
     }
 }
 

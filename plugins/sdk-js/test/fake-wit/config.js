@@ -1,0 +1,5 @@
+import { state } from './state.js';
+
+export function getConfig() {
+  return state.config;
+}
