@@ -297,7 +297,7 @@ impl Replica {
             directory: directory.clone(),
             auth: api::Authenticator::new(client.clone()),
             client: client.clone(),
-            kube_config: kube_config.clone(),
+            kube_config: Arc::new(kube_config.clone()),
             validator: api::Validator::new(compiler.clone()),
             prepared: prepared.clone(),
             reviews: Arc::new(Reviews::new(

@@ -106,7 +106,8 @@ pub struct AppState {
     /// The replica's own client: reads plugin objects, creates the reviews.
     pub client: kube::Client,
     /// The base of the clients that write as a caller (impersonating).
-    pub kube_config: kube::Config,
+    /// Shared: axum clones the state for every request.
+    pub kube_config: Arc<kube::Config>,
     pub auth: Authenticator,
     pub validator: Validator,
     /// Whether the plugins this replica knew at its start are compiled.

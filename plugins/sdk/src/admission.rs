@@ -194,10 +194,11 @@ pub trait Admission {
 #[derive(Debug, Clone)]
 pub struct Request<K: Object> {
     review: AdmissionRequest<K>,
-    /// The object as the API server sent it, fields `K` does not know
-    /// included: patches are computed against it, so they apply to what
-    /// the API server holds.
-    sent: Option<Value>,
+    /// The request as the API server sent it: a patch is computed against
+    /// its object, fields `K` does not know included, so it applies to what
+    /// the API server holds. Kept as text and read only for a patch: most
+    /// reviews never need it.
+    json: String,
 }
 
 impl<K: Object> Request<K> {
@@ -212,27 +213,57 @@ impl<K: Object> Request<K> {
     /// assert!(error.message.starts_with("the admission request is not JSON"), "{error}");
     /// ```
     pub fn from_json(json: &str) -> Result<Self> {
-        let value: Value = serde_json::from_str(json)
-            .map_err(|error| Error::new(format!("the admission request is not JSON: {error}")))?;
+        // One pass straight into `K`; only a request that fails to decode
+        // is read again, to say why.
+        let review: AdmissionRequest<K> =
+            serde_json::from_str(json).map_err(|error| Self::undecodable(json, &error))?;
         let expected = TypeMeta::of::<K>();
-        if let Some(found) = kind_of(&value)
-            && found != expected
-        {
-            return Err(Error::new(format!(
-                "the admission request is for {found}, but this plugin reviews {expected}: \
-                 the Plugin's admission rules must match only {expected}"
-            )));
+        let found = TypeMeta {
+            api_version: if review.kind.group.is_empty() {
+                review.kind.version.clone()
+            } else {
+                format!("{}/{}", review.kind.group, review.kind.version)
+            },
+            kind: review.kind.kind.clone(),
+        };
+        if found != expected {
+            return Err(Self::other_kind(&found));
         }
-        let sent = value
-            .get("object")
-            .filter(|object| !object.is_null())
-            .cloned();
-        let review: AdmissionRequest<K> = serde_json::from_value(value).map_err(|error| {
-            Error::new(format!(
-                "cannot decode the admission request as a review of {expected}: {error}"
-            ))
-        })?;
-        Ok(Self { review, sent })
+        Ok(Self {
+            review,
+            json: json.to_owned(),
+        })
+    }
+
+    /// Why `json` does not decode as a review of `K`.
+    fn undecodable(json: &str, error: &serde_json::Error) -> Error {
+        let expected = TypeMeta::of::<K>();
+        match serde_json::from_str::<Value>(json) {
+            Err(error) => Error::new(format!("the admission request is not JSON: {error}")),
+            Ok(value) => match kind_of(&value) {
+                Some(found) if found != expected => Self::other_kind(&found),
+                _ => Error::new(format!(
+                    "cannot decode the admission request as a review of {expected}: {error}"
+                )),
+            },
+        }
+    }
+
+    fn other_kind(found: &TypeMeta) -> Error {
+        let expected = TypeMeta::of::<K>();
+        Error::new(format!(
+            "the admission request is for {found}, but this plugin reviews {expected}: \
+             the Plugin's admission rules must match only {expected}"
+        ))
+    }
+
+    /// The object as the API server sent it (see `json`).
+    fn sent(&self) -> Option<Value> {
+        #[derive(serde::Deserialize)]
+        struct Sent {
+            object: Option<Value>,
+        }
+        serde_json::from_str::<Sent>(&self.json).ok()?.object
     }
 
     /// What the request does: create, update, delete or connect.
@@ -434,7 +465,7 @@ impl Verdict {
     /// );
     /// ```
     pub fn patched<K: Object>(request: &Request<K>, changed: &K) -> Result<Self> {
-        let (Some(sent), Some(decoded)) = (&request.sent, request.object()) else {
+        let (Some(sent), Some(decoded)) = (request.sent(), request.object()) else {
             return Err(Error::new(format!(
                 "a {:?} request has no object to patch",
                 request.operation()
@@ -453,7 +484,7 @@ impl Verdict {
             &mut target,
             &merge_diff(&encode(decoded)?, &encode(changed)?),
         );
-        Ok(Self::allow().with_patch(json_patch::diff(sent, &target)))
+        Ok(Self::allow().with_patch(json_patch::diff(&sent, &target)))
     }
 }
 

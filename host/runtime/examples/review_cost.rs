@@ -1,0 +1,161 @@
+//! What one admission review costs in the runtime alone, without HTTP: a
+//! fresh instance of a component that exports `admission`, asked to
+//! validate a small ConfigMap create, `reviews` times.
+//!
+//! ```text
+//! cargo run --release -p leasehold-runtime --example review_cost -- \
+//!     target/wasm32-wasip2/release/misbehaving.wasm [reviews]
+//! TASKS=32 cargo run ...   # 32 reviews at once on two workers: reviews/s and RSS
+//! ```
+//!
+//! It is how the pooling allocator's settings were chosen (see
+//! `Runtime::new`); the product's own figures come from `make
+//! bench-admission`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use leasehold_runtime::contract::{
+    ApiError, ApplyParams, Event, Field, InvolvedObject, Level, ListParams, ObjectPatch, ObjectRef,
+    StatusUpdate, TypeMeta,
+};
+use leasehold_runtime::{Backend, BackendFuture, HostContext, Limits, Review, Runtime};
+
+#[derive(Debug)]
+struct Nothing;
+
+fn refused<T: Send + 'static>() -> BackendFuture<'static, T> {
+    Box::pin(std::future::ready(Err(ApiError {
+        code: 405,
+        reason: "No".into(),
+        message: "no".into(),
+    })))
+}
+
+impl Backend for Nothing {
+    fn get(&self, _: TypeMeta, _: ObjectRef) -> BackendFuture<'_, Option<String>> {
+        refused()
+    }
+    fn list(&self, _: TypeMeta, _: ListParams) -> BackendFuture<'_, String> {
+        refused()
+    }
+    fn create(&self, _: TypeMeta, _: Option<String>, _: String) -> BackendFuture<'_, String> {
+        refused()
+    }
+    fn replace(&self, _: TypeMeta, _: ObjectRef, _: String) -> BackendFuture<'_, String> {
+        refused()
+    }
+    fn apply(
+        &self,
+        _: TypeMeta,
+        _: ObjectRef,
+        _: String,
+        _: ApplyParams,
+    ) -> BackendFuture<'_, String> {
+        refused()
+    }
+    fn patch(&self, _: TypeMeta, _: ObjectRef, _: ObjectPatch) -> BackendFuture<'_, String> {
+        refused()
+    }
+    fn delete(&self, _: TypeMeta, _: ObjectRef) -> BackendFuture<'_, ()> {
+        refused()
+    }
+    fn update_status(
+        &self,
+        _: TypeMeta,
+        _: ObjectRef,
+        _: StatusUpdate,
+    ) -> BackendFuture<'_, String> {
+        refused()
+    }
+    fn emit_event(&self, _: InvolvedObject, _: Event) -> BackendFuture<'_, ()> {
+        refused()
+    }
+    fn log(&self, _: Level, _: &str, _: &[Field], _: Option<&str>) {}
+}
+
+const REQUEST: &str = r#"{"uid":"u","kind":{"group":"","version":"v1","kind":"ConfigMap"},"resource":{"group":"","version":"v1","resource":"configmaps"},"requestKind":{"group":"","version":"v1","kind":"ConfigMap"},"requestResource":{"group":"","version":"v1","resource":"configmaps"},"name":"n","namespace":"ns","operation":"CREATE","userInfo":{"username":"kubernetes-admin","groups":["system:masters","system:authenticated"]},"object":{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"n","namespace":"ns","labels":{"leasehold.dev/admission":"bench"}},"data":{"admission":"allow"}},"oldObject":null,"dryRun":false,"options":{"apiVersion":"meta.k8s.io/v1","kind":"CreateOptions"}}"#;
+
+fn context(backend: &Arc<dyn Backend>) -> HostContext {
+    HostContext {
+        backend: backend.clone(),
+        config: Arc::from("{}"),
+        object: None,
+        allowed_hosts: Arc::default(),
+    }
+}
+
+#[tokio::main(worker_threads = 2)]
+async fn main() {
+    let path = std::env::args().nth(1).expect("component path");
+    let reviews: u32 = std::env::args()
+        .nth(2)
+        .map_or(20_000, |n| n.parse().unwrap());
+    let runtime = Runtime::new(None).unwrap();
+    let compiled = runtime.compile(&std::fs::read(path).unwrap()).unwrap();
+    let limits = Limits::default();
+    let backend: Arc<dyn Backend> = Arc::new(Nothing);
+    let (mut instantiating, mut reviewing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    let tasks: u32 = std::env::var("TASKS").map_or(1, |t| t.parse().unwrap());
+    if tasks > 1 {
+        let compiled = Arc::new(compiled);
+        let started = Instant::now();
+        let mut handles = Vec::new();
+        for _ in 0..tasks {
+            let compiled = compiled.clone();
+            let backend = backend.clone();
+            handles.push(tokio::spawn(async move {
+                for _ in 0..reviews / tasks {
+                    let mut instance = compiled
+                        .instantiate(context(&backend), &limits)
+                        .await
+                        .unwrap();
+                    instance
+                        .review(Review::Validate, REQUEST, std::time::Duration::from_secs(2))
+                        .await
+                        .unwrap()
+                        .unwrap();
+                }
+            }));
+        }
+        for handle in handles {
+            handle.await.unwrap();
+        }
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let rss: String = status
+            .lines()
+            .filter(|l| l.starts_with("VmRSS") || l.starts_with("VmHWM"))
+            .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" ") + " ")
+            .collect();
+        println!(
+            "{tasks} tasks on 2 workers: {:.0} reviews/s; rss/hwm {rss}",
+            f64::from(reviews) / started.elapsed().as_secs_f64()
+        );
+        return;
+    }
+    let started = Instant::now();
+    for _ in 0..reviews {
+        let t = Instant::now();
+        let mut instance = compiled
+            .instantiate(context(&backend), &limits)
+            .await
+            .unwrap();
+        let t2 = Instant::now();
+        let verdict = instance
+            .review(Review::Validate, REQUEST, std::time::Duration::from_secs(2))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(verdict.allowed);
+        reviewing += t2.elapsed();
+        instantiating += t2 - t;
+    }
+    let total = started.elapsed();
+    let per = |d: std::time::Duration| d.as_secs_f64() * 1e6 / f64::from(reviews);
+    println!(
+        "per review: total {:.1} µs, instantiate {:.1} µs, review {:.1} µs (drop incl. in total)",
+        per(total),
+        per(instantiating),
+        per(reviewing)
+    );
+}
