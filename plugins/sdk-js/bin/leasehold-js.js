@@ -21,7 +21,7 @@ import { parseArgs } from 'node:util';
 
 const SDK_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const WORLDS = ['controller', 'controller-with-admission'];
-/** componentize-js's `http` and `fetch-event` would import wasi:http, which the host does not link. */
+/** componentize-js's `http` (fetch) and `fetch-event` (an incoming handler): outbound HTTP from JavaScript is not supported yet. */
 const DISABLED_FEATURES = ['http', 'fetch-event'];
 
 function usage(message) {
