@@ -252,17 +252,11 @@ async fn the_javascript_example_on_the_sdk_is_built_for_the_current_contract() -
 /// harness through `leasehold plugin run`).
 #[tokio::test]
 async fn the_javascript_example_passes_its_own_offline_tests() -> anyhow::Result<()> {
-    let output = tokio::process::Command::new(leasehold_tests::leasehold_binary())
+    let mut command = tokio::process::Command::new(leasehold_tests::leasehold_binary());
+    command
         .args(["plugin", "test", "--path"])
-        .arg(repo_root().join("plugins/examples/labeler-js"))
-        .output()
-        .await?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .arg(repo_root().join("plugins/examples/labeler-js"));
+    let stdout = succeeded(command).await?;
     assert!(stdout.contains("# pass 4\n"), "{stdout}");
     assert!(stdout.contains("# fail 0\n"), "{stdout}");
     Ok(())
@@ -272,17 +266,24 @@ async fn the_javascript_example_passes_its_own_offline_tests() -> anyhow::Result
 /// contract's imports faked), so `cargo test` runs them too.
 #[tokio::test]
 async fn the_javascript_sdk_passes_its_own_unit_tests() -> anyhow::Result<()> {
-    let output = tokio::process::Command::new("npm")
+    let mut command = tokio::process::Command::new("npm");
+    command
         .arg("test")
-        .current_dir(repo_root().join("plugins/sdk-js"))
-        .output()
-        .await?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
+        .current_dir(repo_root().join("plugins/sdk-js"));
+    let stdout = succeeded(command).await?;
+    assert!(stdout.contains("# fail 0\n"), "{stdout}");
+    Ok(())
+}
+
+/// What `command` printed, once it exited with success (else its output
+/// is the failure's message).
+async fn succeeded(mut command: tokio::process::Command) -> anyhow::Result<String> {
+    let output = command.output().await?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
         "{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("# fail 0\n"), "{stdout}");
-    Ok(())
+    Ok(stdout)
 }

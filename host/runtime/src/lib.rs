@@ -20,8 +20,8 @@
 //!   imports it, but the context grants no files, sockets, environment or
 //!   arguments. `wasi:http` is linked too, and a request leaves only for a
 //!   host the plugin's [`AllowedHosts`] name, within its deadline and call
-//!   budget, once its [`Backend`] lets it go. Stdout and stderr are captured ([`output`]): forwarded to
-//!   tracing after each call, and the end of stderr (a panic's message)
+//!   budget, once its [`Backend`] lets it go. Stdout and stderr are
+//!   captured ([`output`]): forwarded to tracing after each call, and the end of stderr (a panic's message)
 //!   quoted when the call traps.
 
 mod bindings;
@@ -304,10 +304,11 @@ impl Runtime {
         // Every reconcile and review instantiates afresh, and each ended
         // instance's memory is reset with madvise, which on a multithreaded
         // process costs a TLB shootdown on every core. Resetting in batches
-        // takes most of that off: measured with 32 reviews at once on two
-        // workers, 18k reviews/s one by one, 27k by 8, 31k by 32 (the
-        // `review_cost` example), for a few MB more resident at most: up to
-        // 31 slots per shard wait for their reset.
+        // takes most of that off. Measured once while choosing, with the
+        // `review_cost` example at 32 reviews at once on two workers and
+        // the batch changed by hand: 18k reviews/s one by one, 27k by 8,
+        // 31k by 32, for a few MB more resident at most (up to 31 slots per
+        // shard wait for their reset).
         pool.decommit_batch_size(DECOMMIT_BATCH);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         if let Some(dir) = cache_dir {

@@ -38,7 +38,8 @@ use super::Call;
 ///   443) is the only port allowed.
 ///
 /// Names compare without regard to case. Paths are not part of an entry: a
-/// plugin that may reach a host may reach all of it.
+/// plugin that may reach a host may reach all of it. The default allows
+/// nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AllowedHosts(Vec<Entry>);
 
@@ -74,11 +75,6 @@ pub struct InvalidHost {
 }
 
 impl AllowedHosts {
-    /// No outbound requests at all: the default.
-    pub fn none() -> Self {
-        Self::default()
-    }
-
     /// Parses every entry; the first malformed one is the error.
     pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, InvalidHost> {
         entries
@@ -245,12 +241,10 @@ impl WasiHttpHooks for Call {
                         "OutboundDenied",
                         &format!("{method} {origin}: {}", refused.message),
                     );
-                    return Err((HttpError::HttpRequestDenied, 0));
+                    return Err(HttpError::HttpRequestDenied);
                 }
                 let options = within(options, deadline);
-                wasmtime_wasi_http::default_send_request(request, Some(options))
-                    .await
-                    .map_err(|error| (error, 0))
+                wasmtime_wasi_http::default_send_request(request, Some(options)).await
             })
             .await;
             match sent {
@@ -258,8 +252,8 @@ impl WasiHttpHooks for Call {
                     backend.called("http", response.status().as_u16());
                     Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as Io))
                 }
-                Ok(Err((error, code))) => {
-                    backend.called("http", code);
+                Ok(Err(error)) => {
+                    backend.called("http", 0);
                     Err(error)
                 }
                 Err(_) => {
@@ -302,7 +296,7 @@ mod tests {
 
     #[test]
     fn nothing_is_reachable_by_default() {
-        assert!(!permits(&AllowedHosts::none(), "https://example.com/"));
+        assert!(!permits(&AllowedHosts::default(), "https://example.com/"));
     }
 
     #[test]

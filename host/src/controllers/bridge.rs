@@ -198,16 +198,21 @@ fn not_leader() -> ApiError {
     }
 }
 
+/// What a plugin sees when a reads-only fence refused its write.
+fn reads_only() -> ApiError {
+    ApiError {
+        code: 405,
+        reason: "MethodNotAllowed".into(),
+        message: fence::ReadsOnly.to_string(),
+    }
+}
+
 fn api_error(error: kube::Error) -> ApiError {
     if fence::refused(&error) {
         return not_leader();
     }
     if fence::refused_write(&error) {
-        return ApiError {
-            code: 405,
-            reason: "MethodNotAllowed".into(),
-            message: fence::ReadsOnly.to_string(),
-        };
+        return reads_only();
     }
     match error {
         kube::Error::Api(status) => ApiError {
@@ -567,13 +572,7 @@ impl Backend for KubeBridge {
             match admitted {
                 Ok(()) => {}
                 Err(refused) if refused.is::<NotLeader>() => return Err(not_leader()),
-                Err(refused) => {
-                    return Err(ApiError {
-                        code: 405,
-                        reason: "MethodNotAllowed".into(),
-                        message: refused.to_string(),
-                    });
-                }
+                Err(_) => return Err(reads_only()),
             }
             self.throttle.acquire().await;
             Ok(())

@@ -61,9 +61,7 @@ impl Throttle {
             observer,
         }
     }
-}
 
-impl Throttle {
     /// Waits for a token, as a request through the layer does: for a
     /// plugin's work that does not pass its client (outbound HTTP).
     pub async fn acquire(&self) {

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Error, Result, read};
+use super::{Error, Result, read, succeeded};
 
 /// Where a JavaScript plugin says its component is: `package.json`'s
 /// `leasehold.component`, relative to the package.
@@ -67,11 +67,5 @@ fn npm(dir: &Path, args: &[&str]) -> Result<()> {
         program: program.to_string_lossy().into_owned(),
         source,
     })?;
-    if !status.success() {
-        return Err(Error::Npm {
-            command: format!("npm {}", args.join(" ")),
-            status,
-        });
-    }
-    Ok(())
+    succeeded(status, "npm", args)
 }

@@ -107,9 +107,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A cargo command failed; its own output says why.
+    /// A cargo or npm command failed; its own output says why.
     #[error("`{command}` failed ({status})")]
-    Cargo { command: String, status: ExitStatus },
+    Failed { command: String, status: ExitStatus },
     /// npm could not be started.
     #[error("cannot run {program} (are Node.js and npm installed?)")]
     SpawnNpm {
@@ -117,9 +117,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// An npm command failed; its own output says why.
-    #[error("`{command}` failed ({status})")]
-    Npm { command: String, status: ExitStatus },
     /// `new` was asked for something its language's scaffold does not have.
     #[error("{0}")]
     Unsupported(String),
@@ -192,11 +189,16 @@ fn run_cargo(dir: &Path, args: &[&str]) -> Result<()> {
             program: "cargo".into(),
             source,
         })?;
-    if !status.success() {
-        return Err(Error::Cargo {
-            command: format!("cargo {}", args.join(" ")),
-            status,
-        });
+    succeeded(status, "cargo", args)
+}
+
+/// `Ok` when `program args` exited with success.
+fn succeeded(status: ExitStatus, program: &str, args: &[&str]) -> Result<()> {
+    if status.success() {
+        return Ok(());
     }
-    Ok(())
+    Err(Error::Failed {
+        command: format!("{program} {}", args.join(" ")),
+        status,
+    })
 }

@@ -122,19 +122,16 @@ impl Definition {
                 .as_ref()
                 .map(|spec| Declaration::of(spec).map(Arc::new))
                 .transpose()?,
-            allowed_hosts: allowed_hosts(&spec.allowed_outbound_hosts, "allowedOutboundHosts")?,
+            allowed_hosts: allowed_hosts(&spec.allowed_outbound_hosts)?,
         })
     }
 }
 
-/// The hosts a plugin may reach, from their entries in `field`.
-pub(super) fn allowed_hosts(
-    entries: &[String],
-    field: &'static str,
-) -> Result<Arc<AllowedHosts>, InvalidField> {
+/// The hosts a plugin may reach, from its `allowedOutboundHosts`.
+pub(super) fn allowed_hosts(entries: &[String]) -> Result<Arc<AllowedHosts>, InvalidField> {
     AllowedHosts::parse(entries)
         .map(Arc::new)
-        .map_err(|invalid| InvalidField::new(field, invalid.to_string()))
+        .map_err(|invalid| InvalidField::new("allowedOutboundHosts", invalid.to_string()))
 }
 
 /// A plugin's configuration must be a JSON object; absent means `{}`.

@@ -111,7 +111,7 @@ impl Manifest {
                 limits,
                 budget,
                 admission: None,
-                allowed_hosts: allowed_hosts(&raw.allowed_outbound_hosts, "allowedOutboundHosts")?,
+                allowed_hosts: allowed_hosts(&raw.allowed_outbound_hosts)?,
             },
             component: base.join(raw.component),
         })
