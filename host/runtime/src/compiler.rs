@@ -80,9 +80,16 @@ impl Compiler {
     }
 
     /// Forgets the compiled code of every digest `keep` refuses (plugins
-    /// that are gone or changed), so its memory goes.
+    /// that are gone or changed), so its memory and its compile cache file
+    /// go.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.lock().retain(|digest, _| keep(digest));
+        self.lock().retain(|digest, _| {
+            let kept = keep(digest);
+            if !kept {
+                self.inner.runtime.forget(digest);
+            }
+            kept
+        });
     }
 
     /// The digests compiled (or being compiled) now.

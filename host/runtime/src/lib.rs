@@ -3,9 +3,10 @@
 //! [`Store`] for every call into a plugin.
 //!
 //! * **Compile once.** [`Runtime::compile`] turns a component into a
-//!   [`Compiled`] plugin; wasmtime's cache (keyed by the component's bytes and
-//!   the engine's configuration) lets a restarted replica load instead of
-//!   compiling. Every replica compiles; only the leader instantiates.
+//!   [`Compiled`] plugin; the compile cache (keyed by the component's digest,
+//!   see [`compile_cache`]) lets a restarted replica map the machine code
+//!   instead of compiling it. Every replica compiles; only the leader
+//!   instantiates.
 //! * **Fresh store per call.** A reconcile gets a new store with a memory
 //!   limit ([`StoreLimits`]) and a deadline. The engine's epoch ticks every
 //!   [`EPOCH_TICK`] on a thread of its own; at every tick a running plugin
@@ -25,6 +26,7 @@
 //!   quoted when the call traps.
 
 mod bindings;
+mod compile_cache;
 mod compiler;
 mod imports;
 mod outbound;
@@ -52,6 +54,7 @@ pub use self::bindings::current::exports::leasehold::controller::reconciler::{
 };
 pub use self::bindings::current::leasehold::controller::types::ObjectRef;
 use self::bindings::previous::{Controller as PreviousController, ControllerPre as PreviousPre};
+use self::compile_cache::CompileCache;
 pub use self::compiler::{COMPILES_AT_ONCE, Compiler};
 pub use self::imports::{Backend, BackendFuture, HostContext, cut};
 pub use self::outbound::{AllowedHosts, InvalidHost};
@@ -247,6 +250,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<HostState>>,
     ticker: EpochTicker,
+    cache: Option<CompileCache>,
 }
 
 /// Advances the engine's epoch on a thread of its own: a plugin spinning on
@@ -311,11 +315,6 @@ impl Runtime {
         // shard wait for their reset).
         pool.decommit_batch_size(DECOMMIT_BATCH);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        if let Some(dir) = cache_dir {
-            let mut cache = wasmtime::CacheConfig::new();
-            cache.with_directory(dir);
-            config.cache(Some(wasmtime::Cache::new(cache).map_err(Error::Engine)?));
-        }
         let engine = Engine::new(&config).map_err(Error::Engine)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(Error::Engine)?;
@@ -330,6 +329,7 @@ impl Runtime {
             engine,
             linker: Arc::new(linker),
             ticker,
+            cache: cache_dir.map(CompileCache::new),
         })
     }
 
@@ -341,7 +341,23 @@ impl Runtime {
         }
         let digest = digest_of(bytes);
         let started = Instant::now();
-        let component = Component::new(&self.engine, bytes).map_err(Error::Compile)?;
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.load(&self.engine, &digest));
+        let component = match cached {
+            Some(component) => component,
+            None => {
+                let compiled = Component::new(&self.engine, bytes).map_err(Error::Compile)?;
+                // Mapped back from the cache when it can be kept there: the
+                // freshly compiled copy is all resident, the mapped one only
+                // where it runs.
+                self.cache
+                    .as_ref()
+                    .and_then(|cache| cache.store(&self.engine, &digest, &compiled))
+                    .unwrap_or(compiled)
+            }
+        };
         let contract = check_contract(&self.engine, &component)?;
         let pre = self
             .linker
@@ -370,6 +386,14 @@ impl Runtime {
             contract,
             pre: Arc::new(pre),
         })
+    }
+
+    /// Drops the compile cache's copy of the component `digest`, which no
+    /// plugin of this process uses any more.
+    pub fn forget(&self, digest: &str) {
+        if let Some(cache) = &self.cache {
+            cache.forget(digest);
+        }
     }
 }
 
