@@ -63,7 +63,7 @@ pub struct Config {
     pub election: election::Config,
     pub listen: SocketAddr,
     /// Serve the API over HTTPS with these files.
-    pub tls: Option<api::TlsFiles>,
+    pub tls: Option<api::Https>,
     pub activity_log: Option<PathBuf>,
     pub plugins: plugins::Options,
     pub placement: Placement,

@@ -937,6 +937,23 @@ async fn tls_from_an_existing_secret_is_mounted_passed_and_probed_over_https() -
     assert_eq!(service_port["name"], "https");
     assert_eq!(service_port["targetPort"], "https");
     assert_eq!(service_port["appProtocol"], "https");
+
+    assert!(!tls.http2, "HTTP/1.1 only unless tls.http2 is set");
+    let rendered = render(
+        "team-t",
+        Values::Set(&[
+            "tls.enabled=true",
+            "tls.secretName=api-cert",
+            "tls.http2=true",
+        ]),
+    )
+    .await?;
+    let args = strings(&rendered.container()["args"]);
+    let (_, config) = host_config(&args).with_context(|| format!("args {args:?}"))?;
+    assert!(
+        config.tls.context("the host serves HTTPS")?.http2,
+        "tls.http2 offers HTTP/2: {args:?}"
+    );
     Ok(())
 }
 
@@ -955,9 +972,10 @@ async fn generated_tls_is_a_certificate_for_the_service_that_the_host_and_promet
 
     // The host loads the pair as the pod's mount gives it.
     let dir = tempfile::tempdir()?;
-    let files = leasehold::api::TlsFiles {
+    let files = leasehold::api::Https {
         cert: dir.path().join("tls.crt"),
         key: dir.path().join("tls.key"),
+        http2: false,
     };
     std::fs::write(&files.cert, pem(&data, "tls.crt")?)?;
     std::fs::write(&files.key, pem(&data, "tls.key")?)?;

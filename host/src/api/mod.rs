@@ -48,7 +48,7 @@ use tower_http::trace::TraceLayer;
 pub use self::auth::{Action, Authenticator, CACHE_TTL, Caller};
 pub use self::error::ApiError;
 pub use self::plugins::{PluginList, Validator};
-pub use self::tls::{TlsError, TlsFiles, load as load_tls};
+pub use self::tls::{Https, TlsError, load as load_tls};
 use crate::election::directory::{Directory, Member};
 use crate::election::{self, Role, Status};
 use crate::metrics::Metrics;
@@ -83,15 +83,22 @@ pub struct Options {
         value_name = "FILE"
     )]
     pub tls_private_key_file: Option<PathBuf>,
+
+    /// Offer HTTP/2 over HTTPS as well as HTTP/1.1. Off by default, as in
+    /// controller-runtime's webhook servers since the HTTP/2 Rapid Reset
+    /// attacks (CVE-2023-44487).
+    #[arg(long, env = "LEASEHOLD_HTTP2", requires = "tls_cert_file")]
+    pub http2: bool,
 }
 
 impl Options {
-    /// The certificate and key files, when HTTPS was asked for. Clap has
-    /// already checked that both or neither are given.
-    pub fn tls(&self) -> Option<TlsFiles> {
-        Some(TlsFiles {
+    /// How to serve HTTPS, when it was asked for. Clap has already checked
+    /// that both files or neither are given.
+    pub fn tls(&self) -> Option<Https> {
+        Some(Https {
             cert: self.tls_cert_file.clone()?,
             key: self.tls_private_key_file.clone()?,
+            http2: self.http2,
         })
     }
 }
@@ -161,11 +168,16 @@ pub async fn serve(
             .await;
     };
     let handle = axum_server::Handle::new();
-    let server = axum_server::from_tcp_rustls(
+    let http2 = tls::offers_http2(&tls);
+    let mut server = axum_server::from_tcp_rustls(
         listener.into_std()?,
         axum_server::tls_rustls::RustlsConfig::from_config(tls),
     )?
     .handle(handle.clone());
+    if !http2 {
+        // Not only unadvertised: refused from a client that tries anyway.
+        server = server.http1_only();
+    }
     let drain = tokio::spawn(async move {
         stop.cancelled().await;
         handle.graceful_shutdown(Some(TLS_DRAIN_TIMEOUT));
@@ -318,9 +330,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             options.tls(),
-            Some(TlsFiles {
+            Some(Https {
                 cert: "/tls/tls.crt".into(),
                 key: "/tls/tls.key".into(),
+                http2: false,
             })
         );
     }
@@ -337,6 +350,16 @@ mod tests {
             "{error}"
         );
         let error = parse(&["--tls-private-key-file", "/tls/tls.key"]).unwrap_err();
+        assert!(error.to_string().contains("--tls-cert-file"), "{error}");
+    }
+
+    #[test]
+    fn http2_is_offered_only_when_asked_for_and_only_over_https() {
+        let https = ["--tls-cert-file", "/c", "--tls-private-key-file", "/k"];
+        assert!(!parse(&https).unwrap().tls().unwrap().http2);
+        let asked = parse(&[&https[..], &["--http2"]].concat()).unwrap();
+        assert!(asked.tls().unwrap().http2);
+        let error = parse(&["--http2"]).unwrap_err();
         assert!(error.to_string().contains("--tls-cert-file"), "{error}");
     }
 }

@@ -3,6 +3,12 @@
 //!
 //! The files are read once at start-up; a missing, unreadable or invalid
 //! file stops the replica with an error naming it.
+//!
+//! HTTP/1.1 only unless HTTP/2 is asked for, as controller-runtime serves
+//! webhooks since the HTTP/2 Rapid Reset attacks (CVE-2023-44487): the API
+//! server then calls admission over HTTP/1.1 connections it keeps open.
+//! Measured on `make bench-admission`, the protocol made no difference to a
+//! review's latency.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,12 +17,17 @@ use rustls::ServerConfig;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// The PEM files named by `--tls-cert-file` and `--tls-private-key-file`.
+/// How the API serves HTTPS: the PEM files named by `--tls-cert-file` and
+/// `--tls-private-key-file`, and whether HTTP/2 is offered (`--http2`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsFiles {
+pub struct Https {
     pub cert: PathBuf,
     pub key: PathBuf,
+    pub http2: bool,
 }
+
+/// The ALPN protocol name of HTTP/2.
+const H2: &[u8] = b"h2";
 
 /// Why the API's certificate could not be loaded. None is retryable: an
 /// operator must fix the file.
@@ -55,7 +66,7 @@ pub enum TlsError {
 }
 
 /// Reads both files and builds the server's TLS configuration.
-pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn load(files: &Https) -> Result<Arc<ServerConfig>, TlsError> {
     let cert_pem = read(&files.cert)?;
     let key_pem = read(&files.key)?;
     let certificate = |source| TlsError::Certificate {
@@ -86,8 +97,17 @@ pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
             .with_no_client_auth()
             .with_single_cert(chain, key)
             .map_err(unusable)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = if files.http2 {
+        vec![H2.to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok(Arc::new(config))
+}
+
+/// Whether `config` offers HTTP/2 (so the server must speak it).
+pub fn offers_http2(config: &ServerConfig) -> bool {
+    config.alpn_protocols.iter().any(|protocol| protocol == H2)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -103,7 +123,7 @@ mod tests {
 
     struct Pair {
         dir: PathBuf,
-        files: TlsFiles,
+        files: Https,
     }
 
     impl Drop for Pair {
@@ -118,9 +138,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("leasehold-tls-{test}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let issued = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let files = TlsFiles {
+        let files = Https {
             cert: dir.join("tls.crt"),
             key: dir.join("tls.key"),
+            http2: false,
         };
         std::fs::write(&files.cert, issued.cert.pem()).unwrap();
         std::fs::write(&files.key, issued.signing_key.serialize_pem()).unwrap();
@@ -138,19 +159,25 @@ mod tests {
     }
 
     #[test]
-    fn a_certificate_and_its_key_load() {
+    fn a_certificate_and_its_key_load_for_http1_only_unless_http2_is_asked_for() {
         let pair = pair("valid");
         let config = load(&pair.files).unwrap();
-        assert_eq!(
-            config.alpn_protocols,
-            [b"h2".to_vec(), b"http/1.1".to_vec()]
-        );
+        assert_eq!(config.alpn_protocols, [b"http/1.1".to_vec()]);
+        assert!(!offers_http2(&config));
+
+        let http2 = Https {
+            http2: true,
+            ..pair.files.clone()
+        };
+        let config = load(&http2).unwrap();
+        assert_eq!(config.alpn_protocols, [H2.to_vec(), b"http/1.1".to_vec()]);
+        assert!(offers_http2(&config));
     }
 
     #[test]
     fn a_missing_file_is_named() {
         let pair = pair("missing");
-        let files = TlsFiles {
+        let files = Https {
             key: pair.dir.join("absent.key"),
             ..pair.files.clone()
         };
@@ -182,9 +209,9 @@ mod tests {
     fn a_key_of_another_certificate_is_refused() {
         let pair = pair("mismatch");
         let other = self::pair("mismatch-other");
-        let files = TlsFiles {
-            cert: pair.files.cert.clone(),
+        let files = Https {
             key: other.files.key.clone(),
+            ..pair.files.clone()
         };
         let error = load(&files).unwrap_err();
         assert!(
