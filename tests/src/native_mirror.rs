@@ -4,10 +4,13 @@
 //! comparison.
 //!
 //! It is a faithful port: the same source label, copy labels, finalizer,
-//! events and API calls per reconcile. Target namespaces and existing copies
-//! are listed from the API server on every reconcile, as the plugin does,
-//! rather than read from reflector stores, so that a comparison measures
-//! the runtime and not a different design.
+//! events and writes per reconcile. Target namespaces and existing copies
+//! are read from reflector stores fed by the watches that trigger the
+//! controller, as the plugin's lists are answered from its host's caches
+//! (and as controller-runtime's client reads): both sides send the API
+//! server only their writes. Nothing is stripped from the stored objects
+//! (kube-runtime keeps what the API server sends, as a controller written
+//! with `Controller::new` does).
 //!
 //! The plugin also handles a source that loses its label while it carries
 //! the finalizer (`absent`); a kube-runtime controller never reconciles an
@@ -32,12 +35,13 @@ use std::time::Duration;
 
 use futures::Stream;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, PostParams};
+use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, finalizer};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
 /// The controller's name, also its event reporter.
@@ -54,7 +58,8 @@ const RETRY: Duration = Duration::from_millis(500);
 /// How the mirror runs.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Namespaces matching this label selector receive copies.
+    /// Namespaces matching this label selector receive copies: `key=value`
+    /// requirements joined by commas (kube-core parses no selector text).
     pub namespace_selector: String,
     /// Sources reconciled at once.
     pub concurrency: u16,
@@ -78,16 +83,37 @@ pub enum Error {
 struct Context {
     client: Client,
     recorder: Recorder,
-    namespace_selector: String,
+    namespace_selector: Selector,
+    /// Every namespace, as the namespace watch last saw it.
+    namespaces: Store<Namespace>,
+    /// Every copy (ConfigMaps labelled with their source's name).
+    copies: Store<ConfigMap>,
 }
 
 /// Runs the mirror until the stream is dropped; each item is the outcome of
 /// one reconcile.
+///
+/// # Panics
+///
+/// If a requirement of `config.namespace_selector` is not `key=value`.
 pub fn run(
     client: Client,
     config: Config,
 ) -> impl Stream<Item = Result<(ObjectRef<ConfigMap>, Action), controller::Error<Error, watcher::Error>>>
 {
+    let (namespaces, namespace_writer) = reflector::store();
+    let namespace_changes = watcher(Api::<Namespace>::all(client.clone()), Default::default())
+        .default_backoff()
+        .reflect(namespace_writer)
+        .touched_objects();
+    let (copies, copy_writer) = reflector::store();
+    let copy_changes = watcher(
+        Api::<ConfigMap>::all(client.clone()),
+        watcher::Config::default().labels(SOURCE_NAME),
+    )
+    .default_backoff()
+    .reflect(copy_writer)
+    .touched_objects();
     let sources = Controller::new(
         Api::<ConfigMap>::all(client.clone()),
         watcher::Config::default().labels(SOURCE_SELECTOR),
@@ -95,28 +121,20 @@ pub fn run(
     // A new or relabelled namespace may need copies of every source.
     let store = sources.store();
     let controller = sources
-        .watches(
-            Api::<Namespace>::all(client.clone()),
-            watcher::Config::default(),
-            move |_| {
-                store
-                    .state()
-                    .iter()
-                    .map(|source| ObjectRef::from_obj(source.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches_stream(namespace_changes, move |_| {
+            store
+                .state()
+                .iter()
+                .map(|source| ObjectRef::from_obj(source.as_ref()))
+                .collect::<Vec<_>>()
+        })
         // A copy edited or deleted by hand is put back.
-        .watches(
-            Api::<ConfigMap>::all(client.clone()),
-            watcher::Config::default().labels(SOURCE_NAME),
-            |copy| {
-                let labels = copy.labels();
-                let name = labels.get(SOURCE_NAME)?;
-                let namespace = labels.get(SOURCE_NAMESPACE)?;
-                Some(ObjectRef::new(name).within(namespace))
-            },
-        )
+        .watches_stream(copy_changes, |copy| {
+            let labels = copy.labels();
+            let name = labels.get(SOURCE_NAME)?;
+            let namespace = labels.get(SOURCE_NAMESPACE)?;
+            Some(ObjectRef::new(name).within(namespace))
+        })
         .with_config(controller::Config::default().concurrency(config.concurrency));
     let context = Arc::new(Context {
         recorder: Recorder::new(
@@ -127,7 +145,9 @@ pub fn run(
             },
         ),
         client,
-        namespace_selector: config.namespace_selector,
+        namespace_selector: equalities(&config.namespace_selector),
+        namespaces,
+        copies,
     });
     controller.run(reconcile, error_policy, context)
 }
@@ -155,17 +175,17 @@ impl Context {
     /// namespaces.
     async fn mirror(&self, source: &ConfigMap) -> Result<Action, Error> {
         let home = source.namespace().unwrap_or_default();
-        let targets: BTreeSet<String> = Api::<Namespace>::all(self.client.clone())
-            .list(&ListParams::default().labels(&self.namespace_selector))
-            .await?
+        let targets: BTreeSet<String> = self
+            .namespaces
+            .state()
             .into_iter()
+            .filter(|namespace| self.namespace_selector.matches(namespace.labels()))
             .filter(|namespace| namespace.meta().deletion_timestamp.is_none())
             .map(|namespace| namespace.name_any())
             .filter(|namespace| *namespace != home)
             .collect();
-        let copies: BTreeMap<String, ConfigMap> = self
+        let copies: BTreeMap<String, Arc<ConfigMap>> = self
             .copies_of(source)
-            .await?
             .into_iter()
             .map(|copy| (copy.namespace().unwrap_or_default(), copy))
             .collect();
@@ -185,7 +205,7 @@ impl Context {
                     let updated = ConfigMap {
                         data: source.data.clone(),
                         binary_data: source.binary_data.clone(),
-                        ..copy.clone()
+                        ..copy.as_ref().clone()
                     };
                     api.replace(&copy.name_any(), &PostParams::default(), &updated)
                         .await
@@ -241,7 +261,7 @@ impl Context {
     }
 
     async fn delete_copies(&self, source: &ConfigMap) -> Result<Action, Error> {
-        for copy in self.copies_of(source).await? {
+        for copy in self.copies_of(source) {
             Api::<ConfigMap>::namespaced(
                 self.client.clone(),
                 &copy.namespace().unwrap_or_default(),
@@ -252,16 +272,18 @@ impl Context {
         Ok(Action::await_change())
     }
 
-    async fn copies_of(&self, source: &ConfigMap) -> Result<Vec<ConfigMap>, kube::Error> {
-        let selector = format!(
-            "{SOURCE_NAME}={},{SOURCE_NAMESPACE}={}",
-            source.name_any(),
-            source.namespace().unwrap_or_default()
-        );
-        let list = Api::<ConfigMap>::all(self.client.clone())
-            .list(&ListParams::default().labels(&selector))
-            .await?;
-        Ok(list.items)
+    /// The copies of `source` the copy watch has seen.
+    fn copies_of(&self, source: &ConfigMap) -> Vec<Arc<ConfigMap>> {
+        let (name, namespace) = (source.name_any(), source.namespace().unwrap_or_default());
+        self.copies
+            .state()
+            .into_iter()
+            .filter(|copy| {
+                let labels = copy.labels();
+                labels.get(SOURCE_NAME) == Some(&name)
+                    && labels.get(SOURCE_NAMESPACE) == Some(&namespace)
+            })
+            .collect()
     }
 
     /// Records an Event on `source`; a failure to record one is not worth
@@ -276,6 +298,18 @@ impl Context {
         };
         let _ = self.recorder.publish(&event, &source.object_ref(&())).await;
     }
+}
+
+/// The selector of `key=value` requirements joined by commas.
+fn equalities(text: &str) -> Selector {
+    text.split(',')
+        .map(|requirement| {
+            let (key, value) = requirement
+                .split_once('=')
+                .expect("a namespace selector requirement is key=value");
+            (key.trim().to_owned(), value.trim().to_owned())
+        })
+        .collect()
 }
 
 /// The copy of `source` to keep in another namespace: its data, and labels
