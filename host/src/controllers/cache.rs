@@ -13,10 +13,13 @@
 //! * **Correctly, after the plugin's own writes**: every write made through
 //!   the plugin's client is remembered until its store shows it (the same
 //!   or a later resourceVersion, or the object gone after a delete). A list
-//!   of that kind waits for the watch to bring them ([`CATCH_UP`] at most;
-//!   [`Caches::list_caught_up`]), and only then goes to the API server; a
-//!   `get` of an object still unseen goes at once (one object by name is
-//!   cheap there, a list of a kind may be the whole kind read from etcd).
+//!   that could return one of them (its namespace, and its labels before or
+//!   after the write match) waits for the watch to bring it ([`CATCH_UP`]
+//!   at most; [`Caches::list_caught_up`]), and only then goes to the API
+//!   server; a `get` of an object still unseen goes at once (one object by
+//!   name is cheap there, a list of a kind may be the whole kind read from
+//!   etcd). Writes the read cannot return do not hold it back, so
+//!   concurrent reconciles writing other objects do not wait on each other.
 //!   So a reconcile always sees what the previous ones wrote, as it would
 //!   reading live; it may see other writers' changes a watch-delivery late,
 //!   as any informer does, and its next trigger brings them.
@@ -27,7 +30,7 @@
 //! never reads them, they are often the largest part of an object, and
 //! Kubewarden's field masks drop them for the same reason.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -101,6 +104,9 @@ struct Written {
 /// What the store must show for a write to be seen.
 struct Unseen {
     expected: Expected,
+    /// The labels the write left on the object; `None` after a delete (a
+    /// list can then return only the version its store still holds).
+    labels: Option<BTreeMap<String, String>>,
     at: Instant,
 }
 
@@ -153,7 +159,10 @@ impl Caches {
         namespace: Option<&str>,
         name: &str,
     ) -> Option<Option<Arc<DynamicObject>>> {
-        if !self.all_seen(kind) {
+        let this_object = |written: &Written, _: &Unseen| {
+            written.namespace.as_deref() == namespace && written.name == name
+        };
+        if !self.all_seen(kind, this_object) {
             return None;
         }
         let mut fallback = None;
@@ -226,10 +235,18 @@ impl Caches {
             .covering(kind, namespace, Some(&wanted))
             .next()
             .ok_or(Live::Uncovered)?;
-        if !self.all_seen(kind) {
+        let selector: Selector = wanted.iter().cloned().collect();
+        let listable = |written: &Written, unseen: &Unseen| {
+            namespace.is_none_or(|namespace| written.namespace.as_deref() == Some(namespace))
+                && (unseen
+                    .labels
+                    .as_ref()
+                    .is_some_and(|labels| selector.matches(labels))
+                    || self.stored_matches(written, &selector))
+        };
+        if !self.all_seen(kind, listable) {
             return Err(Live::Unseen);
         }
-        let selector: Selector = wanted.iter().cloned().collect();
         let mut items = cached.store.state_filter(|object| {
             namespace.is_none_or(|namespace| object.namespace().as_deref() == Some(namespace))
                 && selector.matches(object.labels())
@@ -244,26 +261,25 @@ impl Caches {
         let Some(version) = object.resource_version() else {
             return;
         };
-        self.remember(
-            kind,
-            object.namespace(),
-            object.name_any(),
-            Expected::Version(version),
-        );
+        let unseen = Unseen {
+            expected: Expected::Version(version),
+            labels: Some(object.labels().clone()),
+            at: Instant::now(),
+        };
+        self.remember(kind, object.namespace(), object.name_any(), unseen);
     }
 
     /// Remembers a delete, until its store no longer holds the object.
     pub fn deleted(&self, kind: Kind<'_>, namespace: Option<String>, name: String) {
-        self.remember(kind, namespace, name, Expected::Gone);
+        let unseen = Unseen {
+            expected: Expected::Gone,
+            labels: None,
+            at: Instant::now(),
+        };
+        self.remember(kind, namespace, name, unseen);
     }
 
-    fn remember(
-        &self,
-        kind: Kind<'_>,
-        namespace: Option<String>,
-        name: String,
-        expected: Expected,
-    ) {
+    fn remember(&self, kind: Kind<'_>, namespace: Option<String>, name: String, write: Unseen) {
         if !self.stores.iter().any(|cached| of_kind(cached, kind)) {
             return;
         }
@@ -274,30 +290,48 @@ impl Caches {
             name,
         };
         let mut unseen = self.unseen.lock().unwrap_or_else(|e| e.into_inner());
-        unseen.insert(
-            written,
-            Unseen {
-                expected,
-                at: Instant::now(),
-            },
-        );
+        unseen.insert(written, write);
         if unseen.len() >= SWEEP_AT {
             unseen.retain(|written, unseen| !self.shows(written, unseen));
         }
     }
 
-    /// Whether every store of `kind` shows the plugin's writes of it,
-    /// forgetting those they show.
-    fn all_seen(&self, kind: Kind<'_>) -> bool {
+    /// Whether the stores show every write of `kind` that a read could
+    /// return (`relevant`), forgetting the writes they show.
+    fn all_seen(&self, kind: Kind<'_>, relevant: impl Fn(&Written, &Unseen) -> bool) -> bool {
         let mut unseen = self.unseen.lock().unwrap_or_else(|e| e.into_inner());
         unseen.retain(|written, unseen| {
             written.api_version != kind.api_version
                 || written.kind != kind.kind
                 || !self.shows(written, unseen)
         });
-        !unseen
-            .keys()
-            .any(|written| written.api_version == kind.api_version && written.kind == kind.kind)
+        !unseen.iter().any(|(written, unseen)| {
+            written.api_version == kind.api_version
+                && written.kind == kind.kind
+                && relevant(written, unseen)
+        })
+    }
+
+    /// Whether a store holds `written` as it was before the write with
+    /// labels `selector` matches (a list would return that old version).
+    fn stored_matches(&self, written: &Written, selector: &Selector) -> bool {
+        let kind = Kind {
+            api_version: &written.api_version,
+            kind: &written.kind,
+        };
+        self.stores
+            .iter()
+            .filter(|cached| of_kind(cached, kind))
+            .any(|cached| {
+                let mut key = StoreRef::new_with(&written.name, cached.resource.clone());
+                if let Some(namespace) = &written.namespace {
+                    key = key.within(namespace);
+                }
+                cached
+                    .store
+                    .get(&key)
+                    .is_some_and(|stored| selector.matches(stored.labels()))
+            })
     }
 
     /// Whether the stores show `written` as expected (or it is too old to wait for).
@@ -660,6 +694,54 @@ mod tests {
         caches.add(config_maps(), None, None, writer.as_reader());
         assert!(caches.get(CONFIG_MAP, Some("a"), "one").is_none());
         assert!(caches.list(CONFIG_MAP, None, None, None).is_err());
+    }
+
+    #[test]
+    fn only_writes_a_read_could_return_hold_it_back() {
+        let (caches, _writer) = caches(
+            None,
+            vec![
+                object("a", "copy-x", "4", &[("copy-of", "x")]),
+                object("a", "copy-y", "5", &[("copy-of", "y")]),
+                object("c", "copy-w", "6", &[("copy-of", "w")]),
+            ],
+        );
+        // Another reconcile rewrote y's copy; the watch has not brought it.
+        caches.wrote(CONFIG_MAP, &object("a", "copy-y", "9", &[("copy-of", "y")]));
+        assert!(
+            caches
+                .list(CONFIG_MAP, None, Some("copy-of=x"), None)
+                .is_ok(),
+            "x's copies cannot include y's"
+        );
+        assert!(caches.list(CONFIG_MAP, Some("b"), None, None).is_ok());
+        assert!(caches.get(CONFIG_MAP, Some("a"), "copy-x").is_some());
+        assert_eq!(
+            caches.list(CONFIG_MAP, None, Some("copy-of=y"), None),
+            Err(Live::Unseen)
+        );
+        assert!(caches.get(CONFIG_MAP, Some("a"), "copy-y").is_none());
+
+        // Relabelled out of x's selector: x's list still holds the old one.
+        caches.wrote(
+            CONFIG_MAP,
+            &object("a", "copy-x", "10", &[("copy-of", "z")]),
+        );
+        assert_eq!(
+            caches.list(CONFIG_MAP, None, Some("copy-of=x"), None),
+            Err(Live::Unseen)
+        );
+        // Deleted, still in the store: the lists it matched wait.
+        caches.deleted(CONFIG_MAP, Some("c".into()), "copy-w".into());
+        assert_eq!(
+            caches.list(CONFIG_MAP, Some("c"), Some("copy-of=w"), None),
+            Err(Live::Unseen)
+        );
+        assert!(
+            caches
+                .list(CONFIG_MAP, Some("c"), Some("copy-of=v"), None)
+                .is_ok()
+        );
     }
 
     #[test]
