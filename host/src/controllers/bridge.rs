@@ -17,7 +17,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
 use serde_json::Value;
 
-use super::cache::{self, Caches, Kind};
+use super::cache::{Caches, Kind};
 use super::throttle::{Accounting, Throttle};
 use crate::election::NotLeader;
 use crate::election::fence::{self, Fence};
@@ -326,20 +326,16 @@ impl Backend for KubeBridge {
             let paged = params.limit.is_some() || params.continue_token.is_some();
             // A page is the API server's (its continue token names a
             // snapshot there), so a paginated list is always live.
-            let cached = match self.caches.get().filter(|_| !paged) {
-                Some(caches) => {
-                    caches
-                        .list_caught_up(
-                            kind_of(&type_meta),
-                            params.namespace.as_deref(),
-                            params.label_selector.as_deref(),
-                            params.field_selector.as_deref(),
-                            tokio::time::Instant::now() + cache::CATCH_UP,
-                        )
-                        .await
-                }
-                None => None,
-            };
+            let cached = self.caches.get().filter(|_| !paged).and_then(|caches| {
+                caches
+                    .list(
+                        kind_of(&type_meta),
+                        params.namespace.as_deref(),
+                        params.label_selector.as_deref(),
+                        params.field_selector.as_deref(),
+                    )
+                    .ok()
+            });
             if let Some(items) = cached {
                 self.accounting.served_from_cache();
                 return self.list_json(

@@ -12,14 +12,15 @@
 //!   holds the object (a miss may be an object without the label).
 //! * **Correctly, after the plugin's own writes**: every write made through
 //!   the plugin's client is remembered until its store shows it (the same
-//!   or a later resourceVersion, or the object gone after a delete). A list
-//!   that could return one of them (its namespace, and its labels before or
-//!   after the write match) waits for the watch to bring it ([`CATCH_UP`]
-//!   at most; [`Caches::list_caught_up`]), and only then goes to the API
-//!   server; a `get` of an object still unseen goes at once (one object by
-//!   name is cheap there, a list of a kind may be the whole kind read from
-//!   etcd). Writes the read cannot return do not hold it back, so
-//!   concurrent reconciles writing other objects do not wait on each other.
+//!   or a later resourceVersion, or the object gone after a delete). A read
+//!   that could return one of them (a `get` of that object; a list in its
+//!   namespace whose selector the labels before or after the write match)
+//!   goes to the API server until then. Writes a read cannot return do not
+//!   send it there: at 10 000 ConfigMaps (`make bench-scale`) every list of
+//!   the kind went live while any write was unseen, and a live list is
+//!   paged, which the API server answers from etcd, reading the whole kind.
+//!   (Waiting for the watch instead stalls under load: kube-runtime polls a
+//!   controller's watches only while a reconcile slot is free.)
 //!   So a reconcile always sees what the previous ones wrote, as it would
 //!   reading live; it may see other writers' changes a watch-delivery late,
 //!   as any informer does, and its next trigger brings them.
@@ -39,7 +40,6 @@ use kube::ResourceExt;
 use kube::api::{ApiResource, DynamicObject};
 use kube::core::{Expression, Selector, SelectorExt};
 use kube::runtime::reflector::{ObjectRef as StoreRef, Store};
-use tokio::sync::Notify;
 
 /// How long a write may stay unseen by its store before it is presumed
 /// superseded (deleted or rewritten by someone else meanwhile). A watch
@@ -49,20 +49,11 @@ const UNSEEN_LIMIT: Duration = Duration::from_secs(10);
 /// Unseen writes are swept once there are this many (a plugin that writes
 /// thousands of objects without reading them back).
 const SWEEP_AT: usize = 1024;
-/// How long a list waits for the watch to bring the plugin's own writes
-/// before it goes to the API server. Measured at 10 000 ConfigMaps
-/// (`make bench-scale`): going live at once sent hundreds of lists each
-/// reading every ConfigMap from etcd (a paged list is not served from the
-/// API server's cache), which slowed the API server for everyone.
-pub const CATCH_UP: Duration = Duration::from_secs(1);
-
 /// The stores of one plugin's controller.
 #[derive(Default)]
 pub struct Caches {
     stores: Vec<Cached>,
     unseen: Mutex<HashMap<Written, Unseen>>,
-    /// Told after every watch event a store has applied.
-    changed: Arc<Notify>,
 }
 
 /// Why a list cannot be answered from the stores.
@@ -180,36 +171,6 @@ impl Caches {
             }
         }
         fallback
-    }
-
-    /// What to tell after a store applied a watch event, so that lists
-    /// waiting for the plugin's writes look again.
-    pub fn changed(&self) -> Arc<Notify> {
-        self.changed.clone()
-    }
-
-    /// [`list`](Self::list), waiting until `by` for the stores to show the
-    /// plugin's own writes; `None` sends the list to the API server.
-    pub async fn list_caught_up(
-        &self,
-        kind: Kind<'_>,
-        namespace: Option<&str>,
-        label_selector: Option<&str>,
-        field_selector: Option<&str>,
-        by: tokio::time::Instant,
-    ) -> Option<Vec<Arc<DynamicObject>>> {
-        loop {
-            // Listening before looking: an event between the two still wakes.
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            match self.list(kind, namespace, label_selector, field_selector) {
-                Ok(items) => return Some(items),
-                Err(Live::Uncovered) => return None,
-                Err(Live::Unseen) => {}
-            }
-            tokio::time::timeout_at(by, changed).await.ok()?;
-        }
     }
 
     /// The objects a list would return, sorted as the API server sorts
@@ -646,54 +607,6 @@ mod tests {
         assert!(caches.get(CONFIG_MAP, Some("a"), "one").is_none());
         writer.apply_watcher_event(&Event::Delete(object("a", "one", "10", &[])));
         assert!(caches.get(CONFIG_MAP, Some("a"), "one").unwrap().is_none());
-    }
-
-    #[tokio::test]
-    async fn a_list_waits_for_the_watch_to_bring_the_plugins_write_and_gives_up_at_its_deadline() {
-        let (caches, mut writer) = caches(None, vec![object("a", "one", "4", &[])]);
-        caches.wrote(CONFIG_MAP, &object("a", "one", "9", &[]));
-        let soon = || tokio::time::Instant::now() + Duration::from_millis(20);
-        assert!(
-            caches
-                .list_caught_up(CONFIG_MAP, None, None, None, soon())
-                .await
-                .is_none(),
-            "the watch never brought it: live"
-        );
-
-        let changed = caches.changed();
-        let caught_up = caches.list_caught_up(
-            CONFIG_MAP,
-            None,
-            None,
-            None,
-            tokio::time::Instant::now() + Duration::from_secs(60),
-        );
-        let watch = async {
-            tokio::task::yield_now().await;
-            writer.apply_watcher_event(&Event::Apply(object("a", "one", "9", &[])));
-            changed.notify_waiters();
-        };
-        let (items, ()) = tokio::join!(caught_up, watch);
-        let items = items.expect("answered from the store once it showed the write");
-        assert_eq!(items[0].resource_version().as_deref(), Some("9"));
-
-        assert!(
-            caches
-                .list_caught_up(CONFIG_MAP, None, None, Some("metadata.name=one"), soon())
-                .await
-                .is_none(),
-            "an uncovered list goes live"
-        );
-    }
-
-    #[test]
-    fn a_store_not_yet_listed_answers_nothing() {
-        let mut caches = Caches::default();
-        let writer = Writer::new(config_maps());
-        caches.add(config_maps(), None, None, writer.as_reader());
-        assert!(caches.get(CONFIG_MAP, Some("a"), "one").is_none());
-        assert!(caches.list(CONFIG_MAP, None, None, None).is_err());
     }
 
     #[test]

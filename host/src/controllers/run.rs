@@ -482,7 +482,6 @@ async fn build_controller(run: &Arc<PluginRun>) -> Result<Controller<DynamicObje
     // `ObjectNotFound` in `run`). The store is updated before the trigger.
     // Every watch keeps a store, which also answers the plugin's reads.
     let mut caches = Caches::default();
-    let changed = caches.changed();
     let namespace = registration.namespace.clone();
     let mut cached = |resource: &ApiResource, config: watcher::Config| {
         let writer = reflector::store::Writer::new(resource.clone());
@@ -493,11 +492,10 @@ async fn build_controller(run: &Arc<PluginRun>) -> Result<Controller<DynamicObje
             writer.as_reader(),
         );
         let events = watcher::watcher(api_for(run, resource), config).modify(cache::strip);
-        let (store, changed) = (writer.as_reader(), changed.clone());
-        // The reflector has applied an event to the store when it passes it on.
-        let applied =
-            reflector::reflector(writer, events).inspect(move |_| changed.notify_waiters());
-        (store, applied.touched_objects())
+        (
+            writer.as_reader(),
+            reflector::reflector(writer, events).touched_objects(),
+        )
     };
     let (store, primaries) = cached(&run.primary, primary_watch);
     let mut controller = Controller::for_stream_with(primaries, store, run.primary.clone());
