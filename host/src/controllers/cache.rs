@@ -276,21 +276,12 @@ impl Caches {
     /// Whether a store holds `written` as it was before the write with
     /// labels `selector` matches (a list would return that old version).
     fn stored_matches(&self, written: &Written, selector: &Selector) -> bool {
-        let kind = Kind {
-            api_version: &written.api_version,
-            kind: &written.kind,
-        };
         self.stores
             .iter()
-            .filter(|cached| of_kind(cached, kind))
+            .filter(|cached| of_kind(cached, written.kind()))
             .any(|cached| {
-                let mut key = StoreRef::new_with(&written.name, cached.resource.clone());
-                if let Some(namespace) = &written.namespace {
-                    key = key.within(namespace);
-                }
                 cached
-                    .store
-                    .get(&key)
+                    .holding(written)
                     .is_some_and(|stored| selector.matches(stored.labels()))
             })
     }
@@ -300,13 +291,9 @@ impl Caches {
         if unseen.at.elapsed() > UNSEEN_LIMIT {
             return true;
         }
-        let kind = Kind {
-            api_version: &written.api_version,
-            kind: &written.kind,
-        };
         self.stores
             .iter()
-            .filter(|cached| of_kind(cached, kind))
+            .filter(|cached| of_kind(cached, written.kind()))
             // A store watching another namespace never will.
             .filter(|cached| {
                 cached
@@ -315,11 +302,7 @@ impl Caches {
                     .is_none_or(|watched| written.namespace.as_ref() == Some(watched))
             })
             .all(|cached| {
-                let mut key = StoreRef::new_with(&written.name, cached.resource.clone());
-                if let Some(namespace) = &written.namespace {
-                    key = key.within(namespace);
-                }
-                let found = cached.store.get(&key);
+                let found = cached.holding(written);
                 match (&unseen.expected, found) {
                     (Expected::Gone, found) => found.is_none(),
                     // A store that filters by labels may never hold it.
@@ -357,6 +340,26 @@ impl Caches {
                     .now_or_never()
                     .is_some_and(|ready| ready.is_ok())
         })
+    }
+}
+
+impl Written {
+    fn kind(&self) -> Kind<'_> {
+        Kind {
+            api_version: &self.api_version,
+            kind: &self.kind,
+        }
+    }
+}
+
+impl Cached {
+    /// The store's version of the object `written` names.
+    fn holding(&self, written: &Written) -> Option<Arc<DynamicObject>> {
+        let mut key = StoreRef::new_with(&written.name, self.resource.clone());
+        if let Some(namespace) = &written.namespace {
+            key = key.within(namespace);
+        }
+        self.store.get(&key)
     }
 }
 
