@@ -34,6 +34,16 @@ pub enum Watched {
 #[derive(Default)]
 pub struct Seen {
     leases: HashMap<(Watched, String), Observed>,
+    /// Replicas that let an election Lease run out, with the instant it
+    /// ran out: they stay gone, even once another replica has taken that
+    /// Lease over, until they announce themselves again afterwards.
+    lapsed: HashMap<String, Instant>,
+    /// The placement each replica last announced, kept after its
+    /// announcement is deleted: it ran plugins that way until it left.
+    announced: HashMap<String, String>,
+    /// Each election Lease's last named holder, kept once it is released
+    /// or runs out.
+    last_holders: HashMap<String, String>,
 }
 
 struct Observed {
@@ -53,8 +63,7 @@ impl Observed {
     }
 
     fn named_holder(&self) -> Option<&str> {
-        let spec = self.lease.spec.as_ref()?;
-        spec.holder_identity.as_deref().filter(|h| !h.is_empty())
+        named_holder(&self.lease)
     }
 
     fn expires_at(&self) -> Instant {
@@ -66,6 +75,12 @@ impl Observed {
             .unwrap_or(0);
         self.since + Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
     }
+}
+
+/// Who `lease` names as its holder, if anyone.
+fn named_holder(lease: &Lease) -> Option<&str> {
+    let spec = lease.spec.as_ref()?;
+    spec.holder_identity.as_deref().filter(|h| !h.is_empty())
 }
 
 impl Seen {
@@ -80,15 +95,26 @@ impl Seen {
             Ok(Event::Apply(lease) | Event::InitApply(lease)) => {
                 let name = lease.metadata.name.clone()?;
                 let key = (watched, name.clone());
-                let unchanged = self.leases.get(&key).is_some_and(|seen| {
+                let previous = self.leases.get(&key);
+                let unchanged = previous.is_some_and(|seen| {
                     seen.lease.metadata.resource_version == lease.metadata.resource_version
                 });
                 if !unchanged {
+                    let now = Instant::now();
+                    // Taken over after running out (a holder that renews
+                    // late is merely slow).
+                    if let Some(previous) = previous
+                        && let Some(holder) = previous.expired_holder(now)
+                        && named_holder(&lease) != Some(holder)
+                    {
+                        self.lapsed.insert(holder.to_owned(), previous.expires_at());
+                    }
+                    self.remember(watched, &name, &lease, now);
                     self.leases.insert(
                         key,
                         Observed {
                             lease: lease.clone(),
-                            since: Instant::now(),
+                            since: now,
                         },
                     );
                 }
@@ -103,6 +129,26 @@ impl Seen {
             Err(error) => {
                 debug!(%error, "lease watch interrupted; reconnecting");
                 None
+            }
+        }
+    }
+
+    /// Keeps what outlives a Lease version: its holder's placement (an
+    /// announcement), its last named holder (an election Lease).
+    fn remember(&mut self, watched: Watched, name: &str, lease: &Lease, now: Instant) {
+        let Some(holder) = named_holder(lease) else {
+            return;
+        };
+        match watched {
+            Watched::Announcement => {
+                self.announced
+                    .insert(holder.to_owned(), placement_of(lease).to_owned());
+                // Announced again since it lapsed: back.
+                self.lapsed
+                    .retain(|replica, at| replica != holder || *at >= now);
+            }
+            Watched::Election => {
+                self.last_holders.insert(name.to_owned(), holder.to_owned());
             }
         }
     }
@@ -122,6 +168,7 @@ impl Seen {
         let lapsed: Vec<&str> = self
             .of(Watched::Election)
             .filter_map(|observed| observed.expired_holder(now))
+            .chain(self.lapsed.keys().map(String::as_str))
             .collect();
         let mut members: Vec<String> = self
             .of(Watched::Announcement)
@@ -135,16 +182,18 @@ impl Seen {
         members
     }
 
-    /// The placement replica `identity` announces, if it is announced.
-    fn placement_of(&self, identity: &str, now: Instant) -> Option<&str> {
-        self.of(Watched::Announcement)
-            .find(|observed| observed.holder(now) == Some(identity))
-            .map(|observed| placement_of(&observed.lease))
+    /// The placement replica `identity` last announced, as seen here. A
+    /// lapsed or deleted announcement still counts: a killed replica's
+    /// announcement can run out a moment before its shard Leases do, and a
+    /// replica ran plugins the way it last said until it died or left (a
+    /// restarted one announces afresh before it leads).
+    fn placement_of(&self, identity: &str) -> Option<&str> {
+        self.announced.get(identity).map(String::as_str)
     }
 
     /// Whether this replica, spread as `ours`, may lead shards of the
-    /// election `lease`: the election Lease is held by a replica spread the
-    /// same way (it is the mutex between placements: a leader-mode leader
+    /// election `lease`: the election Lease is held, or was last held, by a
+    /// replica spread the same way (it is the mutex between placements: a leader-mode leader
     /// runs plugins only while holding it, and only once no shard is led),
     /// and every shard Lease held is held by one too (a replica spread over
     /// another count hashes plugins onto other shards). Other replicas
@@ -156,17 +205,23 @@ impl Seen {
         identity: &str,
         now: Instant,
     ) -> Result<(), Disagreement> {
-        let differs =
-            |holder: &str| holder != identity && self.placement_of(holder, now) != Some(ours);
+        let differs = |holder: &str| holder != identity && self.placement_of(holder) != Some(ours);
+        // While the election Lease is between holders (its holder died or
+        // left), the last one still says how plugins run: it is what the
+        // next holder, if spread the same way, will say too, and stopping
+        // every shard on each election would stop every plugin.
         let main = self
             .of(Watched::Election)
             .find(|observed| observed.lease.metadata.name.as_deref() == Some(lease));
-        match main.and_then(|observed| observed.holder(now)) {
+        let arbiter = main
+            .and_then(|observed| observed.holder(now))
+            .or_else(|| self.last_holders.get(lease).map(String::as_str));
+        match arbiter {
             None => return Err(Disagreement::Unheld),
             Some(holder) if differs(holder) => {
                 return Err(Disagreement::Holder {
                     holder: holder.to_owned(),
-                    placement: self.placement_of(holder, now).map(str::to_owned),
+                    placement: self.placement_of(holder).map(str::to_owned),
                     ours: ours.to_owned(),
                 });
             }
@@ -316,6 +371,116 @@ mod tests {
         assert!(
             matches!(may_lead(&shard), Err(Disagreement::ShardHeld { holder, .. }) if holder == "b")
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_killed_replica_whose_announcement_lapses_first_does_not_stop_the_others() {
+        let mut seen = seen("me", &[("a", Some("spread-4")), ("me", Some("spread-4"))]);
+        // Its shard Lease was renewed a second after its announcement.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        seen.record(Watched::Election, Ok(lease("leasehold-shard-1", "a", None)));
+        tokio::time::advance(Duration::from_millis(14_500)).await;
+        // This replica renews its own election Lease meanwhile.
+        seen.record(
+            Watched::Election,
+            Ok(renewed(lease("leasehold", "me", None), "2")),
+        );
+        let now = Instant::now();
+        assert!(!seen.live_members("me", now).contains(&"a".to_owned()));
+        assert_eq!(
+            seen.spread_may_lead("spread-4", "leasehold", "me", now),
+            Ok(())
+        );
+    }
+
+    /// `event`'s Lease as a newer version: another resourceVersion.
+    fn renewed(event: Event<Lease>, version: &str) -> Event<Lease> {
+        let Event::Apply(mut lease) = event else {
+            unreachable!("lease() builds an Apply")
+        };
+        lease.metadata.resource_version = Some(version.into());
+        Event::Apply(lease)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn spread_replicas_go_on_while_the_election_lease_is_between_holders() {
+        let mut seen = seen("a", &[("a", Some("spread-4")), ("me", Some("spread-4"))]);
+        // Its holder was killed: the Lease runs out.
+        tokio::time::advance(Duration::from_secs(16)).await;
+        assert_eq!(
+            seen.spread_may_lead("spread-4", "leasehold", "me", Instant::now()),
+            Ok(())
+        );
+        // Or released, and its holder left the directory.
+        seen.record(
+            Watched::Election,
+            Ok(renewed(lease("leasehold", "", None), "2")),
+        );
+        let announcement = lease("leasehold-replica-a", "a", Some("spread-4"));
+        let Event::Apply(announcement) = announcement else {
+            unreachable!()
+        };
+        seen.record(Watched::Announcement, Ok(Event::Delete(announcement)));
+        assert_eq!(
+            seen.spread_may_lead("spread-4", "leasehold", "me", Instant::now()),
+            Ok(())
+        );
+        // A leader-mode replica takes it: spread replicas stop.
+        seen.record(
+            Watched::Announcement,
+            Ok(lease("leasehold-replica-l", "l", Some("leader"))),
+        );
+        seen.record(
+            Watched::Election,
+            Ok(renewed(lease("leasehold", "l", None), "3")),
+        );
+        assert!(matches!(
+            seen.spread_may_lead("spread-4", "leasehold", "me", Instant::now()),
+            Err(Disagreement::Holder { holder, .. }) if holder == "l"
+        ));
+        // Nobody ever held it: newcomers wait.
+        assert_eq!(
+            Seen::default().spread_may_lead("spread-4", "leasehold", "me", Instant::now()),
+            Err(Disagreement::Unheld)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replica_whose_shard_ran_out_stays_gone_once_another_takes_the_shard() {
+        let mut seen = seen("me", &[("a", Some("spread-4")), ("me", Some("spread-4"))]);
+        seen.record(Watched::Election, Ok(lease("leasehold-shard-0", "a", None)));
+        seen.record(Watched::Election, Ok(lease("leasehold-shard-1", "a", None)));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        // Its announcement was renewed a moment before it died.
+        seen.record(
+            Watched::Announcement,
+            Ok(renewed(
+                lease("leasehold-replica-a", "a", Some("spread-4")),
+                "2",
+            )),
+        );
+        tokio::time::advance(Duration::from_millis(14_500)).await;
+        let members = |seen: &Seen| seen.live_members("me", Instant::now());
+        assert_eq!(members(&seen), ["me"], "its shards ran out");
+        // This replica takes over both of its shards.
+        seen.record(
+            Watched::Election,
+            Ok(renewed(lease("leasehold-shard-0", "me", None), "2")),
+        );
+        seen.record(
+            Watched::Election,
+            Ok(renewed(lease("leasehold-shard-1", "me", None), "2")),
+        );
+        assert_eq!(members(&seen), ["me"], "gone while its announcement lasts");
+        // It announces itself again (it was cut off, not dead): back.
+        seen.record(
+            Watched::Announcement,
+            Ok(renewed(
+                lease("leasehold-replica-a", "a", Some("spread-4")),
+                "3",
+            )),
+        );
+        assert_eq!(members(&seen), ["a", "me"]);
     }
 
     #[tokio::test(start_paused = true)]
