@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::controller::{self, Action as QueueAction, Controller};
-use kube::runtime::reflector::ObjectRef as QueueRef;
+use kube::runtime::reflector::{ObjectRef as QueueRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, ResourceExt};
 use tokio::sync::{Notify, Semaphore};
@@ -173,7 +173,13 @@ pub async fn run(
             let controller = build_controller(&run).await?;
             Ok::<_, Failure>((run, controller, slots))
         };
-        let (run, controller, _slots) = match started.await {
+        // A start waits on the API server; a stop need not.
+        let started = tokio::select! {
+            started = started => started,
+            () = stop.cancelled() => return,
+            () = guard.lost() => return,
+        };
+        let (run, controller, _slots) = match started {
             Ok(started) => started,
             Err(Failure::NotLeader) => return,
             Err(failure) => {
@@ -197,6 +203,7 @@ pub async fn run(
         let concurrency = plugin.definition.limits.concurrency;
         let outcomes = run.clone();
         let stopping = stop.clone();
+        let primary = controller.store();
         let stream = controller
             .with_config(controller::Config::default().concurrency(concurrency))
             // A stop lets running reconciles finish, then ends the stream.
@@ -226,8 +233,28 @@ pub async fn run(
         tokio::select! {
             () = stream => debug!("controller stopped"),
             () = guard.lost() => debug!("term over; controller stopped"),
+            () = stopped_before_listing(&stop, &primary) => {
+                debug!("stopped before its first list; nothing ran");
+            }
         }
         return;
+    }
+}
+
+/// Resolves when `stop` comes before the primary kind's first list has
+/// filled `primary`, never otherwise. kube-runtime's graceful shutdown does
+/// not end then: its runner holds every reconcile until the store is
+/// ready, and the stop also ends the watch that would make it ready, so it
+/// waits forever (kube-runtime 5.0 `Runner::poll_next`). Nothing can have
+/// run yet, so the controller can simply be dropped.
+async fn stopped_before_listing<K>(stop: &CancellationToken, primary: &Store<K>)
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    stop.cancelled().await;
+    if primary.wait_until_ready().now_or_never().is_some() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -737,12 +764,37 @@ fn error_policy(object: Arc<DynamicObject>, failure: &Failure, run: Arc<PluginRu
 
 #[cfg(test)]
 mod tests {
-    use futures::FutureExt;
-
     use super::*;
 
     fn told(changed: &Notify) -> bool {
         changed.notified().now_or_never().is_some()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_controller_stopped_before_its_first_list_ends_at_once() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let (primary, _writer) = reflector::store::<ConfigMap>();
+        let stop = CancellationToken::new();
+        // A watch that never lists, as a slow first list of many objects.
+        let stream = Controller::for_stream(futures::stream::pending(), primary.clone())
+            .graceful_shutdown_on(stop.clone().cancelled_owned())
+            .run(
+                |_, _| async { Ok::<_, std::convert::Infallible>(QueueAction::await_change()) },
+                |_, _, _| QueueAction::await_change(),
+                Arc::new(()),
+            )
+            .for_each(|_| async {});
+        stop.cancel();
+        let ended = async {
+            tokio::select! {
+                () = stream => {}
+                () = stopped_before_listing(&stop, &primary) => {}
+            }
+        };
+        // Paused time: the timeout fires only if nothing else can happen.
+        tokio::time::timeout(Duration::from_secs(60), ended)
+            .await
+            .expect("the stopped controller never ended");
     }
 
     #[test]
