@@ -39,7 +39,9 @@ use futures::FutureExt;
 use kube::ResourceExt;
 use kube::api::{ApiResource, DynamicObject};
 use kube::core::{Expression, Selector, SelectorExt};
-use kube::runtime::reflector::{ObjectRef as StoreRef, Store};
+use kube::runtime::reflector::ObjectRef as StoreRef;
+
+use super::index::Indexed;
 
 /// How long a write may stay unseen by its store before it is presumed
 /// superseded (deleted or rewritten by someone else meanwhile). A watch
@@ -80,7 +82,7 @@ struct Cached {
     namespace: Option<String>,
     /// The watch's label selector, parsed.
     selector: Vec<Expression>,
-    store: Store<DynamicObject>,
+    indexed: Indexed,
 }
 
 /// One object a plugin wrote.
@@ -125,7 +127,7 @@ impl Caches {
         resource: ApiResource,
         namespace: Option<String>,
         label_selector: Option<&str>,
-        store: Store<DynamicObject>,
+        indexed: Indexed,
     ) {
         let selector = match label_selector.map(parse_selector).transpose() {
             Ok(selector) => selector.unwrap_or_default(),
@@ -138,7 +140,7 @@ impl Caches {
             resource,
             namespace,
             selector,
-            store,
+            indexed,
         });
     }
 
@@ -164,7 +166,7 @@ impl Caches {
             if let Some(namespace) = namespace {
                 key = key.within(namespace);
             }
-            match cached.store.get(&key) {
+            match cached.indexed.store().get(&key) {
                 Some(found) => return Some(Some(found)),
                 None if cached.selector.is_empty() => fallback = Some(None),
                 None => {}
@@ -208,10 +210,16 @@ impl Caches {
         if !self.all_seen(kind, listable) {
             return Err(Live::Unseen);
         }
-        let mut items = cached.store.state_filter(|object| {
-            namespace.is_none_or(|namespace| object.namespace().as_deref() == Some(namespace))
-                && selector.matches(object.labels())
-        });
+        let mut items: Vec<_> = cached
+            .indexed
+            .candidates(namespace, &wanted)
+            .into_iter()
+            .filter(|object| {
+                namespace
+                    .is_none_or(|namespace| object.metadata.namespace.as_deref() == Some(namespace))
+                    && selector.matches(object.labels())
+            })
+            .collect();
         items.sort_by_key(|item| (item.namespace(), item.name_any()));
         Ok(items)
     }
@@ -335,7 +343,8 @@ impl Caches {
                         .all(|required| wanted.iter().any(|asked| implies(asked, required)))
                 })
                 && cached
-                    .store
+                    .indexed
+                    .store()
                     .wait_until_ready()
                     .now_or_never()
                     .is_some_and(|ready| ready.is_ok())
@@ -359,7 +368,7 @@ impl Cached {
         if let Some(namespace) = &written.namespace {
             key = key.within(namespace);
         }
-        self.store.get(&key)
+        self.indexed.store().get(&key)
     }
 }
 
@@ -495,6 +504,7 @@ mod tests {
     use kube::runtime::watcher::Event;
 
     use super::*;
+    use crate::controllers::index::{self, Feed};
 
     fn config_maps() -> ApiResource {
         ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&())
@@ -523,19 +533,16 @@ mod tests {
     }
 
     /// A listed store holding `objects`, watched with `selector`.
-    fn caches(
-        selector: Option<&str>,
-        objects: Vec<DynamicObject>,
-    ) -> (Caches, Writer<DynamicObject>) {
-        let mut writer = Writer::new(config_maps());
-        writer.apply_watcher_event(&Event::Init);
+    fn caches(selector: Option<&str>, objects: Vec<DynamicObject>) -> (Caches, Feed) {
+        let (indexed, mut feed) = index::indexed(config_maps(), Writer::new(config_maps()));
+        feed.apply(&Event::Init);
         for object in objects {
-            writer.apply_watcher_event(&Event::InitApply(object));
+            feed.apply(&Event::InitApply(object));
         }
-        writer.apply_watcher_event(&Event::InitDone);
+        feed.apply(&Event::InitDone);
         let mut caches = Caches::default();
-        caches.add(config_maps(), None, selector, writer.as_reader());
-        (caches, writer)
+        caches.add(config_maps(), None, selector, indexed);
+        (caches, feed)
     }
 
     fn names(items: &[Arc<DynamicObject>]) -> Vec<String> {
@@ -544,7 +551,7 @@ mod tests {
 
     #[test]
     fn a_full_store_answers_gets_and_lists_with_any_label_selector() {
-        let (caches, _writer) = caches(
+        let (caches, _feed) = caches(
             None,
             vec![
                 object("b", "two", "5", &[("app", "web")]),
@@ -576,7 +583,7 @@ mod tests {
 
     #[test]
     fn a_selected_store_answers_only_what_it_holds_all_of() {
-        let (caches, _writer) = caches(
+        let (caches, _feed) = caches(
             Some("copy-of"),
             vec![object("a", "copy", "4", &[("copy-of", "x")])],
         );
@@ -598,23 +605,23 @@ mod tests {
 
     #[test]
     fn a_plugins_own_write_is_read_live_until_its_store_shows_it() {
-        let (caches, mut writer) = caches(None, vec![object("a", "one", "4", &[])]);
+        let (caches, mut feed) = caches(None, vec![object("a", "one", "4", &[])]);
         caches.wrote(CONFIG_MAP, &object("a", "one", "9", &[]));
         assert!(caches.get(CONFIG_MAP, Some("a"), "one").is_none());
         assert_eq!(caches.list(CONFIG_MAP, None, None, None), Err(Live::Unseen));
-        writer.apply_watcher_event(&Event::Apply(object("a", "one", "9", &[])));
+        feed.apply(&Event::Apply(object("a", "one", "9", &[])));
         let found = caches.get(CONFIG_MAP, Some("a"), "one").unwrap().unwrap();
         assert_eq!(found.resource_version().as_deref(), Some("9"));
 
         caches.deleted(CONFIG_MAP, Some("a".into()), "one".into());
         assert!(caches.get(CONFIG_MAP, Some("a"), "one").is_none());
-        writer.apply_watcher_event(&Event::Delete(object("a", "one", "10", &[])));
+        feed.apply(&Event::Delete(object("a", "one", "10", &[])));
         assert!(caches.get(CONFIG_MAP, Some("a"), "one").unwrap().is_none());
     }
 
     #[test]
     fn only_writes_a_read_could_return_hold_it_back() {
-        let (caches, _writer) = caches(
+        let (caches, _feed) = caches(
             None,
             vec![
                 object("a", "copy-x", "4", &[("copy-of", "x")]),
@@ -662,22 +669,22 @@ mod tests {
 
     #[test]
     fn a_write_outside_a_namespaced_watch_does_not_hold_back_its_reads() {
-        let mut writer = Writer::new(config_maps());
-        writer.apply_watcher_event(&Event::Init);
-        writer.apply_watcher_event(&Event::InitDone);
+        let (indexed, mut feed) = index::indexed(config_maps(), Writer::new(config_maps()));
+        feed.apply(&Event::Init);
+        feed.apply(&Event::InitDone);
         let mut caches = Caches::default();
-        caches.add(config_maps(), Some("a".into()), None, writer.as_reader());
+        caches.add(config_maps(), Some("a".into()), None, indexed);
         caches.wrote(CONFIG_MAP, &object("b", "elsewhere", "9", &[]));
         assert!(caches.list(CONFIG_MAP, Some("a"), None, None).is_ok());
     }
 
     #[test]
     fn a_namespaced_watch_answers_only_in_its_namespace() {
-        let mut writer = Writer::new(config_maps());
-        writer.apply_watcher_event(&Event::Init);
-        writer.apply_watcher_event(&Event::InitDone);
+        let (indexed, mut feed) = index::indexed(config_maps(), Writer::new(config_maps()));
+        feed.apply(&Event::Init);
+        feed.apply(&Event::InitDone);
         let mut caches = Caches::default();
-        caches.add(config_maps(), Some("a".into()), None, writer.as_reader());
+        caches.add(config_maps(), Some("a".into()), None, indexed);
         assert!(caches.list(CONFIG_MAP, Some("a"), None, None).is_ok());
         assert!(caches.list(CONFIG_MAP, Some("b"), None, None).is_err());
         assert!(caches.list(CONFIG_MAP, None, None, None).is_err());

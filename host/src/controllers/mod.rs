@@ -14,6 +14,7 @@ mod access;
 pub mod bridge;
 mod cache;
 mod finalizer;
+mod index;
 mod metrics;
 mod run;
 mod status;

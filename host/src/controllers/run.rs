@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject};
@@ -25,7 +25,7 @@ use super::bridge::KubeBridge;
 use super::cache::{self, Caches};
 use super::metrics::PluginMetrics;
 use super::throttle::Accounting;
-use super::{access, finalizer};
+use super::{access, finalizer, index};
 use crate::backoff::Backoff;
 use crate::election::LeaderGuard;
 use crate::election::fence::{self, Fence};
@@ -512,17 +512,19 @@ async fn build_controller(run: &Arc<PluginRun>) -> Result<Controller<DynamicObje
     let namespace = registration.namespace.clone();
     let mut cached = |resource: &ApiResource, config: watcher::Config| {
         let writer = reflector::store::Writer::new(resource.clone());
+        let (indexed, mut feed) = index::indexed(resource.clone(), writer);
+        let store = indexed.store().clone();
         caches.add(
             resource.clone(),
             namespace.clone(),
             config.label_selector.as_deref(),
-            writer.as_reader(),
+            indexed,
         );
-        let events = watcher::watcher(api_for(run, resource), config).modify(cache::strip);
-        (
-            writer.as_reader(),
-            reflector::reflector(writer, events).touched_objects(),
-        )
+        // As kube-runtime's `reflector`, with the index kept beside the store.
+        let events = watcher::watcher(api_for(run, resource), config)
+            .modify(cache::strip)
+            .inspect_ok(move |event| feed.apply(event));
+        (store, events.touched_objects())
     };
     let (store, primaries) = cached(&run.primary, primary_watch);
     let mut controller = Controller::for_stream_with(primaries, store, run.primary.clone());
