@@ -14,7 +14,8 @@
 //!   memory, and how long a SIGKILLed replica's plugins take to reconcile
 //!   on the others.
 //! * **Plugins loaded** ([`loaded_plugins`]): an idle host's memory, and
-//!   with ten distinct plugins loaded from a warm compile cache.
+//!   with one and with ten distinct plugins loaded from a warm compile
+//!   cache.
 //!
 //! Prints `bench <name> <value> <unit>` lines for what it measured, and
 //! `target` and `config` lines, apart, for the goals and the settings. Each
@@ -240,7 +241,8 @@ async fn stop(mut replica: ReplicaProcess) -> anyhow::Result<()> {
 
 /// An idle replica (no plugins), then one with `count` distinct plugins
 /// loaded from a warm compile cache: started once to fill the cache,
-/// stopped, started again and measured. Memory is read `SETTLE` after the
+/// stopped, started again with the first plugin only and measured, then
+/// with all of them and measured. Memory is read `SETTLE` after the
 /// replica is ready and leads; no object matches any plugin, so this is
 /// the cost of keeping a plugin (its compiled code, its watches), not of
 /// its work.
@@ -276,6 +278,12 @@ async fn loaded_plugins(home: &Home, count: usize) -> anyhow::Result<()> {
     }
     let cache = home.dir().join("loaded-cache");
     stop(home.replica("loaded-cold", &manifests, &cache).await?).await?;
+    // One plugin first: what each further one adds is the figure
+    // (the first also brings in the host's code for running any plugin).
+    let one = home.replica("loaded-one", &manifests[..1], &cache).await?;
+    tokio::time::sleep(SETTLE).await;
+    let one_memory = one.memory()?;
+    stop(one).await?;
     let loaded = home.replica("loaded", &manifests, &cache).await?;
     tokio::time::sleep(SETTLE).await;
     let loaded_memory = loaded.memory()?;
@@ -295,8 +303,28 @@ async fn loaded_plugins(home: &Home, count: usize) -> anyhow::Result<()> {
         mib(loaded_memory.peak)
     );
     println!("bench scale_rss_per_loaded_plugin {per_plugin:.2} MiB");
+    let per_additional = (mib(loaded_memory.resident) - mib(one_memory.resident))
+        / count.saturating_sub(1).max(1) as f64;
+    println!(
+        "bench scale_rss_one_plugin {:.1} MiB",
+        mib(one_memory.resident)
+    );
+    println!("bench scale_rss_per_additional_plugin {per_additional:.2} MiB");
+    // Where a plugin's bytes are: its machine code is mapped from the
+    // compile cache (file pages), the rest is the heap and its instances.
+    let per_plugin_of = |part: fn(&Memory) -> u64| {
+        (mib(part(&loaded_memory)) - mib(part(&idle_memory))) / count.max(1) as f64
+    };
+    println!(
+        "bench scale_rss_per_loaded_plugin_anonymous {:.2} MiB",
+        per_plugin_of(|memory| memory.anonymous)
+    );
+    println!(
+        "bench scale_rss_per_loaded_plugin_file {:.2} MiB",
+        per_plugin_of(|memory| memory.file)
+    );
     println!("target scale_idle_rss 25 MiB");
-    println!("target scale_rss_per_loaded_plugin 2 MiB");
+    println!("target scale_rss_per_additional_plugin 2 MiB");
     Ok(())
 }
 
@@ -367,6 +395,27 @@ impl Running {
                     "leasehold_plugin_reconciles_total",
                     |_| true,
                 ))
+            }
+        }
+    }
+
+    /// Seconds spent reconciling and reconciles, where the mirror says.
+    async fn reconciling(&self) -> anyhow::Result<Option<(f64, f64)>> {
+        match self {
+            Running::Native { .. } => Ok(None),
+            Running::Plugin(replica) => {
+                let (_, metrics) = replica.get("/metrics").await?;
+                let sum = sum_of(
+                    &metrics,
+                    "leasehold_plugin_reconcile_duration_seconds_sum",
+                    |_| true,
+                );
+                let count = sum_of(
+                    &metrics,
+                    "leasehold_plugin_reconcile_duration_seconds_count",
+                    |_| true,
+                );
+                Ok(Some((sum, count)))
             }
         }
     }
@@ -529,11 +578,35 @@ async fn mirror_at_scale(home: &Home, objects: usize, namespaces: usize) -> anyh
             );
 
             let steady_started = Instant::now();
+            let served_before = served(cluster).await?;
+            let reconciling_before = running.reconciling().await?;
             workload.touch_all().await?;
             workload.all_copied(patience).await?;
             let steady = steady_started.elapsed();
             let reconciles = running.quiet().await?;
             let after = requests(cluster).await?;
+            let served_after = served(cluster).await?;
+            let reconciling = running.reconciling().await?;
+            for (key, (seconds, count)) in &served_after {
+                let (seconds_before, count_before) =
+                    served_before.get(key).copied().unwrap_or_default();
+                if count - count_before > 0.0 {
+                    eprintln!(
+                        "{}: steady phase, API server's mean {} on configmaps {:.2} ms over {}",
+                        contender.name(),
+                        key,
+                        (seconds - seconds_before) / (count - count_before) * 1e3,
+                        count - count_before
+                    );
+                }
+            }
+            if let (Some(before), Some(after)) = (reconciling_before, reconciling) {
+                eprintln!(
+                    "{}: steady phase, mean reconcile {:.2} ms",
+                    contender.name(),
+                    (after.0 - before.0) / (after.1 - before.1).max(1.0) * 1e3
+                );
+            }
             eprintln!(
                 "{}: steady-phase requests by verb and resource: {:?}",
                 contender.name(),
@@ -791,6 +864,32 @@ async fn requests(cluster: &TestCluster) -> anyhow::Result<BTreeMap<(String, Str
         *totals.entry(key).or_default() += value;
     }
     Ok(totals)
+}
+
+/// The API server's own time serving ConfigMap requests, by verb: seconds
+/// and count (`apiserver_request_duration_seconds`).
+async fn served(cluster: &TestCluster) -> anyhow::Result<BTreeMap<String, (f64, f64)>> {
+    let metrics = cluster.apiserver_metrics().await?;
+    let mut served: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    let configmaps = |labels: &leasehold_tests::fixtures::Labels| {
+        labels.get("resource").map(String::as_str) == Some("configmaps")
+            && labels.get("subresource").is_none_or(String::is_empty)
+    };
+    for (part, index) in [("_sum", 0), ("_count", 1)] {
+        let name = format!("apiserver_request_duration_seconds{part}");
+        for (labels, value) in leasehold_tests::fixtures::samples(&metrics, &name) {
+            if configmaps(&labels) {
+                let verb = labels.get("verb").cloned().unwrap_or_default();
+                let entry = served.entry(verb).or_default();
+                if index == 0 {
+                    entry.0 += value;
+                } else {
+                    entry.1 += value;
+                }
+            }
+        }
+    }
+    Ok(served)
 }
 
 /// What changed between two readings of [`requests`], where anything did.

@@ -226,6 +226,12 @@ pub struct Memory {
     pub resident: u64,
     /// The most it has been resident (`VmHWM`).
     pub peak: u64,
+    /// Of `resident`, anonymous memory (`RssAnon`): the heap, stacks and
+    /// the instance pool's touched pages.
+    pub anonymous: u64,
+    /// Of `resident`, pages of files (`RssFile`): the binary and the
+    /// compile cache's mapped machine code, clean and reclaimable.
+    pub file: u64,
 }
 
 impl Memory {
@@ -244,6 +250,8 @@ impl Memory {
         Ok(Self {
             resident: field("VmRSS:")?,
             peak: field("VmHWM:")?,
+            anonymous: field("RssAnon:")?,
+            file: field("RssFile:")?,
         })
     }
 }
