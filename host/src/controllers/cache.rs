@@ -27,6 +27,9 @@
 //! * **Once listed**: a store whose first list has not completed answers
 //!   nothing.
 //!
+//! A list costs what it returns, not the size of the store: each store is
+//! indexed by label and namespace ([`index`](super::index)).
+//!
 //! The stores keep objects without `managedFields` ([`strip`]): the host
 //! never reads them, they are often the largest part of an object, and
 //! Kubewarden's field masks drop them for the same reason.

@@ -21,8 +21,10 @@
 //! assigned elsewhere is drained and released (a handover, as on shutdown).
 //! So a joining replica takes its share by handover, and a dead one's
 //! shards move as soon as their Leases expire: a holder whose shard Lease
-//! went unrenewed for its duration counts as gone from that instant, and
-//! its successor, already following that Lease, acquires it at once.
+//! went unrenewed for its duration counts as gone from that instant (and
+//! stays gone once another replica has taken that Lease over, until it
+//! announces itself again), and its successor, already following that
+//! Lease, acquires it at once. The survivors keep the shards they lead.
 //!
 //! # Changing placement
 //!
@@ -30,9 +32,10 @@
 //! plugins: a leader-mode leader all of them, spread replicas their shards.
 //! The election Lease is the mutex between placements. A leader-mode
 //! leader runs plugins only while no shard Lease is held; a spread replica
-//! leads shards only while the election Lease is held by a replica spread
-//! the same way (each replica announces its placement in the directory)
-//! and no shard is held by one spread differently. Incumbents go on,
+//! leads shards only while the election Lease is held (or, between two
+//! holders, was last held) by a replica spread the same way (each replica
+//! announces its placement in the directory; the last one it announced
+//! counts) and no shard is held by one spread differently. Incumbents go on,
 //! newcomers wait: a rolling `helm upgrade` from one placement to the other
 //! keeps the old replicas running plugins until the last of them has
 //! drained and left, then the new ones start (see [`agreement`]).
