@@ -60,7 +60,12 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let workdir = tempfile::tempdir()?;
     let (cert, key) = serving_certificate(workdir.path())?;
-    let native = NativeWebhook::start(&cert, &key).await?;
+    let native = NativeWebhook::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_native-webhook")),
+        &cert,
+        &key,
+    )
+    .await?;
 
     let api = free_address()?;
     let mut settings = ReplicaSettings::fast(&namespace, "leasehold");

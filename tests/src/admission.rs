@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use anyhow::Context as _;
 use axum::Json;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
@@ -83,20 +84,50 @@ pub(crate) fn serve_https(
 
 /// The native baseline: an axum webhook on 127.0.0.1 over HTTPS that
 /// denies a ConfigMap whose `data.admission` is `deny`, the check the
-/// misbehaving fixture makes in wasm.
+/// misbehaving fixture makes in wasm. It runs as a process of its own
+/// (the `native-webhook` binary), as a replica does: served from the
+/// benchmark's own process, it answered on a runtime the benchmark's
+/// creates kept awake, where a replica's sleeps between reviews.
 #[derive(Debug)]
 pub struct NativeWebhook {
     address: SocketAddr,
-    _server: AbortOnDropHandle<()>,
+    _process: tokio::process::Child,
+}
+
+/// Serves the native webhook in this process, until the handle is dropped.
+pub fn serve_native_webhook(
+    cert: &Path,
+    key: &Path,
+) -> anyhow::Result<(SocketAddr, AbortOnDropHandle<()>)> {
+    let app = axum::Router::new().route("/validate", axum::routing::post(validate));
+    serve_https(app, cert, key)
 }
 
 impl NativeWebhook {
-    pub async fn start(cert: &Path, key: &Path) -> anyhow::Result<Self> {
-        let app = axum::Router::new().route("/validate", axum::routing::post(validate));
-        let (address, server) = serve_https(app, cert, key)?;
+    /// Starts `binary` (the `native-webhook` binary) serving with `cert`
+    /// and `key`, and waits for the address it prints.
+    pub async fn start(binary: &Path, cert: &Path, key: &Path) -> anyhow::Result<Self> {
+        use tokio::io::AsyncBufReadExt;
+        let mut process = tokio::process::Command::new(binary)
+            .arg(cert)
+            .arg(key)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let stdout = process.stdout.take().context("piped stdout")?;
+        let line = tokio::io::BufReader::new(stdout)
+            .lines()
+            .next_line()
+            .await?
+            .context("native-webhook exited before it listened")?;
+        let address = line
+            .strip_prefix("listening ")
+            .and_then(|address| address.parse().ok())
+            .with_context(|| format!("native-webhook said {line:?}, not its address"))?;
         Ok(Self {
             address,
-            _server: server,
+            _process: process,
         })
     }
 
