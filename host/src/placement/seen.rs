@@ -123,6 +123,7 @@ impl Seen {
             Ok(Event::Delete(lease)) => {
                 let name = lease.metadata.name?;
                 self.leases.remove(&(watched, name.clone()));
+                self.forget_the_departed();
                 Some((name, None))
             }
             Ok(Event::Init | Event::InitDone) => None,
@@ -151,6 +152,22 @@ impl Seen {
                 self.last_holders.insert(name.to_owned(), holder.to_owned());
             }
         }
+    }
+
+    /// Forgets what is kept of replicas no Lease names any more (every
+    /// rollout brings new pod names): not announced, holding nothing, and
+    /// not an election Lease's last holder.
+    fn forget_the_departed(&mut self) {
+        let named: std::collections::HashSet<&str> = self
+            .leases
+            .values()
+            .filter_map(Observed::named_holder)
+            .chain(self.last_holders.values().map(String::as_str))
+            .collect();
+        self.announced
+            .retain(|replica, _| named.contains(replica.as_str()));
+        self.lapsed
+            .retain(|replica, _| named.contains(replica.as_str()));
     }
 
     fn of(&self, watched: Watched) -> impl Iterator<Item = &Observed> {
@@ -481,6 +498,17 @@ mod tests {
             )),
         );
         assert_eq!(members(&seen), ["a", "me"]);
+    }
+
+    #[test]
+    fn a_replica_that_left_holding_nothing_is_forgotten() {
+        let mut seen = seen("me", &[("a", Some("spread-4")), ("me", Some("spread-4"))]);
+        let Event::Apply(announcement) = lease("leasehold-replica-a", "a", Some("spread-4")) else {
+            unreachable!()
+        };
+        seen.record(Watched::Announcement, Ok(Event::Delete(announcement)));
+        assert_eq!(seen.placement_of("a"), None);
+        assert_eq!(seen.placement_of("me"), Some("spread-4"));
     }
 
     #[tokio::test(start_paused = true)]
