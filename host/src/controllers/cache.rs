@@ -38,13 +38,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::index::Indexed;
 use futures::FutureExt;
 use kube::ResourceExt;
-use kube::api::{ApiResource, DynamicObject};
+use kube::api::DynamicObject;
 use kube::core::{Expression, Selector, SelectorExt};
-use kube::runtime::reflector::ObjectRef as StoreRef;
-
-use super::index::Indexed;
 
 /// How long a write may stay unseen by its store before it is presumed
 /// superseded (deleted or rewritten by someone else meanwhile). A watch
@@ -80,7 +78,6 @@ impl std::fmt::Debug for Caches {
 }
 
 struct Cached {
-    resource: ApiResource,
     /// The namespace the watch is limited to; `None` watches all.
     namespace: Option<String>,
     /// The watch's label selector, parsed.
@@ -121,13 +118,12 @@ pub struct Kind<'a> {
 }
 
 impl Caches {
-    /// Adds the store of a watch on `resource` in `namespace` (all when
+    /// Adds the store (`indexed`) of a watch in `namespace` (all when
     /// `None`) with `label_selector`. A selector this module cannot read
     /// (the API server accepted it, so that is this parser's limit) makes
     /// the store answer nothing rather than answer wrongly.
     pub fn add(
         &mut self,
-        resource: ApiResource,
         namespace: Option<String>,
         label_selector: Option<&str>,
         indexed: Indexed,
@@ -140,7 +136,6 @@ impl Caches {
             }
         };
         self.stores.push(Cached {
-            resource,
             namespace,
             selector,
             indexed,
@@ -165,11 +160,7 @@ impl Caches {
         // Any store's hit is the object; only a store of everything can
         // say it does not exist.
         for cached in self.covering(kind, namespace, None) {
-            let mut key = StoreRef::new_with(name, cached.resource.clone());
-            if let Some(namespace) = namespace {
-                key = key.within(namespace);
-            }
-            match cached.indexed.store().get(&key) {
+            match cached.indexed.get(namespace, name) {
                 Some(found) => return Some(Some(found)),
                 None if cached.selector.is_empty() => fallback = Some(None),
                 None => {}
@@ -367,16 +358,14 @@ impl Written {
 impl Cached {
     /// The store's version of the object `written` names.
     fn holding(&self, written: &Written) -> Option<Arc<DynamicObject>> {
-        let mut key = StoreRef::new_with(&written.name, self.resource.clone());
-        if let Some(namespace) = &written.namespace {
-            key = key.within(namespace);
-        }
-        self.indexed.store().get(&key)
+        self.indexed
+            .get(written.namespace.as_deref(), &written.name)
     }
 }
 
 fn of_kind(cached: &Cached, kind: Kind<'_>) -> bool {
-    cached.resource.api_version == kind.api_version && cached.resource.kind == kind.kind
+    let resource = cached.indexed.resource();
+    resource.api_version == kind.api_version && resource.kind == kind.kind
 }
 
 /// resourceVersions are opaque to clients, but the API server's are etcd
@@ -506,6 +495,8 @@ mod tests {
     use kube::runtime::reflector::store::Writer;
     use kube::runtime::watcher::Event;
 
+    use kube::api::ApiResource;
+
     use super::*;
     use crate::controllers::index::{self, Feed};
 
@@ -537,14 +528,26 @@ mod tests {
 
     /// A listed store holding `objects`, watched with `selector`.
     fn caches(selector: Option<&str>, objects: Vec<DynamicObject>) -> (Caches, Feed) {
+        watched_in(None, selector, Some(objects))
+    }
+
+    /// A store watched in `namespace` with `selector`, listed with
+    /// `objects` (not yet listed with `None`).
+    fn watched_in(
+        namespace: Option<&str>,
+        selector: Option<&str>,
+        objects: Option<Vec<DynamicObject>>,
+    ) -> (Caches, Feed) {
         let (indexed, mut feed) = index::indexed(config_maps(), Writer::new(config_maps()));
-        feed.apply(&Event::Init);
-        for object in objects {
-            feed.apply(&Event::InitApply(object));
+        if let Some(objects) = objects {
+            feed.apply(&Event::Init);
+            for object in objects {
+                feed.apply(&Event::InitApply(object));
+            }
+            feed.apply(&Event::InitDone);
         }
-        feed.apply(&Event::InitDone);
         let mut caches = Caches::default();
-        caches.add(config_maps(), None, selector, indexed);
+        caches.add(namespace.map(str::to_owned), selector, indexed);
         (caches, feed)
     }
 
@@ -671,23 +674,22 @@ mod tests {
     }
 
     #[test]
+    fn a_store_not_yet_listed_answers_nothing() {
+        let (caches, _feed) = watched_in(None, None, None);
+        assert!(caches.get(CONFIG_MAP, Some("a"), "one").is_none());
+        assert!(caches.list(CONFIG_MAP, None, None, None).is_err());
+    }
+
+    #[test]
     fn a_write_outside_a_namespaced_watch_does_not_hold_back_its_reads() {
-        let (indexed, mut feed) = index::indexed(config_maps(), Writer::new(config_maps()));
-        feed.apply(&Event::Init);
-        feed.apply(&Event::InitDone);
-        let mut caches = Caches::default();
-        caches.add(config_maps(), Some("a".into()), None, indexed);
+        let (caches, _feed) = watched_in(Some("a"), None, Some(Vec::new()));
         caches.wrote(CONFIG_MAP, &object("b", "elsewhere", "9", &[]));
         assert!(caches.list(CONFIG_MAP, Some("a"), None, None).is_ok());
     }
 
     #[test]
     fn a_namespaced_watch_answers_only_in_its_namespace() {
-        let (indexed, mut feed) = index::indexed(config_maps(), Writer::new(config_maps()));
-        feed.apply(&Event::Init);
-        feed.apply(&Event::InitDone);
-        let mut caches = Caches::default();
-        caches.add(config_maps(), Some("a".into()), None, indexed);
+        let (caches, _feed) = watched_in(Some("a"), None, Some(Vec::new()));
         assert!(caches.list(CONFIG_MAP, Some("a"), None, None).is_ok());
         assert!(caches.list(CONFIG_MAP, Some("b"), None, None).is_err());
         assert!(caches.list(CONFIG_MAP, None, None, None).is_err());

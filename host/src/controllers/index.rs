@@ -159,6 +159,11 @@ impl Indexed {
         &self.store
     }
 
+    /// The kind the store holds.
+    pub fn resource(&self) -> &ApiResource {
+        &self.resource
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -168,7 +173,8 @@ impl Indexed {
         self.get(object.metadata.namespace.as_deref(), &object.name_any())
     }
 
-    fn get(&self, namespace: Option<&str>, name: &str) -> Option<Arc<DynamicObject>> {
+    /// The store's object `name` in `namespace`.
+    pub fn get(&self, namespace: Option<&str>, name: &str) -> Option<Arc<DynamicObject>> {
         let mut key = StoreRef::new_with(name, self.resource.clone());
         if let Some(namespace) = namespace {
             key = key.within(namespace);

@@ -514,12 +514,7 @@ async fn build_controller(run: &Arc<PluginRun>) -> Result<Controller<DynamicObje
         let writer = reflector::store::Writer::new(resource.clone());
         let (indexed, mut feed) = index::indexed(resource.clone(), writer);
         let store = indexed.store().clone();
-        caches.add(
-            resource.clone(),
-            namespace.clone(),
-            config.label_selector.as_deref(),
-            indexed,
-        );
+        caches.add(namespace.clone(), config.label_selector.as_deref(), indexed);
         // As kube-runtime's `reflector`, with the index kept beside the store.
         let events = watcher::watcher(api_for(run, resource), config)
             .modify(cache::strip)
