@@ -210,8 +210,9 @@ impl Seen {
 
     /// Whether this replica, spread as `ours`, may lead shards of the
     /// election `lease`: the election Lease is held, or was last held, by a
-    /// replica spread the same way (it is the mutex between placements: a leader-mode leader
-    /// runs plugins only while holding it, and only once no shard is led),
+    /// replica spread the same way (it is the mutex between placements: a
+    /// leader-mode leader runs plugins only while holding it, and only once
+    /// no shard is led),
     /// and every shard Lease held is held by one too (a replica spread over
     /// another count hashes plugins onto other shards). Other replicas
     /// merely announced do not stop it: newcomers wait for incumbents.
@@ -410,6 +411,14 @@ mod tests {
         );
     }
 
+    /// `event`'s Lease deleted.
+    fn deleted(event: Event<Lease>) -> Event<Lease> {
+        let Event::Apply(lease) = event else {
+            unreachable!("lease() builds an Apply")
+        };
+        Event::Delete(lease)
+    }
+
     /// `event`'s Lease as a newer version: another resourceVersion.
     fn renewed(event: Event<Lease>, version: &str) -> Event<Lease> {
         let Event::Apply(mut lease) = event else {
@@ -434,10 +443,7 @@ mod tests {
             Ok(renewed(lease("leasehold", "", None), "2")),
         );
         let announcement = lease("leasehold-replica-a", "a", Some("spread-4"));
-        let Event::Apply(announcement) = announcement else {
-            unreachable!()
-        };
-        seen.record(Watched::Announcement, Ok(Event::Delete(announcement)));
+        seen.record(Watched::Announcement, Ok(deleted(announcement)));
         assert_eq!(
             seen.spread_may_lead("spread-4", "leasehold", "me", Instant::now()),
             Ok(())
@@ -503,10 +509,8 @@ mod tests {
     #[test]
     fn a_replica_that_left_holding_nothing_is_forgotten() {
         let mut seen = seen("me", &[("a", Some("spread-4")), ("me", Some("spread-4"))]);
-        let Event::Apply(announcement) = lease("leasehold-replica-a", "a", Some("spread-4")) else {
-            unreachable!()
-        };
-        seen.record(Watched::Announcement, Ok(Event::Delete(announcement)));
+        let announcement = lease("leasehold-replica-a", "a", Some("spread-4"));
+        seen.record(Watched::Announcement, Ok(deleted(announcement)));
         assert_eq!(seen.placement_of("a"), None);
         assert_eq!(seen.placement_of("me"), Some("spread-4"));
     }
