@@ -401,23 +401,15 @@ impl Running {
 
     /// Seconds spent reconciling and reconciles, where the mirror says.
     async fn reconciling(&self) -> anyhow::Result<Option<(f64, f64)>> {
-        match self {
-            Running::Native { .. } => Ok(None),
-            Running::Plugin(replica) => {
-                let (_, metrics) = replica.get("/metrics").await?;
-                let sum = sum_of(
-                    &metrics,
-                    "leasehold_plugin_reconcile_duration_seconds_sum",
-                    |_| true,
-                );
-                let count = sum_of(
-                    &metrics,
-                    "leasehold_plugin_reconcile_duration_seconds_count",
-                    |_| true,
-                );
-                Ok(Some((sum, count)))
-            }
-        }
+        let Running::Plugin(replica) = self else {
+            return Ok(None);
+        };
+        let (_, metrics) = replica.get("/metrics").await?;
+        let of = |part: &str| {
+            let name = format!("leasehold_plugin_reconcile_duration_seconds_{part}");
+            sum_of(&metrics, &name, |_| true)
+        };
+        Ok(Some((of("sum"), of("count"))))
     }
 
     fn memory(&self) -> anyhow::Result<Memory> {
@@ -587,26 +579,11 @@ async fn mirror_at_scale(home: &Home, objects: usize, namespaces: usize) -> anyh
             let after = requests(cluster).await?;
             let served_after = served(cluster).await?;
             let reconciling = running.reconciling().await?;
-            for (key, (seconds, count)) in &served_after {
-                let (seconds_before, count_before) =
-                    served_before.get(key).copied().unwrap_or_default();
-                if count - count_before > 0.0 {
-                    eprintln!(
-                        "{}: steady phase, API server's mean {} on configmaps {:.2} ms over {}",
-                        contender.name(),
-                        key,
-                        (seconds - seconds_before) / (count - count_before) * 1e3,
-                        count - count_before
-                    );
-                }
-            }
-            if let (Some(before), Some(after)) = (reconciling_before, reconciling) {
-                eprintln!(
-                    "{}: steady phase, mean reconcile {:.2} ms",
-                    contender.name(),
-                    (after.0 - before.0) / (after.1 - before.1).max(1.0) * 1e3
-                );
-            }
+            where_the_time_went(
+                contender.name(),
+                (&served_before, &served_after),
+                reconciling_before.zip(reconciling),
+            );
             eprintln!(
                 "{}: steady-phase requests by verb and resource: {:?}",
                 contender.name(),
@@ -866,30 +843,61 @@ async fn requests(cluster: &TestCluster) -> anyhow::Result<BTreeMap<(String, Str
     Ok(totals)
 }
 
-/// The API server's own time serving ConfigMap requests, by verb: seconds
-/// and count (`apiserver_request_duration_seconds`).
-async fn served(cluster: &TestCluster) -> anyhow::Result<BTreeMap<String, (f64, f64)>> {
-    let metrics = cluster.apiserver_metrics().await?;
-    let mut served: BTreeMap<String, (f64, f64)> = BTreeMap::new();
-    let configmaps = |labels: &leasehold_tests::fixtures::Labels| {
-        labels.get("resource").map(String::as_str) == Some("configmaps")
-            && labels.get("subresource").is_none_or(String::is_empty)
-    };
-    for (part, index) in [("_sum", 0), ("_count", 1)] {
-        let name = format!("apiserver_request_duration_seconds{part}");
-        for (labels, value) in leasehold_tests::fixtures::samples(&metrics, &name) {
-            if configmaps(&labels) {
-                let verb = labels.get("verb").cloned().unwrap_or_default();
-                let entry = served.entry(verb).or_default();
-                if index == 0 {
-                    entry.0 += value;
-                } else {
-                    entry.1 += value;
-                }
-            }
+/// Says (on stderr) the API server's mean time per ConfigMap request by
+/// verb between two readings of [`served`], and the mirror's mean
+/// reconcile between two of [`Running::reconciling`], where it says.
+fn where_the_time_went(
+    name: &str,
+    (before, after): (&Served, &Served),
+    reconciling: Option<((f64, f64), (f64, f64))>,
+) {
+    for (verb, (seconds, count)) in after {
+        let (seconds_before, count_before) = before.get(verb).copied().unwrap_or_default();
+        if count - count_before > 0.0 {
+            eprintln!(
+                "{name}: steady phase, API server's mean {verb} on configmaps {:.2} ms over {}",
+                (seconds - seconds_before) / (count - count_before) * 1e3,
+                count - count_before
+            );
         }
     }
-    Ok(served)
+    if let Some((before, after)) = reconciling {
+        eprintln!(
+            "{name}: steady phase, mean reconcile {:.2} ms",
+            (after.0 - before.0) / (after.1 - before.1).max(1.0) * 1e3
+        );
+    }
+}
+
+/// Seconds and count of requests, by verb.
+type Served = BTreeMap<String, (f64, f64)>;
+
+/// The API server's own time serving ConfigMap requests, by verb: seconds
+/// and count (`apiserver_request_duration_seconds`).
+async fn served(cluster: &TestCluster) -> anyhow::Result<Served> {
+    let metrics = cluster.apiserver_metrics().await?;
+    let by_verb = |part: &str| {
+        let name = format!("apiserver_request_duration_seconds_{part}");
+        let mut totals: BTreeMap<String, f64> = BTreeMap::new();
+        for (labels, value) in leasehold_tests::fixtures::samples(&metrics, &name) {
+            let configmaps = labels.get("resource").map(String::as_str) == Some("configmaps")
+                && labels.get("subresource").is_none_or(String::is_empty);
+            if configmaps {
+                *totals
+                    .entry(labels.get("verb").cloned().unwrap_or_default())
+                    .or_default() += value;
+            }
+        }
+        totals
+    };
+    let counts = by_verb("count");
+    Ok(by_verb("sum")
+        .into_iter()
+        .map(|(verb, seconds)| {
+            let count = counts.get(&verb).copied().unwrap_or_default();
+            (verb, (seconds, count))
+        })
+        .collect())
 }
 
 /// What changed between two readings of [`requests`], where anything did.
