@@ -183,9 +183,16 @@ async fn labels_selected_config_maps_and_follows_their_keys(
         ignored.annotations.unwrap_or_default().is_empty() && ignored.labels.is_none(),
         "a ConfigMap outside the selector is left alone"
     );
+    // The plugin logs after its write returns: the API server can show
+    // the write before the host's log has the line.
+    let logged = eventually(PATIENCE, "the plugin's log line", || async {
+        let log = replica.log();
+        (log.contains("labelled") && log.contains("keys=3")).then_some(())
+    })
+    .await;
     let log = replica.log();
     assert!(
-        log.contains("labelled") && log.contains("keys=3"),
+        logged.is_ok(),
         "the plugin's own log lines reach the host's log:\n{log}"
     );
     assert!(
