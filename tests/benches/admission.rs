@@ -31,7 +31,7 @@ use leasehold::plugins::Plugin;
 use leasehold_tests::admission::{NativeWebhook, client_trusting, review_of, serving_certificate};
 use leasehold_tests::fixtures::{
     apply_plugin, bench_trials, config_map, load_average, percentile, plugin_namespace,
-    store_component,
+    store_component, sum_of,
 };
 use leasehold_tests::{
     ReplicaProcess, ReplicaSettings, TestCluster, eventually, free_address, plugin_component,
@@ -164,6 +164,9 @@ async fn main() -> anyhow::Result<()> {
     // latency drifts over a run (etcd grows, GC runs) by more than a
     // webhook adds, and this way the drift falls on every case alike.
     let reviewers = ["none", "native", "plugin"];
+    let client = client_trusting(&cert)?;
+    let replica_metrics = format!("https://{api}/metrics");
+    let before = Timings::read(cluster, &client, &replica_metrics).await?;
     let mut millis = vec![Vec::with_capacity(creates); reviewers.len()];
     for n in 0..creates {
         for (reviewer, millis) in reviewers.iter().zip(&mut millis) {
@@ -177,6 +180,10 @@ async fn main() -> anyhow::Result<()> {
             millis.push(started.elapsed().as_secs_f64() * 1000.0);
         }
     }
+    Timings::read(cluster, &client, &replica_metrics)
+        .await?
+        .since(&before)
+        .tell();
     let mut p50 = Vec::new();
     for (reviewer, millis) in reviewers.iter().zip(&millis) {
         let (median, tail) = (percentile(millis, 0.5), percentile(millis, 0.99));
@@ -192,7 +199,6 @@ async fn main() -> anyhow::Result<()> {
         plugin_added / native_added.max(0.01)
     );
 
-    let client = client_trusting(&cert)?;
     let body = Arc::new(serde_json::to_vec(&review_of(
         &namespace, "direct", "allow",
     ))?);
@@ -211,6 +217,78 @@ async fn main() -> anyhow::Result<()> {
         .delete(&native_config, &Default::default())
         .await?;
     Ok(())
+}
+
+/// Where a create's webhook time went, as the API server and the replica
+/// measure it: sums and counts of their own histograms.
+#[derive(Debug, Default)]
+struct Timings {
+    /// The API server's calls to each webhook (`native`, `plugin`): seconds, calls.
+    calls: [(f64, f64); 2],
+    /// The replica's own time per review, from the plugin's lookup to the answer.
+    inside: (f64, f64),
+}
+
+impl Timings {
+    async fn read(
+        cluster: &TestCluster,
+        client: &reqwest::Client,
+        replica_metrics: &str,
+    ) -> anyhow::Result<Self> {
+        let apiserver = cluster.apiserver_metrics().await?;
+        let replica = client.get(replica_metrics).send().await?.text().await?;
+        let webhook = |native: bool, part: &str| {
+            sum_of(
+                &apiserver,
+                &format!("apiserver_admission_webhook_admission_duration_seconds_{part}"),
+                |labels| {
+                    labels.get("operation").map(String::as_str) == Some("CREATE")
+                        && labels
+                            .get("name")
+                            .is_some_and(|name| name.starts_with("native.") == native)
+                },
+            )
+        };
+        let inside = |part: &str| {
+            sum_of(
+                &replica,
+                &format!("leasehold_admission_review_duration_seconds_{part}"),
+                |_| true,
+            )
+        };
+        Ok(Self {
+            calls: [
+                (webhook(true, "sum"), webhook(true, "count")),
+                (webhook(false, "sum"), webhook(false, "count")),
+            ],
+            inside: (inside("sum"), inside("count")),
+        })
+    }
+
+    fn since(self, before: &Self) -> Self {
+        let minus =
+            |(sum, count): (f64, f64), (sum0, count0): (f64, f64)| (sum - sum0, count - count0);
+        Self {
+            calls: [
+                minus(self.calls[0], before.calls[0]),
+                minus(self.calls[1], before.calls[1]),
+            ],
+            inside: minus(self.inside, before.inside),
+        }
+    }
+
+    /// On stderr: diagnostics, not figures.
+    fn tell(&self) {
+        let mean_ms = |(sum, count): (f64, f64)| sum * 1000.0 / count.max(1.0);
+        eprintln!(
+            "admission: the API server's mean call to each webhook: native {:.3} ms, plugin \
+             {:.3} ms; the replica's own mean time per review {:.3} ms ({} reviews)",
+            mean_ms(self.calls[0]),
+            mean_ms(self.calls[1]),
+            mean_ms(self.inside),
+            self.inside.1
+        );
+    }
 }
 
 /// Reviews answered per second by `url`, `connections` at a time.
