@@ -238,6 +238,14 @@ async fn a_plugin_denies_and_mutates_requests_through_the_real_api_server() -> a
         "the mutating webhook's patch was applied"
     );
     fixture.create("checker", "fine", "allow", false).await?;
+    // Every review in an instance of its own, though the replica makes the
+    // next one ahead of its review: the plugin denies a second review in
+    // one instance.
+    for n in 0..5 {
+        fixture
+            .create("checker", &format!("fresh-{n}"), "once", false)
+            .await?;
+    }
 
     // The configurations point at the balancer with the CA bundle, and go
     // with the Plugin.

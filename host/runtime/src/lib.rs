@@ -753,6 +753,12 @@ impl Compiled {
 }
 
 impl Instance {
+    /// Names the object the next calls are about, for their log lines: an
+    /// instance made before its request arrived learns it here.
+    pub fn regarding(&mut self, object: Option<String>) {
+        self.store.data_mut().call.context.object = object;
+    }
+
     /// The largest linear memory the instance has grown to, in bytes.
     pub fn memory_peak(&self) -> usize {
         self.store.data().limits.peak
