@@ -7,8 +7,10 @@
 //! within the plugin's limits; the plugin's host calls are reads as its own
 //! account.
 
-use axum::body::Bytes;
+use std::sync::Arc;
 use std::time::Duration;
+
+use axum::body::Bytes;
 
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::routing::post;
@@ -16,19 +18,23 @@ use axum::{Json, Router};
 use kube::core::DynamicObject;
 use kube::core::admission::AdmissionReview;
 
-use super::AppState;
 use super::error::ApiError;
-use crate::admission::ReviewError;
+use crate::admission::{ReviewError, Reviews};
 use crate::runtime::Review;
 
 /// An AdmissionReview holds the object and the old object, each up to the
 /// API server's 3 MiB request limit, plus the review's own fields.
 const MAX_REVIEW_BYTES: usize = 8 << 20;
 
-pub(super) fn routes() -> Router<AppState> {
+/// The review route holds only the reviews as its state: axum clones a
+/// route's state for every request, and the whole [`AppState`] (clients,
+/// receivers) cost a review about as much to clone and drop as parsing its
+/// body.
+pub(super) fn routes<S: Clone + Send + Sync + 'static>(reviews: Arc<Reviews>) -> Router<S> {
     Router::new()
         .route("/admission/{namespace}/{name}/{review}", post(review))
         .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
+        .with_state(reviews)
 }
 
 /// What the API server appends to a webhook's URL: how long it waits.
@@ -42,7 +48,7 @@ struct Waits {
 const DEFAULT_WAIT: Duration = Duration::from_secs(10);
 
 async fn review(
-    State(state): State<AppState>,
+    State(reviews): State<Arc<Reviews>>,
     Path((namespace, name, review)): Path<(String, String, String)>,
     Query(waits): Query<Waits>,
     body: Bytes,
@@ -60,8 +66,7 @@ async fn review(
             )));
         }
     };
-    match state
-        .reviews
+    match reviews
         .review(&namespace, &name, review, &body, waits)
         .await
     {

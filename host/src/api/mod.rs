@@ -145,7 +145,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/leader", get(leader))
         .route("/api/v1/replicas", get(replicas))
         .merge(plugins)
-        .merge(admission::routes())
+        .merge(admission::routes(state.reviews.clone()))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(TraceLayer::new_for_http())
         .with_state(state)
