@@ -109,6 +109,59 @@ mod tests {
         assert!(error.to_string().contains("<FILE>"), "{error}");
     }
 
+    fn run_config(args: &[&str]) -> Result<crate::replica::Config, crate::replica::Error> {
+        let Command::Run(options) = Cli::try_parse_from(["leasehold", "run"].iter().chain(args))
+            .unwrap()
+            .command
+        else {
+            panic!("parsed as another command");
+        };
+        options.into_config()
+    }
+
+    #[test]
+    fn an_issued_certificate_covers_the_admission_endpoint_and_needs_a_name() {
+        let config = run_config(&[
+            "--tls-secret",
+            "ops/leasehold-tls",
+            "--admission-service",
+            "ops/leasehold:8443",
+            "--tls-san",
+            "10.0.0.7",
+        ])
+        .unwrap();
+        let Some(crate::api::Https {
+            certificate: crate::api::Certificate::Issued(issuing),
+            ..
+        }) = config.tls
+        else {
+            panic!("not issued: {:?}", config.tls);
+        };
+        assert_eq!(
+            issuing.names,
+            [
+                "10.0.0.7",
+                "leasehold.ops.svc",
+                "leasehold.ops.svc.cluster.local"
+            ]
+        );
+        let error = run_config(&["--tls-secret", "ops/leasehold-tls"]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "--tls-secret needs a name to certify: give --admission-service, --admission-url or --tls-san"
+        );
+        let error = Cli::try_parse_from([
+            "leasehold",
+            "run",
+            "--tls-secret",
+            "ops/leasehold-tls",
+            "--admission-ca-file",
+            "/ca.pem",
+        ])
+        .unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
     #[test]
     fn invalid_timings_are_reported_before_connecting() {
         let Command::Run(options) = Cli::try_parse_from([

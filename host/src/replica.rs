@@ -101,6 +101,14 @@ pub enum Error {
     /// The API's certificate or key could not be loaded.
     #[error("failed to load the API's TLS certificate")]
     Tls(#[source] api::TlsError),
+    /// The certificate the replicas issue could not be settled in its Secret.
+    #[error("failed to settle the API's TLS certificate")]
+    Issue(#[source] api::IssueError),
+    /// `--tls-secret` was given nothing to certify.
+    #[error(
+        "--tls-secret needs a name to certify: give --admission-service, --admission-url or --tls-san"
+    )]
+    NothingToCertify,
     /// The API server stopped on its own.
     #[error("the API server stopped unexpectedly")]
     ApiServerDied(#[source] Option<std::io::Error>),
@@ -118,11 +126,29 @@ pub enum Error {
 impl Options {
     pub fn into_config(self) -> Result<Config, Error> {
         let election = self.election.into_config(self.pod_name, &hostname())?;
-        let tls = self.api.tls();
+        let mut tls = self.api.tls();
+        let admission_endpoint = self.admission.endpoint(tls.is_some())?;
+        if let Some(api::Https {
+            certificate: api::Certificate::Issued(issuing),
+            ..
+        }) = &mut tls
+        {
+            for name in admission_endpoint
+                .iter()
+                .flat_map(admission::Endpoint::names)
+            {
+                if !issuing.names.contains(&name) {
+                    issuing.names.push(name);
+                }
+            }
+            if issuing.names.is_empty() {
+                return Err(Error::NothingToCertify);
+            }
+        }
         Ok(Config {
             election,
             listen: self.api.listen,
-            admission_endpoint: self.admission.endpoint(tls.is_some())?,
+            admission_endpoint,
             admission_ca_file: self.admission.admission_ca_file,
             tls,
             activity_log: self.activity_log,
@@ -220,17 +246,31 @@ impl Replica {
             user_agent(&config.election.identity),
         ));
         let client = kube::Client::try_from(kube_config.clone()).map_err(Error::Client)?;
-        let tls = config
-            .tls
-            .as_ref()
-            .map(api::load_tls)
-            .transpose()
-            .map_err(Error::Tls)?;
-        let admission_ca_bundle = config
+        let mut admission_ca_bundle = config
             .admission_ca_file
             .as_deref()
             .map(admission::read_ca_bundle)
             .transpose()?;
+        let tls = match &config.tls {
+            None => None,
+            Some(api::Https {
+                certificate: api::Certificate::Files { cert, key },
+                http2,
+            }) => Some(api::load_tls(cert, key, *http2).map_err(Error::Tls)?),
+            Some(api::Https {
+                certificate: api::Certificate::Issued(issuing),
+                http2,
+            }) => {
+                let issued =
+                    api::settle_certificate(client.clone(), issuing, std::time::SystemTime::now())
+                        .await
+                        .map_err(Error::Issue)?;
+                // Clap keeps --admission-ca-file out: the CA is the Secret's.
+                admission_ca_bundle = Some(issued.ca.clone().into_bytes());
+                let secret = format!("{}/{}", issuing.namespace, issuing.name);
+                Some(api::serve_issued(&issued, &secret, *http2).map_err(Error::Tls)?)
+            }
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Listen {

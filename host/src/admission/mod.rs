@@ -14,7 +14,8 @@
 //!
 //! The API server calls webhooks over HTTPS only, so the replicas must
 //! serve TLS (`--tls-cert-file`), and it must trust their certificate
-//! (`--admission-ca-file`, the CA that signed it).
+//! (`--admission-ca-file`, the CA that signed it); or the replicas issue
+//! both themselves into a Secret (`--tls-secret`, [`crate::api`]'s issuer).
 
 mod declaration;
 mod metrics;
@@ -56,8 +57,14 @@ pub struct Options {
     pub admission_service: Option<String>,
 
     /// The PEM CA bundle the API server uses to check the replicas'
-    /// certificate (written into each webhook configuration).
-    #[arg(long, env = "LEASEHOLD_ADMISSION_CA_FILE", value_name = "FILE")]
+    /// certificate (written into each webhook configuration). With
+    /// --tls-secret, the CA comes from the Secret.
+    #[arg(
+        long,
+        env = "LEASEHOLD_ADMISSION_CA_FILE",
+        conflicts_with = "tls_secret",
+        value_name = "FILE"
+    )]
     pub admission_ca_file: Option<PathBuf>,
 }
 
@@ -73,7 +80,7 @@ pub enum OptionsError {
     )]
     BadService(String),
     #[error(
-        "--admission-url and --admission-service need --tls-cert-file: the API server calls webhooks over HTTPS only"
+        "--admission-url and --admission-service need --tls-cert-file or --tls-secret: the API server calls webhooks over HTTPS only"
     )]
     NoTls,
     #[error("cannot read the admission CA bundle {}", path.display())]

@@ -65,6 +65,29 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// The names the API server checks the replicas' certificate against
+    /// when it calls this endpoint: the URL's host, or the Service's DNS
+    /// names.
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            Self::Url(base) => base
+                .parse::<http::Uri>()
+                .ok()
+                .and_then(|uri| {
+                    uri.host()
+                        .map(|host| host.trim_matches(['[', ']']).to_owned())
+                })
+                .into_iter()
+                .collect(),
+            Self::Service {
+                namespace, name, ..
+            } => vec![
+                format!("{name}.{namespace}.svc"),
+                format!("{name}.{namespace}.svc.cluster.local"),
+            ],
+        }
+    }
+
     fn client_config(&self, path: String, ca_bundle: Option<&[u8]>) -> WebhookClientConfig {
         let ca_bundle = ca_bundle.map(|pem| ByteString(pem.to_vec()));
         match self {
@@ -376,6 +399,28 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn an_endpoint_names_what_the_api_server_checks_the_certificate_for() {
+        assert_eq!(
+            Endpoint::Url("https://127.0.0.1:8443/base".into()).names(),
+            ["127.0.0.1"]
+        );
+        assert_eq!(Endpoint::Url("https://[::1]:8443".into()).names(), ["::1"]);
+        assert_eq!(
+            Endpoint::Url("https://hooks.example.com".into()).names(),
+            ["hooks.example.com"]
+        );
+        assert_eq!(
+            Endpoint::Service {
+                namespace: "ops".into(),
+                name: "leasehold".into(),
+                port: 8443
+            }
+            .names(),
+            ["leasehold.ops.svc", "leasehold.ops.svc.cluster.local"]
+        );
+    }
 
     fn plugin(name: &str) -> ObjectInfo {
         ObjectInfo {

@@ -18,13 +18,15 @@
 //! TokenReview and authorized with SubjectAccessReviews against the
 //! Kubernetes API server ([`auth`]); 401 without a valid token, 403 when
 //! not allowed. Errors are JSON: `{"error":{"code","reason","message"}}`.
-//! With `--tls-cert-file` and `--tls-private-key-file` the API is served
-//! over HTTPS only ([`tls`]).
+//! With `--tls-cert-file` and `--tls-private-key-file`, or a certificate the
+//! replicas issue themselves into `--tls-secret` ([`issuer`]), the API is
+//! served over HTTPS only ([`tls`]).
 
 mod admission;
 mod auth;
 mod cache;
 mod error;
+mod issuer;
 mod plugins;
 mod tls;
 
@@ -47,8 +49,9 @@ use tower_http::trace::TraceLayer;
 
 pub use self::auth::{Action, Authenticator, CACHE_TTL, Caller};
 pub use self::error::ApiError;
+pub use self::issuer::{IssueError, Issued, Issuing, settle as settle_certificate};
 pub use self::plugins::{PluginList, Validator};
-pub use self::tls::{Https, TlsError, load as load_tls};
+pub use self::tls::{Certificate, Https, TlsError, load as load_tls, serve_issued};
 use crate::election::directory::{Directory, Member};
 use crate::election::{self, Role, Status};
 use crate::metrics::Metrics;
@@ -71,6 +74,7 @@ pub struct Options {
         long,
         env = "LEASEHOLD_TLS_CERT_FILE",
         requires = "tls_private_key_file",
+        group = "tls_source",
         value_name = "FILE"
     )]
     pub tls_cert_file: Option<PathBuf>,
@@ -84,22 +88,85 @@ pub struct Options {
     )]
     pub tls_private_key_file: Option<PathBuf>,
 
+    /// Serve HTTPS with a certificate the replicas issue themselves and keep
+    /// in this Secret, with its CA (created if absent, renewed at a
+    /// replica's start when it nears its end or misses a name): for clusters
+    /// without cert-manager, instead of --tls-cert-file. It covers the names
+    /// of --admission-service or --admission-url, and --tls-san.
+    #[arg(
+        long,
+        env = "LEASEHOLD_TLS_SECRET",
+        group = "tls_source",
+        value_name = "NAMESPACE/NAME"
+    )]
+    pub tls_secret: Option<SecretName>,
+
+    /// Another DNS name or IP address the certificate of --tls-secret
+    /// covers; repeatable.
+    #[arg(
+        long = "tls-san",
+        env = "LEASEHOLD_TLS_SANS",
+        value_delimiter = ',',
+        requires = "tls_secret",
+        value_name = "NAME"
+    )]
+    pub tls_sans: Vec<String>,
+
     /// Offer HTTP/2 over HTTPS as well as HTTP/1.1. Off by default, as in
     /// controller-runtime's webhook servers since the HTTP/2 Rapid Reset
     /// attacks (CVE-2023-44487).
-    #[arg(long, env = "LEASEHOLD_HTTP2", requires = "tls_cert_file")]
+    #[arg(long, env = "LEASEHOLD_HTTP2", requires = "tls_source")]
     pub http2: bool,
 }
 
 impl Options {
     /// How to serve HTTPS, when it was asked for. Clap has already checked
-    /// that both files or neither are given.
+    /// that both files or neither are given, and not a Secret as well. An
+    /// issued certificate's names are completed by the admission options.
     pub fn tls(&self) -> Option<Https> {
+        let certificate = if let Some(secret) = &self.tls_secret {
+            Certificate::Issued(Issuing {
+                namespace: secret.namespace.clone(),
+                name: secret.name.clone(),
+                names: self.tls_sans.clone(),
+            })
+        } else {
+            Certificate::Files {
+                cert: self.tls_cert_file.clone()?,
+                key: self.tls_private_key_file.clone()?,
+            }
+        };
         Some(Https {
-            cert: self.tls_cert_file.clone()?,
-            key: self.tls_private_key_file.clone()?,
+            certificate,
             http2: self.http2,
         })
+    }
+}
+
+/// A Secret named on the command line, `namespace/name`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretName {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::str::FromStr for SecretName {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.split_once('/') {
+            Some((namespace, name))
+                if !namespace.is_empty() && !name.is_empty() && !name.contains('/') =>
+            {
+                Ok(Self {
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                })
+            }
+            _ => Err(format!(
+                "expected namespace/name, for example leasehold/leasehold-tls, not {text:?}"
+            )),
+        }
     }
 }
 
@@ -331,8 +398,10 @@ mod tests {
         assert_eq!(
             options.tls(),
             Some(Https {
-                cert: "/tls/tls.crt".into(),
-                key: "/tls/tls.key".into(),
+                certificate: Certificate::Files {
+                    cert: "/tls/tls.crt".into(),
+                    key: "/tls/tls.key".into(),
+                },
                 http2: false,
             })
         );
@@ -361,5 +430,49 @@ mod tests {
         assert!(asked.tls().unwrap().http2);
         let error = parse(&["--http2"]).unwrap_err();
         assert!(error.to_string().contains("--tls-cert-file"), "{error}");
+        let issued = parse(&["--tls-secret", "ops/leasehold-tls", "--http2"]).unwrap();
+        assert!(issued.tls().unwrap().http2);
+    }
+
+    #[test]
+    fn a_tls_secret_is_issued_for_its_names_and_excludes_certificate_files() {
+        let options = parse(&[
+            "--tls-secret",
+            "ops/leasehold-tls",
+            "--tls-san",
+            "leasehold.example.com,10.0.0.7",
+        ])
+        .unwrap();
+        assert_eq!(
+            options.tls().unwrap().certificate,
+            Certificate::Issued(Issuing {
+                namespace: "ops".into(),
+                name: "leasehold-tls".into(),
+                names: vec!["leasehold.example.com".into(), "10.0.0.7".into()],
+            })
+        );
+        let error = parse(&[
+            "--tls-secret",
+            "ops/leasehold-tls",
+            "--tls-cert-file",
+            "/c",
+            "--tls-private-key-file",
+            "/k",
+        ])
+        .unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict);
+        let error = parse(&["--tls-san", "leasehold.example.com"]).unwrap_err();
+        assert!(error.to_string().contains("--tls-secret"), "{error}");
+    }
+
+    #[test]
+    fn a_tls_secret_not_named_namespace_slash_name_is_refused() {
+        for bad in ["leasehold-tls", "/leasehold-tls", "ops/", "ops/a/b"] {
+            let error = parse(&["--tls-secret", bad]).unwrap_err();
+            assert!(
+                error.to_string().contains("expected namespace/name"),
+                "{bad}: {error}"
+            );
+        }
     }
 }

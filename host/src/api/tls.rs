@@ -17,13 +17,24 @@ use rustls::ServerConfig;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// How the API serves HTTPS: the PEM files named by `--tls-cert-file` and
-/// `--tls-private-key-file`, and whether HTTP/2 is offered (`--http2`).
+use super::issuer::{Issued, Issuing};
+
+/// How the API serves HTTPS: its certificate, and whether HTTP/2 is
+/// offered (`--http2`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Https {
-    pub cert: PathBuf,
-    pub key: PathBuf,
+    pub certificate: Certificate,
     pub http2: bool,
+}
+
+/// Where the API's certificate comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Certificate {
+    /// PEM files: `--tls-cert-file` and `--tls-private-key-file` (the
+    /// chart's, from helm or cert-manager).
+    Files { cert: PathBuf, key: PathBuf },
+    /// Issued by the replicas and kept in a Secret (`--tls-secret`).
+    Issued(Issuing),
 }
 
 /// The ALPN protocol name of HTTP/2.
@@ -54,6 +65,13 @@ pub enum TlsError {
         #[source]
         source: pem::Error,
     },
+    /// rustls refused the certificate the replicas issued.
+    #[error("the certificate issued into Secret {secret} cannot be served")]
+    Issued {
+        secret: String,
+        #[source]
+        source: rustls::Error,
+    },
     /// rustls refused the pair (the key does not match the certificate, or
     /// its algorithm is unsupported).
     #[error("the key in {} cannot serve the certificate in {}", key.display(), cert.display())]
@@ -66,11 +84,11 @@ pub enum TlsError {
 }
 
 /// Reads both files and builds the server's TLS configuration.
-pub fn load(files: &Https) -> Result<Arc<ServerConfig>, TlsError> {
-    let cert_pem = read(&files.cert)?;
-    let key_pem = read(&files.key)?;
+pub fn load(cert: &Path, key: &Path, http2: bool) -> Result<Arc<ServerConfig>, TlsError> {
+    let cert_pem = read(cert)?;
+    let key_pem = read(key)?;
     let certificate = |source| TlsError::Certificate {
-        path: files.cert.clone(),
+        path: cert.to_owned(),
         source,
     };
     let chain = CertificateDer::pem_slice_iter(&cert_pem)
@@ -79,25 +97,49 @@ pub fn load(files: &Https) -> Result<Arc<ServerConfig>, TlsError> {
     if chain.is_empty() {
         return Err(certificate(pem::Error::NoItemsFound));
     }
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|source| TlsError::Key {
-        path: files.key.clone(),
+    let private_key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|source| TlsError::Key {
+        path: key.to_owned(),
         source,
     })?;
-    let unusable = |source| TlsError::Unusable {
-        cert: files.cert.clone(),
-        key: files.key.clone(),
+    server_config(chain, private_key, http2).map_err(|source| TlsError::Unusable {
+        cert: cert.to_owned(),
+        key: key.to_owned(),
+        source,
+    })
+}
+
+/// The server's TLS configuration for a certificate the replicas issued
+/// into `secret` (already checked when it was settled).
+pub fn serve_issued(
+    issued: &Issued,
+    secret: &str,
+    http2: bool,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let unusable = |source| TlsError::Issued {
+        secret: secret.to_owned(),
         source,
     };
+    let malformed = |error: pem::Error| unusable(rustls::Error::General(error.to_string()));
+    let chain = CertificateDer::pem_slice_iter(issued.cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(malformed)?;
+    let key = PrivateKeyDer::from_pem_slice(issued.key.as_bytes()).map_err(malformed)?;
+    server_config(chain, key, http2).map_err(unusable)
+}
+
+fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    http2: bool,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
     // An explicit provider: the process may link more than one, and then
     // rustls has no default to pick.
     let mut config =
         ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(unusable)?
+            .with_safe_default_protocol_versions()?
             .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .map_err(unusable)?;
-    config.alpn_protocols = if files.http2 {
+            .with_single_cert(chain, key)?;
+    config.alpn_protocols = if http2 {
         vec![H2.to_vec(), b"http/1.1".to_vec()]
     } else {
         vec![b"http/1.1".to_vec()]
@@ -123,7 +165,17 @@ mod tests {
 
     struct Pair {
         dir: PathBuf,
-        files: Https,
+        files: Files,
+    }
+
+    #[derive(Clone)]
+    struct Files {
+        cert: PathBuf,
+        key: PathBuf,
+    }
+
+    fn load_files(files: &Files) -> Result<Arc<ServerConfig>, TlsError> {
+        load(&files.cert, &files.key, false)
     }
 
     impl Drop for Pair {
@@ -138,10 +190,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("leasehold-tls-{test}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let issued = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let files = Https {
+        let files = Files {
             cert: dir.join("tls.crt"),
             key: dir.join("tls.key"),
-            http2: false,
         };
         std::fs::write(&files.cert, issued.cert.pem()).unwrap();
         std::fs::write(&files.key, issued.signing_key.serialize_pem()).unwrap();
@@ -161,15 +212,11 @@ mod tests {
     #[test]
     fn a_certificate_and_its_key_load_for_http1_only_unless_http2_is_asked_for() {
         let pair = pair("valid");
-        let config = load(&pair.files).unwrap();
+        let config = load_files(&pair.files).unwrap();
         assert_eq!(config.alpn_protocols, [b"http/1.1".to_vec()]);
         assert!(!offers_http2(&config));
 
-        let http2 = Https {
-            http2: true,
-            ..pair.files.clone()
-        };
-        let config = load(&http2).unwrap();
+        let config = load(&pair.files.cert, &pair.files.key, true).unwrap();
         assert_eq!(config.alpn_protocols, [H2.to_vec(), b"http/1.1".to_vec()]);
         assert!(offers_http2(&config));
     }
@@ -177,11 +224,11 @@ mod tests {
     #[test]
     fn a_missing_file_is_named() {
         let pair = pair("missing");
-        let files = Https {
+        let files = Files {
             key: pair.dir.join("absent.key"),
             ..pair.files.clone()
         };
-        let error = load(&files).unwrap_err();
+        let error = load_files(&files).unwrap_err();
         assert!(matches!(error, TlsError::Read { .. }));
         assert!(
             message(&error).contains("absent.key"),
@@ -194,13 +241,13 @@ mod tests {
     fn a_file_that_is_not_pem_is_named() {
         let pair = pair("garbage");
         std::fs::write(&pair.files.cert, "not a certificate").unwrap();
-        let error = load(&pair.files).unwrap_err();
+        let error = load_files(&pair.files).unwrap_err();
         assert!(matches!(error, TlsError::Certificate { .. }));
         assert!(error.to_string().contains("tls.crt"), "{error}");
 
         let pair = self::pair("garbage-key");
         std::fs::write(&pair.files.key, "not a key").unwrap();
-        let error = load(&pair.files).unwrap_err();
+        let error = load_files(&pair.files).unwrap_err();
         assert!(matches!(error, TlsError::Key { .. }));
         assert!(error.to_string().contains("tls.key"), "{error}");
     }
@@ -209,11 +256,11 @@ mod tests {
     fn a_key_of_another_certificate_is_refused() {
         let pair = pair("mismatch");
         let other = self::pair("mismatch-other");
-        let files = Https {
+        let files = Files {
             key: other.files.key.clone(),
             ..pair.files.clone()
         };
-        let error = load(&files).unwrap_err();
+        let error = load_files(&files).unwrap_err();
         assert!(
             matches!(error, TlsError::Unusable { .. }),
             "{}",
