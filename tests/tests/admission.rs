@@ -16,13 +16,14 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{DeleteParams, DynamicObject, PostParams};
 use kube::{Api, Client, ResourceExt};
-use leasehold_tests::admission::serving_certificate;
+use leasehold_tests::admission::{client_trusting, serving_certificate};
 use leasehold_tests::fixtures::{apply_plugin, config_map, plugin_namespace, store_component};
 use leasehold_tests::{
-    Balancer, ReplicaProcess, ReplicaSettings, TestCluster, eventually, gone, plugin_component,
+    Balancer, ReplicaProcess, ReplicaSettings, TestCluster, eventually, free_address, gone,
+    plugin_component,
 };
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
@@ -44,8 +45,25 @@ struct Fixture {
     replicas: Vec<ReplicaProcess>,
 }
 
+/// How the fixture's replicas get their certificate.
+enum Serving {
+    /// From files, behind the balancer (which presents the same certificate).
+    Balanced,
+    /// Issued by the replicas into Secret `leasehold-tls`; the API server
+    /// calls the first replica directly.
+    Issued,
+}
+
 impl Fixture {
     async fn start(prefix: &str, replicas: usize) -> anyhow::Result<Self> {
+        Self::start_serving(prefix, replicas, Serving::Balanced).await
+    }
+
+    async fn start_serving(
+        prefix: &str,
+        replicas: usize,
+        serving: Serving,
+    ) -> anyhow::Result<Self> {
         let cluster = TestCluster::shared().await;
         let (namespace, account) =
             plugin_namespace(cluster, prefix, &["get", "list", "watch"]).await?;
@@ -56,19 +74,33 @@ impl Fixture {
         let (cert, key) = serving_certificate(workdir.path())?;
         let balancer = Balancer::start(&cert, &key).await?;
         let mut settings = ReplicaSettings::fast(&namespace, "leasehold");
-        settings.extra_args = vec![
-            "--tls-cert-file".into(),
-            cert.display().to_string(),
-            "--tls-private-key-file".into(),
-            key.display().to_string(),
-            "--admission-url".into(),
-            format!("https://{}", balancer.address()),
-            // Self-signed: the certificate is its own authority.
-            "--admission-ca-file".into(),
-            cert.display().to_string(),
+        settings.extra_args = match serving {
+            Serving::Balanced => vec![
+                "--tls-cert-file".into(),
+                cert.display().to_string(),
+                "--tls-private-key-file".into(),
+                key.display().to_string(),
+                "--admission-url".into(),
+                format!("https://{}", balancer.address()),
+                // Self-signed: the certificate is its own authority.
+                "--admission-ca-file".into(),
+                cert.display().to_string(),
+            ],
+            Serving::Issued => {
+                let listen = free_address()?;
+                settings.listen = Some(listen);
+                vec![
+                    "--tls-secret".into(),
+                    format!("{namespace}/leasehold-tls"),
+                    "--admission-url".into(),
+                    format!("https://{listen}"),
+                ]
+            }
+        };
+        settings.extra_args.extend([
             "--compile-cache".into(),
             workdir.path().join("cache").display().to_string(),
-        ];
+        ]);
         let mut fixture = Self {
             cluster,
             namespace,
@@ -279,6 +311,118 @@ async fn a_plugin_denies_and_mutates_requests_through_the_real_api_server() -> a
         gone(&mutating, &name)
     })
     .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn replicas_without_a_certificate_issue_one_into_a_secret_that_the_api_server_trusts()
+-> anyhow::Result<()> {
+    let mut fixture = Fixture::start_serving("admission-issued", 1, Serving::Issued).await?;
+    fixture.deploy("checker", "Fail").await?;
+    fixture.reviewing("checker").await?;
+    let message = denial(fixture.create("checker", "refused", "deny", false).await);
+    assert!(
+        message.contains("misbehaving denies refused"),
+        "the API server called the replica over the certificate it issued: {message}"
+    );
+
+    let secrets: Api<Secret> = Api::namespaced(fixture.client()?, &fixture.namespace);
+    let issued = secrets.get("leasehold-tls").await?;
+    assert_eq!(issued.type_.as_deref(), Some("kubernetes.io/tls"));
+    let field = |secret: &Secret, key: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get(key))
+            .map(|bytes| bytes.0.clone())
+            .unwrap_or_default()
+    };
+    let validating: Api<ValidatingWebhookConfiguration> = Api::all(fixture.client()?);
+    let config = validating
+        .get(&format!(
+            "{}.checker.plugins.leasehold.dev",
+            fixture.namespace
+        ))
+        .await?;
+    assert_eq!(
+        config.webhooks.unwrap()[0]
+            .client_config
+            .ca_bundle
+            .as_ref()
+            .map(|ca| ca.0.clone()),
+        Some(field(&issued, "ca.crt")),
+        "the webhook configuration carries the Secret's CA"
+    );
+
+    // A second replica finds the certificate and serves the same one.
+    fixture.settings.listen = Some(free_address()?);
+    fixture.add_replica("admission-issued-1").await?;
+    let second = fixture.replicas[1].api;
+    let ca_file = fixture.workdir.path().join("issued-ca.crt");
+    std::fs::write(&ca_file, field(&issued, "ca.crt"))?;
+    let trusting = client_trusting(&ca_file)?;
+    eventually(
+        PATIENCE,
+        "the second replica serving the issued certificate",
+        || {
+            let trusting = trusting.clone();
+            async move {
+                let response = trusting
+                    .get(format!("https://{second}/healthz"))
+                    .send()
+                    .await
+                    .ok()?;
+                response.status().is_success().then_some(())
+            }
+        },
+    )
+    .await?;
+    let after = secrets.get("leasehold-tls").await?;
+    assert_eq!(
+        after.metadata.resource_version, issued.metadata.resource_version,
+        "a replica finding a good certificate leaves the Secret alone"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn replicas_starting_at_once_settle_on_one_certificate_and_renew_it_from_the_same_ca()
+-> anyhow::Result<()> {
+    use leasehold::api::{Issuing, settle_certificate};
+
+    let cluster = TestCluster::shared().await;
+    let issuing = Issuing {
+        namespace: cluster.namespace("issued-race").await?,
+        name: "leasehold-tls".into(),
+        names: vec!["leasehold.ops.svc".into()],
+    };
+    let now = std::time::SystemTime::now();
+    let client = cluster.client()?;
+    let settled = futures::future::join_all(
+        (0..4).map(|_| settle_certificate(client.clone(), &issuing, now)),
+    )
+    .await
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()?;
+    assert!(
+        settled.iter().all(|issued| issued.cert == settled[0].cert),
+        "four replicas starting at once serve one certificate"
+    );
+
+    // A replica that must also answer on an address renews it, from the CA
+    // the webhook configurations already trust.
+    let wider = Issuing {
+        names: vec!["leasehold.ops.svc".into(), "10.0.0.7".into()],
+        ..issuing.clone()
+    };
+    let renewed = settle_certificate(client.clone(), &wider, now).await?;
+    assert_ne!(renewed.cert, settled[0].cert);
+    assert_eq!(renewed.ca, settled[0].ca);
+    let again = settle_certificate(client, &issuing, now).await?;
+    assert_eq!(
+        again.cert, renewed.cert,
+        "the renewed certificate covers the first replica's names too"
+    );
     Ok(())
 }
 
