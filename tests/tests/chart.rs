@@ -134,6 +134,9 @@ const CACHE_ON_A_CLAIM: Values = Values::Set(&[
 const TLS: Values = Values::Set(&["tls.enabled=true", "serviceMonitor.enabled=true"]);
 /// HTTPS with a kubernetes.io/tls Secret the operator manages.
 const TLS_FROM_A_SECRET: Values = Values::Set(&["tls.enabled=true", "tls.secretName=api-cert"]);
+/// HTTPS with a certificate the replicas issue into a Secret themselves.
+const TLS_ISSUED_BY_REPLICAS: Values =
+    Values::Set(&["tls.enabled=true", "tls.issuedByReplicas=true"]);
 /// HTTPS with a certificate cert-manager issues and renews.
 const TLS_FROM_CERT_MANAGER: Values = Values::Set(&[
     "tls.enabled=true",
@@ -369,6 +372,7 @@ async fn chart_passes_strict_lint_with_each_value_set() -> anyhow::Result<()> {
         TLS,
         TLS_FROM_A_SECRET,
         TLS_FROM_CERT_MANAGER,
+        TLS_ISSUED_BY_REPLICAS,
         Values::Set(&["placement.mode=spread", "replicaCount=3"]),
     ] {
         let mut args = vec![
@@ -857,10 +861,19 @@ async fn with_tls_admission_webhooks_point_at_the_service_and_trust_its_ca() -> 
             port: i32::try_from(service["spec"]["ports"][0]["port"].as_i64().unwrap())?,
         })
     );
-    let tls = config.tls.context("the host serves HTTPS")?;
+    let Some(leasehold::api::Https {
+        certificate: leasehold::api::Certificate::Files { cert, .. },
+        ..
+    }) = config.tls
+    else {
+        bail!(
+            "the host serves HTTPS from the Secret's files: {:?}",
+            config.tls
+        );
+    };
     assert_eq!(
         config.admission_ca_file,
-        Some(tls.cert.with_file_name("ca.crt")),
+        Some(cert.with_file_name("ca.crt")),
         "the CA beside the serving certificate, from the same Secret"
     );
     let generated = secret_data(rendered.one("Secret"))?;
@@ -905,6 +918,9 @@ async fn tls_from_an_existing_secret_is_mounted_passed_and_probed_over_https() -
     let args = strings(&container["args"]);
     let (_, config) = host_config(&args).with_context(|| format!("args {args:?}"))?;
     let tls = config.tls.clone().context("the host serves HTTPS")?;
+    let leasehold::api::Certificate::Files { cert, key } = &tls.certificate else {
+        bail!("the host serves the Secret's files: {tls:?}");
+    };
 
     let volume = named(&rendered.pod_spec()["volumes"], "tls").context("the certificate volume")?;
     assert_eq!(volume["secret"]["secretName"], "api-cert");
@@ -917,13 +933,13 @@ async fn tls_from_an_existing_secret_is_mounted_passed_and_probed_over_https() -
     );
     let dir = Path::new(mount["mountPath"].as_str().context("a mount path")?);
     assert_eq!(
-        tls.cert,
-        dir.join("tls.crt"),
+        cert,
+        &dir.join("tls.crt"),
         "the host reads the Secret's tls.crt"
     );
     assert_eq!(
-        tls.key,
-        dir.join("tls.key"),
+        key,
+        &dir.join("tls.key"),
         "the host reads the Secret's tls.key"
     );
 
@@ -972,14 +988,11 @@ async fn generated_tls_is_a_certificate_for_the_service_that_the_host_and_promet
 
     // The host loads the pair as the pod's mount gives it.
     let dir = tempfile::tempdir()?;
-    let files = leasehold::api::Https {
-        cert: dir.path().join("tls.crt"),
-        key: dir.path().join("tls.key"),
-        http2: false,
-    };
-    std::fs::write(&files.cert, pem(&data, "tls.crt")?)?;
-    std::fs::write(&files.key, pem(&data, "tls.key")?)?;
-    leasehold::api::load_tls(&files).context("the host refuses the generated certificate")?;
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, pem(&data, "tls.crt")?)?;
+    std::fs::write(&key, pem(&data, "tls.key")?)?;
+    leasehold::api::load_tls(&cert, &key, false)
+        .context("the host refuses the generated certificate")?;
 
     for name in service_names("team-t") {
         assert!(certifies(&data, &name)?, "the certificate must name {name}");
@@ -1066,6 +1079,60 @@ async fn tls_from_cert_manager_is_a_certificate_for_the_service_from_the_issuer_
     let args = strings(&rendered.container()["args"]);
     let (_, config) = host_config(&args).with_context(|| format!("args {args:?}"))?;
     assert!(config.tls.is_some());
+    Ok(())
+}
+
+#[tokio::test]
+async fn tls_issued_by_the_replicas_renders_no_certificate_and_names_the_secret_and_the_service()
+-> anyhow::Result<()> {
+    let rendered = render("team-t", TLS_ISSUED_BY_REPLICAS).await?;
+    assert!(
+        rendered.all("Secret").is_empty() && rendered.all("Certificate").is_empty(),
+        "the replicas make the Secret"
+    );
+    assert!(
+        named(&rendered.pod_spec()["volumes"], "tls").is_none(),
+        "nothing to mount"
+    );
+    let args = strings(&rendered.container()["args"]);
+    let (_, config) = host_config(&args).with_context(|| format!("args {args:?}"))?;
+    let Some(leasehold::api::Https {
+        certificate: leasehold::api::Certificate::Issued(issuing),
+        ..
+    }) = &config.tls
+    else {
+        bail!("the host issues its certificate: {:?}", config.tls);
+    };
+    assert_eq!(
+        (issuing.namespace.as_str(), issuing.name.as_str()),
+        ("team-t", "leasehold-tls")
+    );
+    for name in service_names("team-t") {
+        assert!(
+            issuing.names.contains(&name),
+            "the certificate must name {name}: {:?}",
+            issuing.names
+        );
+    }
+    assert_eq!(config.admission_ca_file, None, "the CA is the Secret's");
+    let role = rendered
+        .all("Role")
+        .into_iter()
+        .find(|role| role["metadata"]["name"] == RELEASE)
+        .context("the host's Role")?;
+    let rules = &role["rules"];
+    let on_the_secret = rules
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|rule| strings(&rule["resourceNames"]) == ["leasehold-tls"])
+        .context("a rule for the certificate's Secret by name")?;
+    assert_eq!(strings(&on_the_secret["verbs"]), ["get", "update"]);
+    assert!(grants(rules, "", "secrets", "create"));
+    assert!(
+        !grants(rules, "", "secrets", "list"),
+        "no Secret is listed: {rules}"
+    );
     Ok(())
 }
 
@@ -1601,6 +1668,12 @@ async fn bad_volume_and_tls_values_are_refused_at_install_with_the_reason() -> a
                 "certManager": {"enabled": true, "issuerRef": {"name": "cluster-ca"}}}}),
             &[
                 "tls.secretName (api-cert) and tls.certManager.enabled are two sources for one certificate; set one",
+            ],
+        ),
+        (
+            json!({"tls": {"enabled": true, "issuedByReplicas": true, "secretName": "api-cert"}}),
+            &[
+                "tls.issuedByReplicas and tls.secretName or tls.certManager.enabled are two sources for one certificate; set one",
             ],
         ),
         (
@@ -2712,6 +2785,52 @@ async fn host_leads_with_the_installed_args_as_the_charts_service_account() -> a
     assert!(
         !log_text.to_lowercase().contains("forbidden"),
         "the chart's RBAC denied the host something:\n{log_text}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_tls_issued_by_the_replicas_the_host_issues_and_serves_it_with_the_charts_rbac_alone()
+-> anyhow::Result<()> {
+    let cluster = TestCluster::shared().await;
+    let (namespace, _) = install(cluster, TLS_ISSUED_BY_REPLICAS).await?;
+    let replica = InstalledReplica::start(cluster, &namespace, "leasehold-6c9f7d8b5-t1s2x").await?;
+    let secrets: Api<Secret> = Api::namespaced(cluster.client()?, &namespace);
+    let secret_name = format!("{RELEASE}-tls");
+    let secret = eventually(Duration::from_secs(60), "the issued Secret", || async {
+        secrets.get_opt(&secret_name).await.ok()?
+    })
+    .await
+    .with_context(|| replica.log())?;
+    let data = secret_data(&serde_json::to_value(&secret)?)?;
+    let ca = pem(&data, "ca.crt")?;
+
+    // Reached by the Service's name, checked against the Secret's CA.
+    let service_host = format!("{RELEASE}.{namespace}.svc");
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca)?)
+        .resolve(
+            &service_host,
+            std::net::SocketAddr::from(([127, 0, 0, 1], replica.port)),
+        )
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let url = format!("https://{service_host}:{}/readyz", replica.port);
+    eventually(
+        Duration::from_secs(60),
+        "the replica ready over HTTPS",
+        || async {
+            let response = client.get(&url).send().await.ok()?;
+            response.status().is_success().then_some(())
+        },
+    )
+    .await
+    .with_context(|| replica.log())?;
+    let log = replica.log();
+    assert!(
+        !log.to_lowercase().contains("forbidden"),
+        "the chart's RBAC denied the host something:\n{log}"
     );
     Ok(())
 }

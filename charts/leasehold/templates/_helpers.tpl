@@ -249,7 +249,7 @@ passed as --tls-cert-file and --tls-private-key-file.
 
 {{/* "true" when the chart generates the certificate itself (neither an existing Secret nor cert-manager). */}}
 {{- define "leasehold.tlsGenerated" -}}
-{{- if and .Values.tls.enabled (not .Values.tls.secretName) (not .Values.tls.certManager.enabled) }}true{{ end }}
+{{- if and .Values.tls.enabled (not .Values.tls.secretName) (not .Values.tls.certManager.enabled) (not .Values.tls.issuedByReplicas) }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -278,6 +278,9 @@ refuse after the install, leaving the replicas without their Secret.
 {{- if .enabled }}
 {{- if and .secretName .certManager.enabled }}
 {{- fail (printf "tls.secretName (%s) and tls.certManager.enabled are two sources for one certificate; set one" .secretName) }}
+{{- end }}
+{{- if and .issuedByReplicas (or .secretName .certManager.enabled) }}
+{{- fail "tls.issuedByReplicas and tls.secretName or tls.certManager.enabled are two sources for one certificate; set one" }}
 {{- end }}
 {{- if and .certManager.enabled (not .certManager.issuerRef.name) }}
 {{- fail "tls.certManager.issuerRef.name is required: the Issuer or ClusterIssuer that signs the certificate" }}
