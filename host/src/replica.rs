@@ -261,10 +261,9 @@ impl Replica {
                 certificate: api::Certificate::Issued(issuing),
                 http2,
             }) => {
-                let issued =
-                    api::settle_certificate(client.clone(), issuing, std::time::SystemTime::now())
-                        .await
-                        .map_err(Error::Issue)?;
+                let issued = api::settle_certificate_patiently(client.clone(), issuing)
+                    .await
+                    .map_err(Error::Issue)?;
                 // Clap keeps --admission-ca-file out: the CA is the Secret's.
                 admission_ca_bundle = Some(issued.ca.clone().into_bytes());
                 let secret = format!("{}/{}", issuing.namespace, issuing.name);

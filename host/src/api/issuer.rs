@@ -108,6 +108,48 @@ pub enum IssueError {
     Contended { secret: String },
 }
 
+impl IssueError {
+    /// Whether trying again may succeed: the API server unreachable,
+    /// overloaded or failing, not refusing.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Api {
+                source: kube::Error::Api(status),
+                ..
+            } => status.code == 429 || status.code >= 500,
+            Self::Api { .. } | Self::Contended { .. } => true,
+            Self::Unusable { .. } | Self::CannotRenew { .. } | Self::Issue { .. } => false,
+        }
+    }
+}
+
+/// [`settle`], tried again with backoff while the API server cannot answer
+/// (a replica starting beside a restarting API server), for about a minute.
+pub async fn settle_patiently(
+    client: kube::Client,
+    issuing: &Issuing,
+) -> Result<Issued, IssueError> {
+    use backon::{ExponentialBuilder, Retryable};
+
+    (|| settle(client.clone(), issuing, SystemTime::now()))
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(250))
+                .with_max_delay(Duration::from_secs(8))
+                .with_max_times(10)
+                .with_jitter(),
+        )
+        .when(IssueError::is_transient)
+        .notify(|error, wait| {
+            tracing::warn!(
+                error = %error,
+                retry_in = ?wait,
+                "cannot settle the API's certificate yet"
+            );
+        })
+        .await
+}
+
 /// Makes sure the Secret holds a good certificate for `issuing`, and
 /// returns it (see the module docs).
 pub async fn settle(
@@ -452,6 +494,27 @@ mod tests {
         assert!(
             matches!(error, IssueError::Unusable { field: KEY, .. }),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn only_an_api_server_that_cannot_answer_is_worth_trying_again() {
+        let api = |code| IssueError::Api {
+            secret: "ops/leasehold-tls".into(),
+            source: kube::Error::Api(Box::new(
+                kube::core::Status::failure("no", "Reason").with_code(code),
+            )),
+        };
+        assert!(api(503).is_transient());
+        assert!(api(429).is_transient());
+        assert!(!api(403).is_transient(), "a refusal is said at once");
+        assert!(
+            !IssueError::Unusable {
+                secret: "ops/leasehold-tls".into(),
+                field: CERT,
+                why: "missing".into(),
+            }
+            .is_transient()
         );
     }
 

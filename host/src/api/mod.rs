@@ -49,7 +49,10 @@ use tower_http::trace::TraceLayer;
 
 pub use self::auth::{Action, Authenticator, CACHE_TTL, Caller};
 pub use self::error::ApiError;
-pub use self::issuer::{IssueError, Issued, Issuing, settle as settle_certificate};
+pub use self::issuer::{
+    IssueError, Issued, Issuing, settle as settle_certificate,
+    settle_patiently as settle_certificate_patiently,
+};
 pub use self::plugins::{PluginList, Validator};
 pub use self::tls::{Certificate, Https, TlsError, load as load_tls, serve_issued};
 use crate::election::directory::{Directory, Member};
