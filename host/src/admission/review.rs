@@ -85,7 +85,36 @@ pub struct Reviews {
     identity: String,
     metrics: AdmissionMetrics,
     /// The plugin version each key was last reviewed with.
-    reviewers: Mutex<HashMap<String, Arc<Reviewer>>>,
+    reviewers: Mutex<Known<Arc<Reviewer>>>,
+}
+
+/// What is kept per plugin key, for the plugins the catalog still has.
+struct Known<V> {
+    by_key: HashMap<String, V>,
+    /// The catalog as last pruned against.
+    seen: watch::Receiver<Catalog>,
+}
+
+impl<V> Known<V> {
+    fn new(catalog: watch::Receiver<Catalog>) -> Self {
+        Self {
+            by_key: HashMap::new(),
+            seen: catalog,
+        }
+    }
+
+    /// The entries, after forgetting those of plugins gone from the catalog
+    /// since the last call: a reviewer holds its plugin's compiled code and
+    /// a spare instance, and a deleted plugin is never reviewed again to be
+    /// found missing.
+    fn current(&mut self) -> &mut HashMap<String, V> {
+        if self.seen.has_changed().unwrap_or(false) {
+            let catalog = self.seen.borrow_and_update();
+            self.by_key
+                .retain(|key, _| catalog.entries.contains_key(key));
+        }
+        &mut self.by_key
+    }
 }
 
 impl std::fmt::Debug for Reviews {
@@ -155,11 +184,11 @@ impl Reviews {
         metrics: AdmissionMetrics,
     ) -> Self {
         Self {
+            reviewers: Mutex::new(Known::new(catalog.clone())),
             catalog,
             kube_config,
             identity,
             metrics,
-            reviewers: Mutex::default(),
         }
     }
 
@@ -240,8 +269,11 @@ impl Reviews {
     /// The reviewer of the plugin's current version; the last ready one
     /// while a new version is prepared or has failed.
     fn reviewer(&self, key: &str) -> Result<Arc<Reviewer>, ReviewError> {
+        // The catalog borrowed after pruning, so never older than what was
+        // pruned against.
+        let mut known = lock(&self.reviewers);
+        let reviewers = known.current();
         let catalog = self.catalog.borrow();
-        let mut reviewers = self.reviewers.lock().unwrap_or_else(|e| e.into_inner());
         let Some(entry) = catalog.entries.get(key) else {
             reviewers.remove(key);
             return Err(ReviewError::UnknownPlugin(key.to_owned()));
@@ -646,6 +678,44 @@ mod tests {
             warnings
                 .iter()
                 .all(|w| w.as_str().unwrap().len() <= MAX_WARNING_BYTES)
+        );
+    }
+
+    fn catalog_of(keys: &[&str]) -> Catalog {
+        Catalog {
+            entries: keys
+                .iter()
+                .map(|key| {
+                    let entry = crate::plugins::Entry {
+                        object: None,
+                        source: String::new(),
+                        suspend: false,
+                        state: State::Preparing,
+                    };
+                    ((*key).to_owned(), entry)
+                })
+                .collect(),
+            listed: true,
+        }
+    }
+
+    #[test]
+    fn what_is_kept_for_a_plugin_goes_when_the_catalog_drops_it() {
+        let (catalog, seen) = watch::channel(catalog_of(&["team/a", "team/b"]));
+        let mut known = Known::new(seen);
+        known.current().insert("team/a".to_owned(), 1);
+        known.current().insert("team/b".to_owned(), 2);
+        catalog.send_replace(catalog_of(&["team/b", "team/c"]));
+        assert_eq!(
+            known.current().keys().collect::<Vec<_>>(),
+            ["team/b"],
+            "team/a was deleted; team/b stays"
+        );
+        known.current().insert("team/c".to_owned(), 3);
+        assert_eq!(
+            known.current().len(),
+            2,
+            "nothing goes while nothing changes"
         );
     }
 
