@@ -25,7 +25,10 @@
 //! running replica does not reload a renewed certificate: renewal happens at
 //! a replica's start, and a certificate lasts [`VALIDITY`], so a rollout or
 //! a restart within eleven months renews it; for rotation without restarts,
-//! use cert-manager (`tls.certManager` in the chart).
+//! use cert-manager (`tls.certManager` in the chart). Nor does a running
+//! leader reread the CA: a Secret deleted while replicas run gets a new CA
+//! from the next replica to start, so restart them all then (`kubectl
+//! rollout restart`).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
