@@ -23,9 +23,10 @@
 //! keeps it: whoever may read the Secret may mint certificates this webhook
 //! trusts, so only the host's account may (the chart's Role names it). A
 //! running replica does not reload a renewed certificate: renewal happens at
-//! a replica's start, and a certificate lasts [`VALIDITY`], so a rollout or
-//! a restart within eleven months renews it; for rotation without restarts,
-//! use cert-manager (`tls.certManager` in the chart). Nor does a running
+//! a replica's start, so a certificate lasts [`VALIDITY`], ten years, as the
+//! chart's generated one does, and no replica runs past its end; for
+//! rotation without restarts, use cert-manager (`tls.certManager` in the
+//! chart). Nor does a running
 //! leader reread the CA: a Secret deleted while replicas run gets a new CA
 //! from the next replica to start, so restart them all then (`kubectl
 //! rollout restart`).
@@ -47,10 +48,12 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tracing::info;
 
-/// How long an issued serving certificate lasts.
-pub const VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+/// How long an issued serving certificate lasts: ten years, as the chart's
+/// generated one, because a running replica does not reload a renewed
+/// certificate (see the module docs).
+pub const VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// How long the CA lasts: longer than any certificate it issues.
-const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+const CA_VALIDITY: Duration = Duration::from_secs(20 * 365 * 24 * 3600);
 /// A certificate with less than this left is renewed at a replica's start.
 pub const RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Races lost to other replicas before giving up.
