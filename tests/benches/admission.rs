@@ -221,11 +221,11 @@ async fn main() -> anyhow::Result<()> {
 
 /// Where a create's webhook time went, as the API server and the replica
 /// measure it: sums and counts of their own histograms.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Timings {
     /// The API server's calls to each webhook (`native`, `plugin`): seconds, calls.
     calls: [(f64, f64); 2],
-    /// The replica's own time per review, from the plugin's lookup to the answer.
+    /// The replica's own time per review, from the plugin found to its answer.
     inside: (f64, f64),
 }
 

@@ -26,10 +26,9 @@
 //! a replica's start, so a certificate lasts [`VALIDITY`], ten years, as the
 //! chart's generated one does, and no replica runs past its end; for
 //! rotation without restarts, use cert-manager (`tls.certManager` in the
-//! chart). Nor does a running
-//! leader reread the CA: a Secret deleted while replicas run gets a new CA
-//! from the next replica to start, so restart them all then (`kubectl
-//! rollout restart`).
+//! chart). Nor does a running leader reread the CA: a Secret deleted while
+//! replicas run gets a new CA from the next replica to start, so restart
+//! them all then (`kubectl rollout restart`).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -223,42 +222,32 @@ struct Held {
 
 impl Held {
     fn of(stored: &Secret, secret: &str) -> Result<Self, IssueError> {
-        let data = stored.data.clone().unwrap_or_default();
+        let unusable = |field, why: &str| IssueError::Unusable {
+            secret: secret.to_owned(),
+            field,
+            why: why.to_owned(),
+        };
+        let data = stored.data.as_ref();
         let text = |field: &'static str| -> Result<Option<String>, IssueError> {
-            data.get(field)
+            data.and_then(|data| data.get(field))
                 .map(|ByteString(bytes)| {
-                    String::from_utf8(bytes.clone()).map_err(|_| IssueError::Unusable {
-                        secret: secret.to_owned(),
-                        field,
-                        why: "not text".into(),
-                    })
+                    String::from_utf8(bytes.clone()).map_err(|_| unusable(field, "not text"))
                 })
                 .transpose()
         };
-        let required = |field: &'static str| {
-            text(field)?.ok_or_else(|| IssueError::Unusable {
-                secret: secret.to_owned(),
-                field,
-                why: "missing".into(),
-            })
-        };
+        let required = |field| text(field)?.ok_or_else(|| unusable(field, "missing"));
         let issued = Issued {
             cert: required(CERT)?,
             key: required(KEY)?,
             ca: required(CA_CERT)?,
         };
         let ca_key = text(CA_KEY)?;
-        let unusable = |field, why: String| IssueError::Unusable {
-            secret: secret.to_owned(),
-            field,
-            why,
-        };
-        KeyPair::from_pem(&issued.key).map_err(|error| unusable(KEY, error.to_string()))?;
+        KeyPair::from_pem(&issued.key).map_err(|error| unusable(KEY, &error.to_string()))?;
         if let Some(ca_key) = &ca_key {
-            KeyPair::from_pem(ca_key).map_err(|error| unusable(CA_KEY, error.to_string()))?;
+            KeyPair::from_pem(ca_key).map_err(|error| unusable(CA_KEY, &error.to_string()))?;
         }
-        first_certificate(&issued.cert).map_err(|why| unusable(CERT, why))?;
-        first_certificate(&issued.ca).map_err(|why| unusable(CA_CERT, why))?;
+        first_certificate(&issued.cert).map_err(|why| unusable(CERT, &why))?;
+        first_certificate(&issued.ca).map_err(|why| unusable(CA_CERT, &why))?;
         Ok(Self { issued, ca_key })
     }
 }
@@ -404,6 +393,14 @@ mod tests {
         names.iter().map(|name| (*name).to_owned()).collect()
     }
 
+    fn issuing() -> Issuing {
+        Issuing {
+            namespace: "ops".into(),
+            name: "leasehold-tls".into(),
+            names: names(&["leasehold.ops.svc"]),
+        }
+    }
+
     fn fresh(for_names: &[&str], now: SystemTime) -> (Issued, String) {
         let (ca, ca_key) = issue_ca(now).unwrap();
         (issue(&ca, &ca_key, &names(for_names), now).unwrap(), ca_key)
@@ -477,11 +474,7 @@ mod tests {
     fn a_secret_with_a_field_missing_or_not_pem_is_named_and_left_alone() {
         let now = SystemTime::now();
         let (issued, ca_key) = fresh(&["leasehold.ops.svc"], now);
-        let issuing = Issuing {
-            namespace: "ops".into(),
-            name: "leasehold-tls".into(),
-            names: names(&["leasehold.ops.svc"]),
-        };
+        let issuing = issuing();
         let mut secret = secret_of(&issuing, &issued, &ca_key);
         secret.data.as_mut().unwrap().remove(CA_CERT);
         let error = Held::of(&secret, "ops/leasehold-tls").err().unwrap();
@@ -528,11 +521,7 @@ mod tests {
     fn a_secret_the_replicas_wrote_reads_back_as_issued() {
         let now = SystemTime::now();
         let (issued, ca_key) = fresh(&["leasehold.ops.svc"], now);
-        let issuing = Issuing {
-            namespace: "ops".into(),
-            name: "leasehold-tls".into(),
-            names: names(&["leasehold.ops.svc"]),
-        };
+        let issuing = issuing();
         let secret = secret_of(&issuing, &issued, &ca_key);
         assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
         let held = Held::of(&secret, "ops/leasehold-tls").unwrap();
