@@ -65,6 +65,11 @@ async function build(entry, { out, world, tools }) {
     platform: 'neutral',
     resolve: { alias: { '@leasehold/sdk': join(SDK_DIR, 'src/index.js') } },
     logLevel: 'warn',
+    // An import nothing resolves would be left to componentize-js, whose
+    // snapshot then fails without naming the package: stop here instead.
+    onLog(level, log, handle) {
+      handle(log.code === 'UNRESOLVED_IMPORT' ? 'error' : level, log);
+    },
   });
   const { output } = await bundle.generate({ format: 'esm', codeSplitting: false });
   await bundle.close();
