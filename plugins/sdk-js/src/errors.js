@@ -101,6 +101,14 @@ export class ConfigError extends Error {
   }
 }
 
+/** A label selector does not parse: the text says which requirement is malformed. */
+export class SelectorError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'SelectorError';
+  }
+}
+
 /** An owner reference cannot be set. */
 export class OwnerError extends Error {
   constructor(message) {

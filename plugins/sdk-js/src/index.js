@@ -8,7 +8,9 @@
  */
 
 export { Api, Patch } from './api.js';
-export { ApiError, ConfigError, OwnerError, ReconcileError } from './errors.js';
+export {
+  ApiError, ConfigError, OwnerError, ReconcileError, SelectorError,
+} from './errors.js';
 export { EventType, emitEvent } from './event.js';
 export { CONTRACT } from './host.js';
 export { loadConfig, optionalString, optionalStringMap, parseConfig } from './config.js';
@@ -19,6 +21,7 @@ export { done, requeueAfter } from './action.js';
 export { ALL_PRIMARIES, exportController, groupVersionKind, labelMapping } from './reconciler.js';
 export * from './kinds.js';
 export { Result, err, ok } from './result.js';
+export { Selector } from './selector.js';
 export * as event from './event.js';
 export * as finalizer from './finalizer.js';
 export * as log from './log.js';
