@@ -101,6 +101,19 @@ export class ConfigError extends Error {
   }
 }
 
+/**
+ * Why a plugin could not decide about an admission request. The host hears
+ * it as the `admission` export's error and applies the admission rule's
+ * failure policy with this message as the cause (`Fail` refuses the
+ * request, `Ignore` lets it through with a warning).
+ */
+export class AdmissionError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'AdmissionError';
+  }
+}
+
 /** A label selector does not parse: the text says which requirement is malformed. */
 export class SelectorError extends Error {
   constructor(message) {

@@ -2,14 +2,15 @@
  * Write Leasehold controller plugins in JavaScript, on the
  * `leasehold:controller@0.2.0` contract: typed Kubernetes calls that return
  * errors as values, owner references, finalizers, Events, configuration,
- * structured logs, and the `reconciler` export.
+ * structured logs, the `reconciler` export and the `admission` export.
  *
  * @module
  */
 
+export { AdmissionRequest, exportAdmission, parseRequest, patched } from './admission.js';
 export { Api, Patch } from './api.js';
 export {
-  ApiError, ConfigError, OwnerError, ReconcileError, SelectorError,
+  AdmissionError, ApiError, ConfigError, OwnerError, ReconcileError, SelectorError,
 } from './errors.js';
 export { EventType, emitEvent } from './event.js';
 export { CONTRACT } from './host.js';
@@ -22,6 +23,7 @@ export { ALL_PRIMARIES, exportController, groupVersionKind, labelMapping } from 
 export * from './kinds.js';
 export { Result, err, ok } from './result.js';
 export { Selector } from './selector.js';
+export { Verdict, allow, deny } from './verdict.js';
 export * as event from './event.js';
 export * as finalizer from './finalizer.js';
 export * as log from './log.js';

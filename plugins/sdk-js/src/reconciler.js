@@ -99,7 +99,7 @@ export function toOutcome(handler) {
 
 function isSdkError(error) {
   return error instanceof Error
-    && ['ApiError', 'ReconcileError', 'ConfigError', 'OwnerError'].includes(error.name);
+    && ['ApiError', 'ReconcileError', 'ConfigError', 'OwnerError', 'SelectorError', 'AdmissionError'].includes(error.name);
 }
 
 function failure(error) {
