@@ -96,6 +96,14 @@ export class ReconcileError extends Error {
 
 /** The configuration is unusable: permanent until it changes. */
 export class ConfigError extends Error {}
+/** Why a plugin could not decide about an admission request; the host applies the failure policy with its message. */
+export class AdmissionError extends Error {
+  constructor(message: string);
+}
+/** A label selector does not parse. */
+export class SelectorError extends Error {
+  constructor(message: string);
+}
 /** An owner reference cannot be set. */
 export class OwnerError extends Error {}
 
@@ -196,6 +204,111 @@ export interface ReconcilerExport {
 }
 export function exportController<T extends KubeObject = KubeObject>(controller: Controller<T>): ReconcilerExport;
 export function groupVersionKind(type: TypeMeta): { group: string; version: string; kind: string; plural?: string };
+
+// === Admission ===
+
+/** `{group, version, resource}`, as the API server names a resource. */
+export interface GroupVersionResource {
+  group: string;
+  version: string;
+  resource: string;
+}
+
+/** Who made a request. */
+export interface UserInfo {
+  username?: string;
+  uid?: string;
+  groups?: string[];
+  extra?: Record<string, string[]>;
+}
+
+/** One request under review, parsed from the AdmissionReview's `request`. */
+export class AdmissionRequest<T extends KubeObject = KubeObject> {
+  private constructor();
+  readonly uid: string;
+  readonly operation: 'CREATE' | 'UPDATE' | 'DELETE' | 'CONNECT';
+  /** The object's type as the SDK names types. */
+  readonly kind: TypeMeta;
+  readonly resource: GroupVersionResource;
+  readonly subResource?: string;
+  /** Empty on a create whose object has only a `generateName`. */
+  readonly name: string;
+  /** Absent for a cluster-scoped object. */
+  readonly namespace?: string;
+  /** The object as it would be stored (create, update); absent on a delete. Yours to change in `mutate`. */
+  object?: T;
+  /** The object as it is stored now (update, delete). */
+  readonly oldObject?: T;
+  readonly userInfo: UserInfo;
+  /** Nothing will be stored (`--dry-run=server`). */
+  readonly dryRun: boolean;
+  /** The whole request as sent, parsed anew on each read. */
+  readonly raw: Record<string, unknown>;
+}
+
+/** An RFC 6902 JSON patch operation. */
+export interface PatchOperation {
+  op: 'add' | 'remove' | 'replace' | 'move' | 'copy' | 'test';
+  path: string;
+  from?: string;
+  value?: unknown;
+}
+
+/** What a plugin decided about one request: make one with `allow()`, `deny()` or `patched()`. */
+export class Verdict {
+  private constructor();
+  readonly allowed: boolean;
+  /** Why it was denied, shown to whoever made the request. */
+  readonly message?: string;
+  /** The HTTP status of a denial (400–599); 403 when absent. */
+  readonly code?: number;
+  /** Warnings shown to the client, allowed or not. */
+  readonly warnings: readonly string[];
+  /** From `mutate` only: the patch the API server applies to the object. */
+  readonly patch?: readonly PatchOperation[];
+  /** The same verdict with one more warning for the client. */
+  warn(warning: string): Verdict;
+  /** The same verdict with this patch (mutate only); an empty one is no change. Throws a TypeError for a malformed patch. */
+  withPatch(operations: PatchOperation[]): Verdict;
+}
+/** The request may proceed unchanged. */
+export function allow(): Verdict;
+/** The request is refused with `message`; throws a TypeError without a message or with a code outside 400–599. */
+export function deny(message: string, options?: { code?: number }): Verdict;
+/**
+ * Allows the request with its object changed into `changed` (which may be
+ * `request.object`, changed in place): the patch from the object as sent.
+ * An AdmissionError for a request without an object (a delete).
+ */
+export function patched<T extends KubeObject>(request: AdmissionRequest<T>, changed: T | KubeObject): Result<Verdict, AdmissionError>;
+/** The AdmissionReview's `request` as JSON text, checked. */
+export function parseRequest<T extends KubeObject = KubeObject>(json: string): Result<AdmissionRequest<T>, AdmissionError>;
+
+/** What a review handler may return: a verdict, an error value, or a Result of one. */
+export type Review = Verdict | Error | Result<Verdict, Error>;
+
+export interface AdmissionHandlers<T extends KubeObject = KubeObject> {
+  /** Whether the request may proceed; must not patch. Default: `allow()`. */
+  validate?(request: AdmissionRequest<T>): Review;
+  /** May change the object with `patched(request, changed)`; must be idempotent. Default: `allow()`. */
+  mutate?(request: AdmissionRequest<T>): Review;
+}
+
+/** The contract's `admission` export; export it as `admission` and build with `--world controller-with-admission`. */
+export interface AdmissionExport {
+  validate(request: string): unknown;
+  mutate(request: string): unknown;
+}
+export function exportAdmission<T extends KubeObject = KubeObject>(handlers: AdmissionHandlers<T>): AdmissionExport;
+
+/** A parsed label selector (the Rust SDK's grammar): every requirement must hold. */
+export class Selector {
+  private constructor();
+  static parse(text: string): Result<Selector, SelectorError>;
+  readonly requirements: readonly { key: string; operator: 'exists' | 'does-not-exist' | 'in' | 'not-in'; values: readonly string[] }[];
+  /** Whether these labels (absent: none) satisfy every requirement. */
+  matches(labels?: Record<string, string> | null): boolean;
+}
 
 // === Config, events, logs, owners, finalizers ===
 
