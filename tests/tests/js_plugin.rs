@@ -251,6 +251,7 @@ async fn the_javascript_example_on_the_sdk_is_built_for_the_current_contract() -
         report.contains("selector:  leasehold.dev/labeler\n"),
         "{report}"
     );
+    assert!(report.contains("admission: validate, mutate"), "{report}");
     Ok(())
 }
 
@@ -264,7 +265,7 @@ async fn the_javascript_example_passes_its_own_offline_tests() -> anyhow::Result
         .args(["plugin", "test", "--path"])
         .arg(repo_root().join("plugins/examples/labeler-js"));
     let stdout = succeeded(command).await?;
-    assert!(stdout.contains("# pass 4\n"), "{stdout}");
+    assert!(stdout.contains("# pass 7\n"), "{stdout}");
     assert!(stdout.contains("# fail 0\n"), "{stdout}");
     Ok(())
 }

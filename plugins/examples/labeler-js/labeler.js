@@ -7,14 +7,23 @@
  * keys, then records an Event. Because it applies as its own field manager,
  * a label dropped from the configuration is dropped from the ConfigMaps too.
  *
+ * Its admission half (built for the `controller-with-admission` world)
+ * keeps the labels right from the start: `mutate` adds the configured
+ * labels a matching ConfigMap lacks as it is created or updated, so it is
+ * stored labelled before the reconciler sees it, and `validate` refuses a
+ * matching ConfigMap that sets one of them to another value, naming the
+ * label and both values. The Plugin's admission rules choose which
+ * requests are reviewed (ConfigMaps only); the selector is checked here
+ * too, since a rule is not a selector.
+ *
  * Configuration (the Plugin's `spec.config`):
  *
  *     {"selector": "leasehold.dev/labeler=on", "labels": {"team": "payments"}}
  */
 
 import {
-  Api, ConfigMap, done, event, exportController, loadConfig, log, optionalString,
-  optionalStringMap,
+  AdmissionError, Api, ConfigMap, Selector, allow, deny, done, event, exportAdmission,
+  exportController, loadConfig, log, optionalString, optionalStringMap, patched,
 } from '@leasehold/sdk';
 
 /** The controller's name, also its field manager. */
@@ -72,4 +81,54 @@ export const reconciler = exportController({
     return { name: NAME, primary: ConfigMap, labelSelector: selector };
   },
   reconcile,
+});
+
+/**
+ * The configuration and whether the request's ConfigMap matches its
+ * selector: `{selector, labels, object}` for one to review, `{}` for one to let
+ * through as it is, or an error value.
+ */
+function reviewed(request) {
+  if (request.kind.apiVersion !== ConfigMap.apiVersion || request.kind.kind !== ConfigMap.kind) {
+    return new AdmissionError(
+      `${NAME} reviews ConfigMaps, not ${request.kind.apiVersion}/${request.kind.kind}: `
+      + 'its Plugin\'s admission rules must match only configmaps',
+    );
+  }
+  // A delete has nothing to label.
+  if (request.object === undefined) return {};
+  const configured = config();
+  if (!configured.ok) return configured.error;
+  const selector = Selector.parse(configured.value.selector);
+  if (!selector.ok) return selector.error;
+  if (!selector.value.matches(request.object.metadata?.labels)) return {};
+  return { ...configured.value, object: request.object };
+}
+
+/** The `leasehold:controller/admission` export (world `controller-with-admission`). */
+export const admission = exportAdmission({
+  mutate(request) {
+    const review = reviewed(request);
+    if (review instanceof Error) return review;
+    if (!review.object) return allow();
+    const metadata = (review.object.metadata ??= {});
+    const current = (metadata.labels ??= {});
+    for (const [key, value] of Object.entries(review.labels)) {
+      // One set to another value is left for `validate` to refuse.
+      if (!Object.hasOwn(current, key)) current[key] = value;
+    }
+    return patched(request, review.object);
+  },
+
+  validate(request) {
+    const review = reviewed(request);
+    if (review instanceof Error) return review;
+    if (!review.object) return allow();
+    const current = review.object.metadata?.labels ?? {};
+    const conflicts = Object.entries(review.labels)
+      .filter(([key, value]) => Object.hasOwn(current, key) && current[key] !== value)
+      .map(([key, value]) => `label ${key} must be ${JSON.stringify(value)}, not ${JSON.stringify(current[key])}`);
+    if (conflicts.length === 0) return allow();
+    return deny(`${conflicts.join('; ')}: ${NAME} sets the labels of ConfigMaps matching ${review.selector}`);
+  },
 });

@@ -1,12 +1,15 @@
 // The built labeler component on Leasehold's own runtime, against an
 // in-memory cluster (`npm test` builds it first; `leasehold plugin test`
 // runs this with LEASEHOLD naming its binary). LABELER_WASM names another
-// build of it.
+// build of it. Its admission half is reviewed offline by `Admission`, on
+// the bundle the component was built from.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { ConfigMap, Harness, done } from '@leasehold/sdk/testing';
+import {
+  Admission, ConfigMap, Deployment, Harness, ReviewRequest, allow, deny, done,
+} from '@leasehold/sdk/testing';
 
 const component = process.env.LABELER_WASM ?? 'dist/labeler-js.wasm';
 const config = { selector: 'leasehold.dev/labeler=on', labels: { tier: 'config' } };
@@ -72,4 +75,48 @@ test('an unusable configuration is a permanent error', async () => {
   } finally {
     broken.close();
   }
+});
+
+test('mutate labels a selected ConfigMap as it is created, before any reconcile', async () => {
+  const admission = await Admission.load(component, { config });
+  const created = configMap('new', { 'leasehold.dev/labeler': 'on', owner: 'jane' }, { a: '1' });
+
+  const { verdict, object, calls } = await admission.mutate(ReviewRequest.create(created));
+
+  assert.equal(verdict.allowed, true);
+  assert.deepEqual(verdict.patch, [{ op: 'add', path: '/metadata/labels/tier', value: 'config' }]);
+  assert.deepEqual(object.metadata.labels, { 'leasehold.dev/labeler': 'on', owner: 'jane', tier: 'config' });
+  assert.deepEqual(calls, [], 'a review reads nothing from the cluster');
+  // Labelled already, or not selected: nothing to change.
+  assert.deepEqual((await admission.mutate(ReviewRequest.create(object))).verdict, allow());
+  const ignored = configMap('ignored', { 'leasehold.dev/labeler': 'off' });
+  assert.deepEqual((await admission.mutate(ReviewRequest.create(ignored))).verdict, allow());
+  assert.deepEqual((await admission.mutate(ReviewRequest.delete(created))).verdict, allow());
+});
+
+test('validate refuses a selected ConfigMap whose managed label has another value, naming it', async () => {
+  const admission = await Admission.load(component, { config });
+  const changed = configMap('changed', { 'leasehold.dev/labeler': 'on', tier: 'web' });
+
+  const { verdict } = await admission.validate(ReviewRequest.update(configMap('changed', { 'leasehold.dev/labeler': 'on', tier: 'config' }), changed));
+
+  assert.deepEqual(verdict, deny('label tier must be "config", not "web": labeler-js sets the labels of ConfigMaps matching leasehold.dev/labeler=on'));
+  // mutate leaves that one for validate rather than overwrite it.
+  assert.deepEqual((await admission.mutate(ReviewRequest.create(changed))).verdict, allow());
+  const labelled = configMap('labelled', { 'leasehold.dev/labeler': 'on', tier: 'config' });
+  assert.deepEqual((await admission.validate(ReviewRequest.create(labelled))).verdict, allow());
+  const unselected = configMap('unselected', { tier: 'web' });
+  assert.deepEqual((await admission.validate(ReviewRequest.create(unselected))).verdict, allow());
+});
+
+test('a review it cannot decide is an error naming the cause, for the failure policy', async () => {
+  const broken = await Admission.load(component, { config: { selector: 'tier in (a', labels: { tier: 'config' } } });
+  const request = ReviewRequest.create(configMap('any', { tier: 'a' }));
+  assert.deepEqual((await broken.mutate(request)).error, { message: 'unbalanced parentheses in selector "tier in (a"' });
+
+  const admission = await Admission.load(component, { config });
+  const deployment = ReviewRequest.create({ ...Deployment, metadata: { namespace: 'default', name: 'web' } });
+  assert.deepEqual((await admission.validate(deployment)).error, {
+    message: "labeler-js reviews ConfigMaps, not apps/v1/Deployment: its Plugin's admission rules must match only configmaps",
+  });
 });
