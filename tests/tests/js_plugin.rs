@@ -4,19 +4,22 @@
 //! (`plugins/examples/labeler-js`, contract 0.2), and the same labeler on
 //! raw componentize-js bindings for the previous contract
 //! (`tests/fixtures/labeler-v0.1-js`), which the host still runs and names
-//! deprecated. The example also passes its own offline tests
-//! (`leasehold plugin test`, which runs `npm test`).
+//! deprecated. The example's admission half (the SDK's `exportAdmission`)
+//! labels and refuses ConfigMaps through the real API server's webhooks.
+//! The example also passes its own offline tests (`leasehold plugin test`,
+//! which runs `npm test`).
 
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
-use leasehold_tests::fixtures::{rule, service_account_with};
+use kube::api::{DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use leasehold_tests::admission::serving_certificate;
+use leasehold_tests::fixtures::{apply_plugin, install_plugin_crd, rule, service_account_with};
 use leasehold_tests::js_plugin::{js_plugin_component, js_plugins_dir, js_v01_plugin_component};
 use leasehold_tests::{
-    ReplicaProcess, ReplicaSettings, TestCluster, eventually, repo_root, unique_name,
+    ReplicaProcess, ReplicaSettings, TestCluster, eventually, free_address, repo_root, unique_name,
 };
 use serde_json::json;
 
@@ -205,6 +208,181 @@ async fn labels_selected_config_maps_and_follows_their_keys(
     );
     if let Some(compiled) = log.lines().find(|line| line.contains("plugin compiled")) {
         eprintln!("{compiled}");
+    }
+    Ok(())
+}
+
+/// The example's admission half through the API server's own webhook
+/// calls: one replica serving TLS on loopback runs the Plugin (from
+/// `--plugin-root`, the component being too large for a ConfigMap), whose
+/// rules send it every labelled ConfigMap of its namespace; the plugin
+/// checks its own selector, which is narrower.
+#[tokio::test]
+async fn javascript_labeler_labels_config_maps_as_they_are_created_and_refuses_a_changed_label()
+-> anyhow::Result<()> {
+    let cluster = TestCluster::shared().await;
+    install_plugin_crd(&cluster.client()?).await?;
+    let namespace = cluster.namespace("labeler-js-admission").await?;
+    let account = service_account_with(
+        cluster,
+        &namespace,
+        vec![
+            rule(&[""], &["configmaps"], &["get", "list", "watch", "patch"]),
+            rule(&["", "events.k8s.io"], &["events"], &["create", "patch"]),
+        ],
+    )
+    .await?;
+    let component = js_plugin_component();
+    let workdir = tempfile::tempdir()?;
+    let (cert, key) = serving_certificate(workdir.path())?;
+    let listen = free_address()?;
+    let mut settings = ReplicaSettings::fast(&namespace, "leasehold");
+    settings.listen = Some(listen);
+    let path = |path: &std::path::Path| path.display().to_string();
+    settings.extra_args = vec![
+        "--tls-cert-file".into(),
+        path(&cert),
+        "--tls-private-key-file".into(),
+        path(&key),
+        "--admission-url".into(),
+        format!("https://{listen}"),
+        // Self-signed: the certificate is its own authority.
+        "--admission-ca-file".into(),
+        path(&cert),
+        "--plugin-root".into(),
+        path(component.parent().expect("the component's directory")),
+        "--compile-cache".into(),
+        path(&js_plugins_dir().join("compile-cache")),
+    ];
+    let replica = ReplicaProcess::start(
+        "js-admission",
+        &settings,
+        cluster.kubeconfig(),
+        workdir.path(),
+    )
+    .await?;
+
+    let group = unique_name("labeler");
+    let selector = format!("leasehold.dev/labeler={group}");
+    let webhook = json!({
+        "rules": [{"operations": ["CREATE", "UPDATE"], "apiGroups": [""],
+                   "apiVersions": ["v1"], "resources": ["configmaps"]}],
+        "failurePolicy": "Fail",
+        "timeoutSeconds": 10,
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+        "objectSelector": {"matchExpressions": [{"key": "leasehold.dev/labeler", "operator": "Exists"}]},
+    });
+    let resource = kube::discovery::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("leasehold.dev", "v1alpha1", "Plugin"),
+        "plugins",
+    );
+    let plugins: Api<DynamicObject> =
+        Api::namespaced_with(cluster.client()?, &namespace, &resource);
+    apply_plugin(
+        &plugins,
+        "labeler-js",
+        json!({
+            "source": {"image": {"path": component.file_name().expect("a file").to_string_lossy()}},
+            "serviceAccountName": account,
+            "config": {"selector": selector, "labels": {"tier": "config"}},
+            "admission": {"mutating": webhook, "validating": webhook},
+        }),
+    )
+    .await?;
+
+    let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client()?, &namespace);
+    let create = |name: &str, labels: &[(&str, &str)], dry_run: bool| {
+        let config_maps = config_maps.clone();
+        let object = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                        .collect(),
+                ),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        };
+        async move {
+            let params = PostParams {
+                dry_run,
+                ..PostParams::default()
+            };
+            config_maps.create(&params, &object).await
+        }
+    };
+    let refusal = format!(
+        "label tier must be \"config\", not \"other\": labeler-js sets the labels of ConfigMaps matching {selector}"
+    );
+    // The leader writes the webhook configurations once it has compiled the
+    // component; until the API server calls them, nothing is refused.
+    eventually(
+        FIRST_RECONCILE,
+        "the labeler's webhooks in force",
+        || async {
+            match create(
+                "probe",
+                &[("leasehold.dev/labeler", &group), ("tier", "other")],
+                true,
+            )
+            .await
+            {
+                Err(kube::Error::Api(status)) if status.message.contains(&refusal) => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await
+    .map_err(|error| error.context(replica.log()))?;
+
+    let created = create("fresh", &[("leasehold.dev/labeler", &group)], false).await?;
+    assert_eq!(
+        created.labels().get("tier").map(String::as_str),
+        Some("config"),
+        "mutate labelled the ConfigMap before it was stored: {:?}",
+        created.labels()
+    );
+    let unselected = create(
+        "unselected",
+        &[("leasehold.dev/labeler", "elsewhere")],
+        false,
+    )
+    .await?;
+    assert_eq!(
+        unselected.labels().get("tier"),
+        None,
+        "reviewed (the rules send every labelled ConfigMap) but outside the plugin's selector"
+    );
+
+    match create(
+        "refused",
+        &[("leasehold.dev/labeler", &group), ("tier", "other")],
+        false,
+    )
+    .await
+    {
+        Err(kube::Error::Api(status)) => {
+            assert!(status.message.contains(&refusal), "{}", status.message);
+            assert_eq!(status.code, 403, "a denial without a code is 403");
+        }
+        other => panic!("expected the plugin's denial, got {other:?}"),
+    }
+    // An update that changes the managed label is refused too.
+    let changed = config_maps
+        .patch(
+            "fresh",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"tier": "other"}}})),
+        )
+        .await;
+    match changed {
+        Err(kube::Error::Api(status)) => {
+            assert!(status.message.contains(&refusal), "{}", status.message)
+        }
+        other => panic!("expected the plugin's denial of the update, got {other:?}"),
     }
     Ok(())
 }
