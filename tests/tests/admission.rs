@@ -19,7 +19,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{DeleteParams, DynamicObject, PostParams};
 use kube::{Api, Client, ResourceExt};
-use leasehold_tests::admission::{client_trusting, serving_certificate};
+use leasehold_tests::admission::{client_trusting, review_of, serving_certificate};
 use leasehold_tests::fixtures::{apply_plugin, config_map, plugin_namespace, store_component};
 use leasehold_tests::{
     Balancer, ReplicaProcess, ReplicaSettings, TestCluster, eventually, free_address, gone,
@@ -311,6 +311,80 @@ async fn a_plugin_denies_and_mutates_requests_through_the_real_api_server() -> a
         gone(&mutating, &name)
     })
     .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn reviews_sent_by_hand_are_refused_with_a_reason_the_caller_can_act_on() -> anyhow::Result<()>
+{
+    let fixture = Fixture::start("admission-by-hand", 1).await?;
+    // Validating only: asked to mutate, it has nothing to say.
+    let mut webhook = json!({
+        "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                   "resources": ["configmaps"]}],
+        "failurePolicy": "Fail",
+        "objectSelector": {"matchLabels": {REVIEWED_BY: "validator"}},
+    });
+    webhook["namespaceSelector"] =
+        json!({"matchLabels": {"kubernetes.io/metadata.name": fixture.namespace}});
+    apply_plugin(
+        &fixture.plugins()?,
+        "validator",
+        json!({
+            "source": {"configMap": {"name": "misbehaving-component"}},
+            "serviceAccountName": fixture.account,
+            "config": {"selector": "leasehold.dev/misbehave=never"},
+            "admission": {"validating": webhook},
+        }),
+    )
+    .await?;
+    let client = client_trusting(&fixture.workdir.path().join("tls.crt"))?;
+    let url = |plugin: &str, review: &str| {
+        format!(
+            "https://{}/admission/{}/{plugin}/{review}?timeout=2s",
+            fixture.replicas[0].api, fixture.namespace
+        )
+    };
+    let review = review_of(&fixture.namespace, "by-hand", "deny");
+    // Once ready, the plugin answers what is sent by hand as it would the
+    // API server.
+    let answer: Value = eventually(PATIENCE, "the validator ready", || async {
+        let sent = client
+            .post(url("validator", "validate"))
+            .json(&review)
+            .send()
+            .await
+            .ok()?;
+        sent.status()
+            .is_success()
+            .then_some(sent.json().await.ok()?)
+    })
+    .await?;
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+
+    let refusal = |plugin: &'static str, review: &'static str, body: Vec<u8>| {
+        let (client, url) = (&client, url(plugin, review));
+        async move {
+            let sent = client.post(url).body(body).send().await.unwrap();
+            (sent.status().as_u16(), sent.text().await.unwrap())
+        }
+    };
+    let body = serde_json::to_vec(&review)?;
+    let (status, said) = refusal("validator", "mutate", body.clone()).await;
+    assert_eq!(status, 404, "{said}");
+    assert!(
+        said.contains("declares no mutate webhook in spec.admission"),
+        "{said}"
+    );
+    let (status, said) = refusal("validator", "approve", body.clone()).await;
+    assert_eq!(status, 404, "{said}");
+    assert!(said.contains("ends in /mutate or /validate"), "{said}");
+    let (status, said) = refusal("validator", "validate", b"{not json".to_vec()).await;
+    assert_eq!(status, 400, "{said}");
+    assert!(said.contains("not an AdmissionReview"), "{said}");
+    let (status, said) = refusal("nobody", "validate", body).await;
+    assert_eq!(status, 404, "{said}");
+    assert!(said.contains("no plugin"), "{said}");
     Ok(())
 }
 
