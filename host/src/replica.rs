@@ -341,6 +341,7 @@ impl Replica {
             prepared: prepared.clone(),
             reviews: Arc::new(Reviews::new(
                 catalog.clone(),
+                compiler.runtime().clone(),
                 kube_config.clone(),
                 election_config.identity.clone(),
                 metrics.admission.clone(),

@@ -99,6 +99,8 @@ async fn main() {
         .map_or(20_000, |n| n.parse().unwrap());
     let runtime = Runtime::new(None).unwrap();
     let compiled = runtime.compile(&std::fs::read(path).unwrap()).unwrap();
+    // As a replica reviews: on the engine kept for reviews.
+    let compiled = runtime.for_reviews(&compiled).unwrap();
     let limits = Limits::default();
     let backend: Arc<dyn Backend> = Arc::new(Nothing);
     let (mut instantiating, mut reviewing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);

@@ -1,6 +1,7 @@
-//! The wasm runtime: one wasmtime [`Engine`] for every plugin, compiled
-//! components kept as pre-linked [`ControllerPre`]s, and a fresh, bounded
-//! [`Store`] for every call into a plugin.
+//! The wasm runtime: one wasmtime [`Engine`] for every plugin's reconciles
+//! and one for admission reviews, compiled components kept as pre-linked
+//! [`ControllerPre`]s, and a fresh, bounded [`Store`] for every call into a
+//! plugin.
 //!
 //! * **Compile once.** [`Runtime::compile`] turns a component into a
 //!   [`Compiled`] plugin; the compile cache (keyed by the component's digest,
@@ -148,6 +149,17 @@ pub const POOL_INSTANCES: u32 = 256;
 /// Ended instances whose memory is reset at once (see [`Runtime::new`]).
 const DECOMMIT_BATCH: usize = 32;
 
+/// Of an ended review's linear memory, how much stays mapped (the pages it
+/// wrote are reset in place), and of its tables: see [`Runtime::new`].
+/// A Rust plugin's review writes its stack (the first MiB), its data and
+/// the start of its heap.
+const REVIEW_KEEP_RESIDENT: usize = 4 << 20;
+const REVIEW_TABLE_KEEP_RESIDENT: usize = 64 << 10;
+
+/// Ended reviews' slots kept with their pages for the next review of the
+/// same plugin: a few per plugin reviewing at once.
+const REVIEW_WARM_SLOTS: u32 = 32;
+
 /// Largest linear memory any plugin may be granted (the pool reserves this
 /// much address space per slot, not physical memory).
 pub const MAX_MEMORY_BYTES: usize = 512 << 20;
@@ -245,23 +257,82 @@ fn said(last_words: &str) -> String {
     }
 }
 
-/// The engine and the linker shared by every plugin.
+/// The engines and linkers shared by every plugin.
 pub struct Runtime {
-    engine: Engine,
-    linker: Arc<Linker<HostState>>,
+    /// Registrations and reconciles, on the leader.
+    reconciles: Linked,
+    /// Admission reviews, on every replica: the same compiled code, in a
+    /// pool that keeps what a review touched (see [`Runtime::new`]).
+    reviews: Linked,
     ticker: EpochTicker,
     cache: Option<CompileCache>,
 }
 
-/// Advances the engine's epoch on a thread of its own: a plugin spinning on
-/// a tokio worker cannot delay the tick that interrupts it. Stops when the
-/// runtime is dropped.
+/// An engine and the host's imports linked for it.
+struct Linked {
+    engine: Engine,
+    linker: Linker<HostState>,
+}
+
+impl Linked {
+    fn new(pool: PoolingAllocationConfig) -> Result<Self> {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true);
+        // Reconciles never use component-model concurrency; leaving it on
+        // costs every host call several hundred nanoseconds.
+        config.concurrency_support(false);
+        config.epoch_interruption(true);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(Error::Engine)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(Error::Engine)?;
+        // Linked for every plugin; a request leaves only for the hosts its
+        // Plugin allows (see `outbound`).
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(Error::Engine)?;
+        imports::add_to_linker(&mut linker).map_err(Error::Engine)?;
+        previous::add_to_linker(&mut linker).map_err(Error::Engine)?;
+        Ok(Self { engine, linker })
+    }
+
+    /// `component` (compiled for this engine) linked, and where its exports
+    /// are.
+    fn link(&self, component: &Component) -> Result<(Contract, Pre)> {
+        let contract = check_contract(&self.engine, component)?;
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(Error::WrongWorld)?;
+        let pre = match contract {
+            Contract::Current => {
+                let reconciler = reconciler::GuestIndices::new(&pre).map_err(Error::WrongWorld)?;
+                // An `admission` export of the wrong shape is refused, not
+                // ignored: its author meant it to be called.
+                let admission = exports_interface(&self.engine, component, "admission")
+                    .then(|| admission::GuestIndices::new(&pre))
+                    .transpose()
+                    .map_err(Error::WrongWorld)?;
+                Pre::Current {
+                    pre,
+                    reconciler,
+                    admission,
+                }
+            }
+            Contract::Previous => Pre::Previous(PreviousPre::new(pre).map_err(Error::WrongWorld)?),
+        };
+        Ok((contract, pre))
+    }
+}
+
+/// Advances the engines' epochs on a thread of its own: a plugin spinning
+/// on a tokio worker cannot delay the tick that interrupts it. Stops when
+/// the runtime is dropped.
 struct EpochTicker {
     stop: Arc<AtomicBool>,
 }
 
 impl EpochTicker {
-    fn start(engine: Engine) -> Self {
+    fn start(engines: [Engine; 2]) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         std::thread::Builder::new()
@@ -269,7 +340,9 @@ impl EpochTicker {
             .spawn(move || {
                 while !stopped.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
+                    for engine in &engines {
+                        engine.increment_epoch();
+                    }
                 }
             })
             .expect("spawning the epoch thread");
@@ -292,42 +365,49 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    /// Builds the engine; `cache_dir` keeps compiled code across restarts.
+    /// Builds the engines; `cache_dir` keeps compiled code across restarts.
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Self> {
-        let mut config = wasmtime::Config::new();
-        config.wasm_component_model(true);
-        // Reconciles never use component-model concurrency; leaving it on
-        // costs every host call several hundred nanoseconds.
-        config.concurrency_support(false);
-        config.epoch_interruption(true);
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(POOL_INSTANCES);
-        pool.total_core_instances(POOL_INSTANCES * 2);
-        pool.total_memories(POOL_INSTANCES * 2);
-        pool.max_memory_size(MAX_MEMORY_BYTES);
-        // Every reconcile and review instantiates afresh, and each ended
-        // instance's memory is reset with madvise, which on a multithreaded
-        // process costs a TLB shootdown on every core. Resetting in batches
-        // takes most of that off. Measured once while choosing, with the
-        // `review_cost` example at 32 reviews at once on two workers and
-        // the batch changed by hand: 18k reviews/s one by one, 27k by 8,
-        // 31k by 32, for a few MB more resident at most (up to 31 slots per
-        // shard wait for their reset).
-        pool.decommit_batch_size(DECOMMIT_BATCH);
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).map_err(Error::Engine)?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(Error::Engine)?;
-        // Linked for every plugin; a request leaves only for the hosts its
-        // Plugin allows (see `outbound`).
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-            .map_err(Error::Engine)?;
-        imports::add_to_linker(&mut linker).map_err(Error::Engine)?;
-        previous::add_to_linker(&mut linker).map_err(Error::Engine)?;
-        let ticker = EpochTicker::start(engine.clone());
+        let pool = || {
+            let mut pool = PoolingAllocationConfig::default();
+            pool.total_component_instances(POOL_INSTANCES);
+            pool.total_core_instances(POOL_INSTANCES * 2);
+            pool.total_memories(POOL_INSTANCES * 2);
+            pool.max_memory_size(MAX_MEMORY_BYTES);
+            // Every reconcile and review instantiates afresh, and each
+            // ended instance's memory is reset with madvise, which on a
+            // multithreaded process costs a TLB shootdown on every core.
+            // Resetting in batches takes most of that off. Measured once
+            // while choosing, with the `review_cost` example at 32 reviews
+            // at once on two workers and the batch changed by hand: 18k
+            // reviews/s one by one, 27k by 8, 31k by 32, for a few MB more
+            // resident at most (up to 31 slots per shard wait for their
+            // reset).
+            pool.decommit_batch_size(DECOMMIT_BATCH);
+            pool
+        };
+        let reconciles = Linked::new(pool())?;
+        // A review's instance is fresh, and the pages it touches (its
+        // stack, data and the start of its heap: about ten) would each
+        // fault on first touch, which cost a review 13 of its 21 µs in
+        // `review_cost`, and more with its caches cold. Reset in place
+        // instead (the pages it wrote, found with PAGEMAP_SCAN where the
+        // kernel has it), they stay mapped for the next review in the
+        // slot: 21 → 8 µs a review hot, 72 → 40 µs cold, and 32k → 36k
+        // reviews/s at 32 at once, the reset moving after the answer. Not
+        // for reconciles: every ended reconcile's slot would keep its
+        // pages, and ten loaded plugins cost 1 MiB each more (`make
+        // bench-scale`).
+        let mut reviewing = pool();
+        reviewing
+            .linear_memory_keep_resident(REVIEW_KEEP_RESIDENT)
+            .table_keep_resident(REVIEW_TABLE_KEEP_RESIDENT)
+            .pagemap_scan(wasmtime::Enabled::Auto)
+            .max_unused_warm_slots(REVIEW_WARM_SLOTS);
+        let reviews = Linked::new(reviewing)?;
+        let ticker = EpochTicker::start([reconciles.engine.clone(), reviews.engine.clone()]);
         Ok(Self {
-            engine,
-            linker: Arc::new(linker),
+            reconciles,
+            reviews,
             ticker,
             cache: cache_dir.map(CompileCache::new),
         })
@@ -344,45 +424,64 @@ impl Runtime {
         let cached = self
             .cache
             .as_ref()
-            .and_then(|cache| cache.load(&self.engine, &digest));
+            .and_then(|cache| cache.load(&self.reconciles.engine, &digest));
         let component = match cached {
             Some(component) => component,
             None => {
-                let compiled = Component::new(&self.engine, bytes).map_err(Error::Compile)?;
+                let compiled =
+                    Component::new(&self.reconciles.engine, bytes).map_err(Error::Compile)?;
                 // Mapped back from the cache when it can be kept there: the
                 // freshly compiled copy is all resident, the mapped one only
                 // where it runs.
                 self.cache
                     .as_ref()
-                    .and_then(|cache| cache.store(&self.engine, &digest, &compiled))
+                    .and_then(|cache| cache.store(&self.reconciles.engine, &digest, &compiled))
                     .unwrap_or(compiled)
             }
         };
-        let contract = check_contract(&self.engine, &component)?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(Error::WrongWorld)?;
-        let pre = match contract {
-            Contract::Current => {
-                let reconciler = reconciler::GuestIndices::new(&pre).map_err(Error::WrongWorld)?;
-                // An `admission` export of the wrong shape is refused, not
-                // ignored: its author meant it to be called.
-                let admission = exports_interface(&self.engine, &component, "admission")
-                    .then(|| admission::GuestIndices::new(&pre))
-                    .transpose()
-                    .map_err(Error::WrongWorld)?;
-                Pre::Current {
-                    pre,
-                    reconciler,
-                    admission,
-                }
-            }
-            Contract::Previous => Pre::Previous(PreviousPre::new(pre).map_err(Error::WrongWorld)?),
-        };
+        let (contract, pre) = self.reconciles.link(&component)?;
         Ok(Compiled {
             digest,
             compile_time: started.elapsed(),
+            contract,
+            pre: Arc::new(pre),
+        })
+    }
+
+    /// The plugin `compiled` again, for admission reviews: its code on the
+    /// engine kept for reviews (mapped from the compile cache, or copied),
+    /// whose instances keep the pages a review touched. Made for a plugin
+    /// when it is first reviewed, so a plugin never reviewed costs nothing.
+    pub fn for_reviews(&self, compiled: &Compiled) -> Result<Compiled> {
+        let Pre::Current {
+            pre,
+            admission: Some(_),
+            ..
+        } = &*compiled.pre
+        else {
+            return Err(Error::NoAdmission);
+        };
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.load(&self.reviews.engine, &compiled.digest));
+        let component = match cached {
+            Some(component) => component,
+            None => {
+                let artifact = pre.component().serialize().map_err(Error::Engine)?;
+                // SAFETY: `deserialize` trusts its bytes to be an artifact
+                // wasmtime wrote; these were written just now, by this
+                // process's wasmtime, from code it compiled or loaded (and
+                // both engines compile alike: only their pools differ).
+                #[allow(unsafe_code)]
+                unsafe { Component::deserialize(&self.reviews.engine, &artifact) }
+                    .map_err(Error::Engine)?
+            }
+        };
+        let (contract, pre) = self.reviews.link(&component)?;
+        Ok(Compiled {
+            digest: compiled.digest.clone(),
+            compile_time: compiled.compile_time,
             contract,
             pre: Arc::new(pre),
         })

@@ -32,7 +32,7 @@ use crate::controllers::throttle::Unaccounted;
 use crate::election::fence::Fence;
 use crate::plugins::resource::FailurePolicy;
 use crate::plugins::{Catalog, LoadedPlugin, State};
-use crate::runtime::{Backend, Instance, Review, Verdict, cut};
+use crate::runtime::{Backend, Instance, Review, Runtime, Verdict, cut};
 
 /// Warnings passed on from one verdict; the API server truncates beyond
 /// about this many anyway.
@@ -69,6 +69,13 @@ pub enum ReviewError {
         plugin: String,
         review: &'static str,
     },
+    /// The plugin's code could not be made ready for reviews.
+    #[error("cannot prepare plugin {plugin} for reviews")]
+    Prepare {
+        plugin: String,
+        #[source]
+        source: crate::runtime::Error,
+    },
     /// The client the plugin's host calls go through could not be built.
     #[error("cannot build a client for plugin {plugin}")]
     Client {
@@ -81,6 +88,8 @@ pub enum ReviewError {
 /// Every plugin's admission reviews on this replica.
 pub struct Reviews {
     catalog: watch::Receiver<Catalog>,
+    /// Where each reviewed plugin's code is made ready for reviews.
+    runtime: Arc<Runtime>,
     kube_config: kube::Config,
     identity: String,
     metrics: AdmissionMetrics,
@@ -127,6 +136,7 @@ impl std::fmt::Debug for Reviews {
 
 /// One version of one plugin, ready to review.
 struct Reviewer {
+    /// Compiled for the runtime's review engine.
     plugin: LoadedPlugin,
     /// Answers its host calls as its account, reads only.
     backend: Arc<dyn Backend>,
@@ -179,6 +189,7 @@ const REVIEW_KIND: &str = "AdmissionReview";
 impl Reviews {
     pub fn new(
         catalog: watch::Receiver<Catalog>,
+        runtime: Arc<Runtime>,
         kube_config: kube::Config,
         identity: String,
         metrics: AdmissionMetrics,
@@ -186,6 +197,7 @@ impl Reviews {
         Self {
             reviewers: Mutex::new(Known::new(catalog.clone())),
             catalog,
+            runtime,
             kube_config,
             identity,
             metrics,
@@ -269,28 +281,36 @@ impl Reviews {
     /// The reviewer of the plugin's current version; the last ready one
     /// while a new version is prepared or has failed.
     fn reviewer(&self, key: &str) -> Result<Arc<Reviewer>, ReviewError> {
-        // The catalog borrowed after pruning, so never older than what was
-        // pruned against.
-        let mut known = lock(&self.reviewers);
-        let reviewers = known.current();
-        let catalog = self.catalog.borrow();
-        let Some(entry) = catalog.entries.get(key) else {
-            reviewers.remove(key);
-            return Err(ReviewError::UnknownPlugin(key.to_owned()));
+        let loaded = {
+            // The catalog borrowed after pruning, so never older than what
+            // was pruned against.
+            let mut known = lock(&self.reviewers);
+            let reviewers = known.current();
+            let catalog = self.catalog.borrow();
+            let Some(entry) = catalog.entries.get(key) else {
+                reviewers.remove(key);
+                return Err(ReviewError::UnknownPlugin(key.to_owned()));
+            };
+            let State::Ready(loaded) = &entry.state else {
+                return reviewers
+                    .get(key)
+                    .cloned()
+                    .ok_or_else(|| ReviewError::NotReady(key.to_owned()));
+            };
+            if let Some(reviewer) = reviewers.get(key)
+                && reviewer.plugin.same_version(loaded)
+            {
+                return Ok(reviewer.clone());
+            }
+            loaded.clone()
         };
-        let State::Ready(loaded) = &entry.state else {
-            return reviewers
-                .get(key)
-                .cloned()
-                .ok_or_else(|| ReviewError::NotReady(key.to_owned()));
-        };
-        if let Some(reviewer) = reviewers.get(key)
-            && reviewer.plugin.same_version(loaded)
-        {
-            return Ok(reviewer.clone());
-        }
-        let reviewer = Arc::new(self.reviewer_of(loaded)?);
-        reviewers.insert(key.to_owned(), reviewer.clone());
+        // Made without the lock (mapping or copying the plugin's code takes
+        // a millisecond or more) so other plugins' reviews go on; two first
+        // reviews at once may both make one, and the last is kept.
+        let reviewer = Arc::new(self.reviewer_of(&loaded)?);
+        lock(&self.reviewers)
+            .current()
+            .insert(key.to_owned(), reviewer.clone());
         Ok(reviewer)
     }
 
@@ -311,11 +331,27 @@ impl Reviews {
             plugin: definition.name.clone(),
             source,
         })?;
+        // A plugin without the export declares no webhook either (the
+        // catalog refuses that), so it is never asked, and its code is not
+        // copied: its reviews are refused as undeclared.
+        let compiled = if plugin.compiled.admits() {
+            self.runtime
+                .for_reviews(&plugin.compiled)
+                .map_err(|source| ReviewError::Prepare {
+                    plugin: definition.name.clone(),
+                    source,
+                })?
+        } else {
+            plugin.compiled.clone()
+        };
         Ok(Reviewer {
             slots: Semaphore::new(definition.limits.concurrency.into()),
             spare: Mutex::default(),
             backend: Arc::new(bridge),
-            plugin: plugin.clone(),
+            plugin: LoadedPlugin {
+                definition: definition.clone(),
+                compiled,
+            },
         })
     }
 }
@@ -736,6 +772,7 @@ mod tests {
         let (_catalog, watched) = watch::channel(Catalog::default());
         let reviews = Reviews::new(
             watched,
+            Arc::new(Runtime::new(None).unwrap()),
             kube::Config::new("http://127.0.0.1:1".parse().unwrap()),
             "replica".into(),
             AdmissionMetrics::default(),

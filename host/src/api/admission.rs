@@ -77,6 +77,8 @@ async fn review(
             Err(ApiError::NotFound(error.to_string()))
         }
         Err(error @ ReviewError::NotReady(_)) => Err(ApiError::Unavailable(error.to_string())),
-        Err(error @ ReviewError::Client { .. }) => Err(ApiError::Internal(Box::new(error))),
+        Err(error @ (ReviewError::Client { .. } | ReviewError::Prepare { .. })) => {
+            Err(ApiError::Internal(Box::new(error)))
+        }
     }
 }
