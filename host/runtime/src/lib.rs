@@ -152,13 +152,16 @@ const DECOMMIT_BATCH: usize = 32;
 /// Of an ended review's linear memory, how much stays mapped (the pages it
 /// wrote are reset in place), and of its tables: see [`Runtime::new`].
 /// A Rust plugin's review writes its stack (the first MiB), its data and
-/// the start of its heap.
-const REVIEW_KEEP_RESIDENT: usize = 4 << 20;
+/// the start of its heap; 1 MiB was too little (the rest decommitted, 12k
+/// instead of 40k reviews/s in `review_cost`), 4 MiB no faster.
+const REVIEW_KEEP_RESIDENT: usize = 2 << 20;
 const REVIEW_TABLE_KEEP_RESIDENT: usize = 64 << 10;
 
-/// Ended reviews' slots kept with their pages for the next review of the
-/// same plugin: a few per plugin reviewing at once.
-const REVIEW_WARM_SLOTS: u32 = 32;
+/// Ended reviews' slots kept with their pages, for any plugin's next
+/// review: with [`REVIEW_KEEP_RESIDENT`], at most 32 MiB of written pages
+/// (and the mapped image pages they read) held for reviews to come. Two
+/// alternate while reviews come one at a time (the spare and the last).
+const REVIEW_WARM_SLOTS: u32 = 16;
 
 /// Largest linear memory any plugin may be granted (the pool reserves this
 /// much address space per slot, not physical memory).
@@ -392,11 +395,11 @@ impl Runtime {
         // `review_cost`, and more with its caches cold. Reset in place
         // instead (the pages it wrote, found with PAGEMAP_SCAN where the
         // kernel has it), they stay mapped for the next review in the
-        // slot: 21 → 8 µs a review hot, 72 → 40 µs cold, and 32k → 36k
-        // reviews/s at 32 at once, the reset moving after the answer. Not
-        // for reconciles: every ended reconcile's slot would keep its
-        // pages, and ten loaded plugins cost 1 MiB each more (`make
-        // bench-scale`).
+        // slot: 21 → 8 µs a review hot, 72 → 40 µs cold, and 32k → 40k
+        // reviews/s at 32 at once, the reset (7 → 28 µs) moving after the
+        // answer; the JavaScript example, 557 → 721 reviews/s. Not for
+        // reconciles: every ended reconcile's slot would keep its pages,
+        // and ten loaded plugins cost 1 MiB each more (`make bench-scale`).
         let mut reviewing = pool();
         reviewing
             .linear_memory_keep_resident(REVIEW_KEEP_RESIDENT)
