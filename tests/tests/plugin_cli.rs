@@ -157,26 +157,32 @@ async fn names_that_are_not_dns_labels_are_refused() {
     );
 }
 
-/// What an author does with `--lang js`: `new`, `build` (npm install, npm
-/// run build), `validate`, `test` (npm test: the component on the harness
-/// through `leasehold plugin run`). Needs Node.js and npm.
-#[tokio::test]
-async fn a_new_javascript_plugin_builds_passes_its_test_and_validates() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let package = dir.path().join("hello-js");
+/// What an author does with `--lang js`: `new` (with `args`), `build`
+/// (npm install, npm run build), `validate`, `test` (npm test: the
+/// component on the harness through `leasehold plugin run`); returns the
+/// package's path, what validate printed and what test printed. Needs
+/// Node.js and npm.
+async fn scaffold_and_check_js(
+    dir: &Path,
+    name: &str,
+    args: &[&str],
+) -> anyhow::Result<(String, String, String)> {
+    let package = dir.join(name);
     let path = package.to_str().unwrap();
     let started = Instant::now();
 
-    let created = plugin(&["new", "hello-js", "--lang", "js", "--path", path]).await;
+    let mut new = vec!["new", name, "--lang", "js", "--path", path];
+    new.extend_from_slice(args);
+    let created = plugin(&new).await;
     assert_succeeds(&created);
     assert!(stdout(&created).contains("using the SDK source in"));
     let built = plugin(&["build", "--path", path]).await;
     assert_succeeds(&built);
     eprintln!(
-        "plugin new --lang js to built component: {:?}",
+        "plugin new --lang js {args:?} to built component: {:?}",
         started.elapsed()
     );
-    let component = package.join("dist/hello-js.wasm");
+    let component = package.join(format!("dist/{name}.wasm"));
     assert!(
         stdout(&built).contains(&format!("component: {}", component.display())),
         "{}",
@@ -185,36 +191,69 @@ async fn a_new_javascript_plugin_builds_passes_its_test_and_validates() -> anyho
 
     let validated = plugin(&["validate", component.to_str().unwrap()]).await;
     assert_succeeds(&validated);
-    let report = stdout(&validated);
+
+    let tested = plugin(&["test", "--path", path]).await;
+    assert_succeeds(&tested);
+    Ok((path.to_owned(), stdout(&validated), stdout(&tested)))
+}
+
+#[tokio::test]
+async fn a_new_javascript_plugin_builds_passes_its_test_and_validates() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+
+    let (path, report, tested) = scaffold_and_check_js(dir.path(), "hello-js", &[]).await?;
+
     for expected in [
         "contract:  leasehold:controller@0.2.0\n",
+        "admission: (none)",
         "name:      hello-js",
         "primary:   v1/ConfigMap",
         "selector:  example.com/hello-js=true",
     ] {
         assert!(report.contains(expected), "{expected:?} not in:\n{report}");
     }
+    for expected in ["# pass 1\n", "# fail 0\n"] {
+        assert!(tested.contains(expected), "{expected:?} not in:\n{tested}");
+    }
 
-    let tested = plugin(&["test", "--path", path]).await;
-    assert_succeeds(&tested);
-    assert!(
-        stdout(&tested).contains("# pass 1\n"),
-        "{}",
-        stdout(&tested)
-    );
-    assert!(
-        stdout(&tested).contains("# fail 0\n"),
-        "{}",
-        stdout(&tested)
-    );
-
-    let again = plugin(&["new", "hello-js", "--lang", "js", "--path", path]).await;
+    let again = plugin(&["new", "hello-js", "--lang", "js", "--path", &path]).await;
     assert_fails_with(&again, "exists and is not empty");
     Ok(())
 }
 
+/// `--lang js --admission`: built for `controller-with-admission`, so the
+/// component exports the check, and its npm test reviews it offline.
 #[tokio::test]
-async fn a_new_plugin_refuses_an_unknown_language_and_what_its_language_cannot_scaffold() {
+async fn a_new_javascript_plugin_with_admission_builds_passes_its_tests_and_exports_both_halves()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+
+    let (_, report, tested) =
+        scaffold_and_check_js(dir.path(), "hello-check-js", &["--admission"]).await?;
+
+    for expected in [
+        "contract:  leasehold:controller@0.2.0\n",
+        "admission: validate, mutate",
+        "name:      hello-check-js",
+        "selector:  example.com/hello-check-js=true",
+    ] {
+        assert!(report.contains(expected), "{expected:?} not in:\n{report}");
+    }
+    // The reconciler's test and the admission check's two.
+    for expected in [
+        " - a labelled ConfigMap is greeted as configured\n",
+        " - a label that is not true or false is denied with the reason\n",
+        " - true, false, no label and a delete are allowed\n",
+        "# pass 3\n",
+        "# fail 0\n",
+    ] {
+        assert!(tested.contains(expected), "{expected:?} not in:\n{tested}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_new_plugin_refuses_an_unknown_language_a_bad_name_and_a_missing_sdk() {
     let dir = tempfile::tempdir().unwrap();
     let output = plugin_in(dir.path(), &["new", "hello", "--lang", "go"]).await;
     assert_fails_with(&output, "invalid value 'go' for '--lang <LANG>'");
@@ -225,8 +264,6 @@ async fn a_new_plugin_refuses_an_unknown_language_and_what_its_language_cannot_s
         &output,
         "invalid plugin name \"My_Plugin\": must be a DNS label",
     );
-    let output = plugin_in(dir.path(), &["new", "hello", "--lang", "js", "--admission"]).await;
-    assert_fails_with(&output, "--admission is not scaffolded for --lang js yet");
     let output = plugin_in(
         dir.path(),
         &["new", "hello", "--lang", "js", "--sdk-path", "/nowhere"],

@@ -1,6 +1,7 @@
 //! `leasehold plugin new`: a plugin that builds to a component and passes
 //! its own test before the author changes a line: a Rust crate on
-//! `leasehold-sdk`, or (`--lang js`) an npm package on `@leasehold/sdk`.
+//! `leasehold-sdk`, or (`--lang js`) an npm package on `@leasehold/sdk`;
+//! either with an admission check beside the reconciler (`--admission`).
 
 use std::path::{Path, PathBuf};
 
@@ -116,13 +117,15 @@ pub struct Options {
     /// this binary was built from, if it is still there].
     #[arg(long, value_name = "DIR")]
     sdk_path: Option<PathBuf>,
-    /// Also scaffold an admission check (`src/policy.rs`), which the API
-    /// server asks before it stores a ConfigMap, with its own test.
+    /// Also scaffold an admission check, which the API server asks before
+    /// it stores a ConfigMap, with its own test: `src/policy.rs`, or with
+    /// --lang js plugin.js's `admission` export and
+    /// `test/admission.test.js`.
     #[arg(long)]
     admission: bool,
 }
 
-/// What a new crate holds besides the reconciler.
+/// What a new plugin holds besides the reconciler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Halves {
     /// The reconciler only (world `controller`).
@@ -180,13 +183,6 @@ impl Sdk {
 
 pub(super) fn run(options: Options) -> Result<()> {
     check_name(&options.name, options.lang)?;
-    if options.lang == Lang::Js && options.admission {
-        return Err(Error::Unsupported(
-            "--admission is not scaffolded for --lang js yet; use --lang rust, \
-             or add the admission export to the JavaScript plugin by hand"
-                .into(),
-        ));
-    }
     let dir = options.path.unwrap_or_else(|| PathBuf::from(&options.name));
     check_empty(&dir)?;
     let checkout = match options.lang {
@@ -199,16 +195,14 @@ pub(super) fn run(options: Options) -> Result<()> {
         Path::new(checkout),
     )?;
 
+    let halves = if options.admission {
+        Halves::WithAdmission
+    } else {
+        Halves::Reconciler
+    };
     let files = match options.lang {
-        Lang::Rust => {
-            let halves = if options.admission {
-                Halves::WithAdmission
-            } else {
-                Halves::Reconciler
-            };
-            scaffold(&options.name, &sdk, halves)
-        }
-        Lang::Js => scaffold_js(&options.name, &sdk),
+        Lang::Rust => scaffold(&options.name, &sdk, halves),
+        Lang::Js => scaffold_js(&options.name, &sdk, halves),
     };
     for (file, text) in files {
         write(&dir.join(file), text.as_bytes())?;
@@ -232,10 +226,41 @@ pub(super) fn run(options: Options) -> Result<()> {
     }
 
     println!("created plugin {} in {}", options.name, dir.display());
-    println!("next:");
-    println!("  leasehold plugin test --path {}", dir.display());
-    println!("  leasehold plugin build --path {}", dir.display());
+    print!("{}", next_steps(&dir, halves));
     Ok(())
+}
+
+/// What to do after `new`, in either language: test and build; and for an
+/// admission check, declare in the Plugin what it reviews, since the API
+/// server asks it about nothing else.
+fn next_steps(dir: &Path, halves: Halves) -> String {
+    let dir = dir.display();
+    let mut steps = format!(
+        "next:\n  leasehold plugin test --path {dir}\n  leasehold plugin build --path {dir}\n"
+    );
+    if halves == Halves::WithAdmission {
+        steps.push_str(&format!(
+            "  declare what the admission check reviews in the Plugin's spec.admission:\n{}",
+            indented(ADMISSION_DECLARATION, "    ")
+        ));
+    }
+    steps
+}
+
+/// The Plugin's `spec.admission` for the scaffolded check: creates and
+/// updates of ConfigMaps, the kind it knows.
+const ADMISSION_DECLARATION: &str = r#"spec:
+  admission:
+    validating:
+      rules:
+        - {operations: [CREATE, UPDATE], apiGroups: [""], apiVersions: [v1], resources: [configmaps]}
+"#;
+
+/// `text` with `prefix` before each line: the declaration in a comment.
+fn indented(text: &str, prefix: &str) -> String {
+    text.lines()
+        .map(|line| format!("{prefix}{line}\n"))
+        .collect()
 }
 
 /// A plugin name is the Plugin's name in Kubernetes and the crate's or
@@ -329,6 +354,7 @@ pub(super) fn scaffold(name: &str, sdk: &Sdk, halves: Halves) -> Vec<(&'static s
             .replace("{{name}}", name)
             .replace("{{Type}}", &type_name(name))
             .replace("{{sdk}}", &sdk.dependency())
+            .replace("{{declaration}}", &indented(ADMISSION_DECLARATION, "//! "))
     };
     let mut files = vec![
         ("Cargo.toml", fill(CARGO_TOML)),
@@ -472,7 +498,11 @@ mod policy;
 
 // `r##`: the template holds a raw string of its own.
 const POLICY_RS: &str = r##"//! {{name}}'s admission check: the API server asks it about every request
-//! the Plugin's admission rules match, before the object is stored.
+//! the Plugin's admission rules match, before the object is stored. The
+//! Plugin declares them in `spec.admission`; without them nothing is asked:
+//!
+//! ```yaml
+{{declaration}}//! ```
 //!
 //! `validate` denies a ConfigMap whose `example.com/{{name}}` label is
 //! neither `true` nor `false`, so that a typo such as `yes` does not leave
@@ -559,18 +589,27 @@ mod tests {
 "##;
 
 /// The files of a new JavaScript plugin, relative to its directory.
-pub(super) fn scaffold_js(name: &str, sdk: &Sdk) -> Vec<(&'static str, String)> {
+pub(super) fn scaffold_js(name: &str, sdk: &Sdk, halves: Halves) -> Vec<(&'static str, String)> {
     let manifest: serde_json::Value =
         serde_json::from_str(SDK_JS_MANIFEST).expect("the SDK's package.json is JSON");
     // The build tools, at the versions the SDK is built with.
     let tools = &manifest["devDependencies"];
+    // componentize-js exports `admission` only when the world has it.
+    let (world, imports, admission) = match halves {
+        Halves::Reconciler => ("", JS_IMPORTS, ""),
+        Halves::WithAdmission => (
+            " --world controller-with-admission",
+            JS_IMPORTS_WITH_ADMISSION,
+            ADMISSION_JS,
+        ),
+    };
     let package = serde_json::json!({
         "name": name,
         "version": "0.1.0",
         "private": true,
         "type": "module",
         "scripts": {
-            "build": format!("leasehold-js build plugin.js --out dist/{name}.wasm"),
+            "build": format!("leasehold-js build plugin.js --out dist/{name}.wasm{world}"),
             "pretest": "npm run build",
             "test": "node --test",
         },
@@ -578,8 +617,15 @@ pub(super) fn scaffold_js(name: &str, sdk: &Sdk) -> Vec<(&'static str, String)> 
         "dependencies": { "@leasehold/sdk": sdk.npm_specifier() },
         "devDependencies": tools,
     });
-    let fill = |template: &str| template.replace("{{name}}", name);
-    vec![
+    // The fragments first: they hold placeholders of their own.
+    let fill = |template: &str| {
+        template
+            .replace("{{imports}}", imports)
+            .replace("{{admission}}", admission)
+            .replace("{{name}}", name)
+            .replace("{{declaration}}", &indented(ADMISSION_DECLARATION, " * "))
+    };
+    let mut files = vec![
         (
             "package.json",
             serde_json::to_string_pretty(&package).expect("json") + "\n",
@@ -587,7 +633,11 @@ pub(super) fn scaffold_js(name: &str, sdk: &Sdk) -> Vec<(&'static str, String)> 
         ("plugin.js", fill(PLUGIN_JS)),
         ("test/plugin.test.js", fill(PLUGIN_TEST_JS)),
         (".gitignore", "node_modules/\ndist/\n".to_owned()),
-    ]
+    ];
+    if halves == Halves::WithAdmission {
+        files.push(("test/admission.test.js", fill(ADMISSION_TEST_JS)));
+    }
+    files
 }
 
 const PLUGIN_JS: &str = r#"/**
@@ -596,13 +646,13 @@ const PLUGIN_JS: &str = r#"/**
  * It reconciles ConfigMaps labelled `example.com/{{name}}=true` and writes a
  * greeting into each. Change `registration` to choose what to watch and
  * `reconcile` to decide what to do; `npm test` builds the component and
- * runs test/plugin.test.js against it, offline.
+ * runs the tests in test/ against it, offline.
  *
  * Configuration (the Plugin's `spec.config`): `{"greeting": "hello"}`.
  */
 
 import {
-  Api, ConfigMap, done, exportController, loadConfig, log, optionalString,
+  {{imports}}
 } from '@leasehold/sdk';
 
 /** The controller's name, also its field manager. */
@@ -629,6 +679,49 @@ export const reconciler = exportController({
     if (!applied.ok) return applied.error;
     log.info('greeted', { name });
     return done();
+  },
+});
+{{admission}}"#;
+
+/// `plugin.js`'s imports without admission.
+const JS_IMPORTS: &str = "Api, ConfigMap, done, exportController, loadConfig, log, optionalString,";
+
+/// `plugin.js`'s imports with admission.
+const JS_IMPORTS_WITH_ADMISSION: &str =
+    "Api, ConfigMap, allow, deny, done, exportAdmission, exportController, loadConfig, log,
+  optionalString,";
+
+/// `plugin.js`'s admission export, after the reconciler: `POLICY_RS`'s
+/// check, in JavaScript.
+const ADMISSION_JS: &str = r#"
+/** The label whose value must be `true` or `false`. */
+const LABEL = 'example.com/{{name}}';
+
+/**
+ * The admission check (built with `--world controller-with-admission`):
+ * the API server asks it about every request the Plugin's admission rules
+ * match, before the object is stored. The Plugin declares them in
+ * `spec.admission`; without them nothing is asked:
+ *
+ * ```yaml
+{{declaration}} * ```
+ *
+ * `validate` denies a ConfigMap whose `example.com/{{name}}` label is
+ * neither `true` nor `false`, so that a typo such as `yes` does not leave
+ * it silently unreconciled. `mutate` keeps its default here (allow,
+ * unchanged); to default or fix an object, add `mutate(request)`: change
+ * `request.object` and return `patched(request, request.object)`.
+ *
+ * Every replica answers, leader or not, each review in a fresh instance
+ * within the plugin's limits: keep reviews quick and keep no state.
+ */
+export const admission = exportAdmission({
+  validate(request) {
+    // A delete has no new object to check.
+    if (request.object === undefined) return allow();
+    const value = request.object.metadata?.labels?.[LABEL];
+    if (value === undefined || value === 'true' || value === 'false') return allow();
+    return deny(`label ${LABEL} must be "true" or "false", not ${JSON.stringify(value)}`);
   },
 });
 "#;
@@ -660,6 +753,45 @@ test('a labelled ConfigMap is greeted as configured', async () => {
   assert.deepEqual(result.calls, ['apply v1/ConfigMap default/settings -> ok']);
   const greeted = await harness.get({ ...ConfigMap, namespace: 'default', name: 'settings' });
   assert.equal(greeted.data.greeting, 'hi, settings');
+});
+"#;
+
+const ADMISSION_TEST_JS: &str = r#"// plugin.js's admission check, reviewed offline as the API server would ask
+// it: in Node, on the bundle the component was built from (`npm test`
+// builds it first), with no cluster.
+
+import assert from 'node:assert/strict';
+import { before, test } from 'node:test';
+
+import { Admission, ConfigMap, ReviewRequest, allow, deny } from '@leasehold/sdk/testing';
+
+function labelled(value) {
+  return {
+    ...ConfigMap,
+    metadata: { namespace: 'default', name: 'settings', labels: { 'example.com/{{name}}': value } },
+  };
+}
+
+let admission;
+before(async () => {
+  admission = await Admission.load('dist/{{name}}.wasm');
+});
+
+test('a label that is not true or false is denied with the reason', async () => {
+  const { verdict } = await admission.validate(ReviewRequest.create(labelled('yes')));
+
+  assert.deepEqual(verdict, deny('label example.com/{{name}} must be "true" or "false", not "yes"'));
+});
+
+test('true, false, no label and a delete are allowed', async () => {
+  for (const value of ['true', 'false']) {
+    const { verdict } = await admission.validate(ReviewRequest.create(labelled(value)));
+    assert.deepEqual(verdict, allow(), value);
+  }
+  const unlabelled = { ...ConfigMap, metadata: { namespace: 'default', name: 'plain' } };
+  assert.deepEqual((await admission.validate(ReviewRequest.create(unlabelled))).verdict, allow());
+  // A delete has no new object: there is nothing to check.
+  assert.deepEqual((await admission.validate(ReviewRequest.delete(labelled('yes')))).verdict, allow());
 });
 "#;
 
@@ -772,6 +904,8 @@ mod tests {
         assert!(lib.contains("export_controller!(MyPlugin, admission: policy::Policy);"));
         let policy = file("src/policy.rs");
         assert!(policy.contains("impl Admission for Policy"));
+        assert!(policy.contains("`spec.admission`"));
+        assert!(policy.contains("\n//!   admission:\n"));
         assert!(policy.contains("const LABEL: &str = \"example.com/my-plugin\";"));
         assert!(policy.contains("FakeCluster::new().validate(&Policy, &request)"));
         for (name, text) in &files {
@@ -797,7 +931,7 @@ mod tests {
         );
         std::fs::remove_dir_all(&checkout).unwrap();
 
-        let files = scaffold_js("my-plugin", &Sdk::Published("1.2.3"));
+        let files = scaffold_js("my-plugin", &Sdk::Published("1.2.3"), Halves::Reconciler);
         let names: Vec<_> = files.iter().map(|(file, _)| *file).collect();
         assert_eq!(
             names,
@@ -818,12 +952,75 @@ mod tests {
         );
         let sdk = Sdk::Path(PathBuf::from("/sdk-js"));
         let package: serde_json::Value =
-            serde_json::from_str(&scaffold_js("my-plugin", &sdk)[0].1).unwrap();
+            serde_json::from_str(&scaffold_js("my-plugin", &sdk, Halves::Reconciler)[0].1).unwrap();
         assert_eq!(package["dependencies"]["@leasehold/sdk"], "file:/sdk-js");
         for (name, text) in &files {
             assert!(!text.contains("{{"), "{name}: every placeholder is filled");
         }
         assert!(files[1].1.contains("const NAME = 'my-plugin';"));
+        assert!(
+            !files[1].1.contains("admission"),
+            "no admission unless asked"
+        );
+        assert_eq!(
+            package["scripts"]["build"], "leasehold-js build plugin.js --out dist/my-plugin.wasm",
+            "the world without admission, leasehold-js's default"
+        );
+    }
+
+    #[test]
+    fn with_admission_a_javascript_plugin_exports_a_tested_check_built_for_its_world() {
+        let files = scaffold_js(
+            "my-plugin",
+            &Sdk::Path(PathBuf::from("/sdk-js")),
+            Halves::WithAdmission,
+        );
+        let names: Vec<_> = files.iter().map(|(file, _)| *file).collect();
+        assert_eq!(
+            names,
+            [
+                "package.json",
+                "plugin.js",
+                "test/plugin.test.js",
+                ".gitignore",
+                "test/admission.test.js"
+            ]
+        );
+        let file = |name| &files.iter().find(|(file, _)| *file == name).unwrap().1;
+        let package: serde_json::Value = serde_json::from_str(file("package.json")).unwrap();
+        // Without the world, componentize-js drops the admission export.
+        assert_eq!(
+            package["scripts"]["build"],
+            "leasehold-js build plugin.js --out dist/my-plugin.wasm \
+             --world controller-with-admission"
+        );
+        let plugin = file("plugin.js");
+        assert!(plugin.contains("export const reconciler = exportController({"));
+        assert!(plugin.contains("export const admission = exportAdmission({"));
+        assert!(plugin.contains("const LABEL = 'example.com/my-plugin';"));
+        assert!(plugin.contains(" *         - {operations: [CREATE, UPDATE], apiGroups: [\"\"]"));
+        let test = file("test/admission.test.js");
+        assert!(test.contains("await Admission.load('dist/my-plugin.wasm')"));
+        assert!(test.contains(
+            r#"deny('label example.com/my-plugin must be "true" or "false", not "yes"')"#
+        ));
+        for (name, text) in &files {
+            assert!(!text.contains("{{"), "{name}: every placeholder is filled");
+        }
+    }
+
+    #[test]
+    fn the_next_steps_of_an_admission_check_show_its_spec_admission() {
+        let dir = Path::new("my-plugin");
+        let steps = next_steps(dir, Halves::Reconciler);
+        assert_eq!(
+            steps,
+            "next:\n  leasehold plugin test --path my-plugin\n  \
+             leasehold plugin build --path my-plugin\n"
+        );
+        let steps = next_steps(dir, Halves::WithAdmission);
+        assert!(steps.contains("in the Plugin's spec.admission:\n    spec:\n      admission:\n"));
+        assert!(steps.ends_with("resources: [configmaps]}\n"), "{steps}");
     }
 
     /// A plugin scaffolded by this binary asks for `@leasehold/sdk` at
