@@ -117,9 +117,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// `new` was asked for something its language's scaffold does not have.
-    #[error("{0}")]
-    Unsupported(String),
     /// `run` could not load the component or a fixture.
     #[error("cannot run {}: {reason}", path.display())]
     Run { path: PathBuf, reason: String },
