@@ -32,10 +32,10 @@
  * @module
  */
 
-import { AdmissionError } from './errors.js';
+import { AdmissionError, describe } from './errors.js';
 import { diff } from './json-patch.js';
 import { Result, err, ok } from './result.js';
-import { Verdict, allow, describe } from './verdict.js';
+import { Verdict, allow } from './verdict.js';
 import * as log from './log.js';
 
 /** What an AdmissionRequest's `operation` may be. */

@@ -129,3 +129,16 @@ export class OwnerError extends Error {
     this.name = 'OwnerError';
   }
 }
+
+/** A value as an error message shows it: JSON, cut short. */
+export function describe(value) {
+  if (value === undefined) return 'undefined';
+  if (typeof value === 'function') return 'a function';
+  let text;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = Object.prototype.toString.call(value);
+  }
+  return text.length > 200 ? `${text.slice(0, 200)}…` : text;
+}

@@ -14,6 +14,8 @@
  * @module
  */
 
+import { describe } from './errors.js';
+
 const OPERATIONS = ['add', 'remove', 'replace', 'move', 'copy', 'test'];
 
 /** A patch that does not apply to the document, or is not one. */
@@ -53,10 +55,10 @@ function diffInto(operations, from, to, path) {
 
 /** Why `operations` is not an RFC 6902 patch; `undefined` when it is one. */
 export function patchProblem(operations) {
-  if (!Array.isArray(operations)) return `a patch is a list of operations, not ${show(operations)}`;
+  if (!Array.isArray(operations)) return `a patch is a list of operations, not ${describe(operations)}`;
   for (const [index, operation] of operations.entries()) {
     const problem = operationProblem(operation);
-    if (problem) return `operation ${index} ${show(operation)}: ${problem}`;
+    if (problem) return `operation ${index} ${describe(operation)}: ${problem}`;
   }
   return undefined;
 }
@@ -86,7 +88,7 @@ export function applyPatch(document, operations) {
       result = applyOperation(result, operation);
     } catch (error) {
       if (!(error instanceof PatchError)) throw error;
-      throw new PatchError(`operation ${index} ${show(operation)}: ${error.message}`);
+      throw new PatchError(`operation ${index} ${describe(operation)}: ${error.message}`);
     }
   }
   return result;
@@ -193,14 +195,4 @@ function equal(a, b) {
   const keys = Object.keys(a);
   return keys.length === Object.keys(b).length
     && keys.every((key) => Object.hasOwn(b, key) && equal(a[key], b[key]));
-}
-
-function show(value) {
-  let text;
-  try {
-    text = JSON.stringify(value) ?? String(value);
-  } catch {
-    text = Object.prototype.toString.call(value);
-  }
-  return text.length > 200 ? `${text.slice(0, 200)}…` : text;
 }

@@ -49,7 +49,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { PatchError, applyPatch, patchProblem } from './json-patch.js';
 import * as kinds from './kinds.js';
 import { ACTIVE } from './offline-host.js';
-import { Verdict, describe } from './verdict.js';
+import { describe } from './errors.js';
+import { Verdict } from './verdict.js';
 
 // What tests compare with, importable outside a component (the SDK's main
 // module imports the contract, which only a component has).

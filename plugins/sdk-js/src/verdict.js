@@ -14,6 +14,7 @@
  * @module
  */
 
+import { describe } from './errors.js';
 import { patchProblem } from './json-patch.js';
 
 /** The statuses a denial may carry; the host answers 403 for anything else, so the SDK refuses it where it is written. */
@@ -79,17 +80,4 @@ export function deny(message, options = {}) {
     throw new TypeError(`a denial's code is an HTTP error status, a whole number from 400 to 599, not ${describe(code)}`);
   }
   return new Verdict(false, message, code, [], undefined);
-}
-
-/** A value as an error message shows it: JSON, cut short. */
-export function describe(value) {
-  if (value === undefined) return 'undefined';
-  if (typeof value === 'function') return 'a function';
-  let text;
-  try {
-    text = JSON.stringify(value) ?? String(value);
-  } catch {
-    text = Object.prototype.toString.call(value);
-  }
-  return text.length > 200 ? `${text.slice(0, 200)}…` : text;
 }
