@@ -149,18 +149,19 @@ pub const POOL_INSTANCES: u32 = 256;
 /// Ended instances whose memory is reset at once (see [`Runtime::new`]).
 const DECOMMIT_BATCH: usize = 32;
 
-/// Of an ended review's linear memory, how much stays mapped (the pages it
-/// wrote are reset in place), and of its tables: see [`Runtime::new`].
-/// A Rust plugin's review writes its stack (the first MiB), its data and
-/// the start of its heap; 1 MiB was too little (the rest decommitted, 12k
-/// instead of 40k reviews/s in `review_cost`), 4 MiB no faster.
+/// Of an ended review's linear memory, how much at most stays mapped (the
+/// pages it wrote, reset in place; the rest is decommitted), and of its
+/// tables: see [`Runtime::new`]. A review of the misbehaving fixture writes
+/// six pages (the top of its stack, some data, the start of its heap); the
+/// JavaScript example's, its interpreter's heap.
 const REVIEW_KEEP_RESIDENT: usize = 2 << 20;
 const REVIEW_TABLE_KEEP_RESIDENT: usize = 64 << 10;
 
 /// Ended reviews' slots kept with their pages, for any plugin's next
 /// review: with [`REVIEW_KEEP_RESIDENT`], at most 32 MiB of written pages
-/// (and the mapped image pages they read) held for reviews to come. Two
-/// alternate while reviews come one at a time (the spare and the last).
+/// (and the mapped image pages they read) held for reviews to come, and in
+/// practice what the last sixteen reviews wrote. Two alternate while
+/// reviews come one at a time (the spare and the last).
 const REVIEW_WARM_SLOTS: u32 = 16;
 
 /// Largest linear memory any plugin may be granted (the pool reserves this
@@ -395,11 +396,16 @@ impl Runtime {
         // `review_cost`, and more with its caches cold. Reset in place
         // instead (the pages it wrote, found with PAGEMAP_SCAN where the
         // kernel has it), they stay mapped for the next review in the
-        // slot: 21 → 8 µs a review hot, 72 → 40 µs cold, and 32k → 40k
-        // reviews/s at 32 at once, the reset (7 → 28 µs) moving after the
-        // answer; the JavaScript example, 557 → 721 reviews/s. Not for
-        // reconciles: every ended reconcile's slot would keep its pages,
-        // and ten loaded plugins cost 1 MiB each more (`make bench-scale`).
+        // slot: 21 → 6 µs a review hot, and 32k → 77k reviews/s at 32 at
+        // once; the JavaScript example, 557 → 721 reviews/s. wasmtime
+        // 50.0.1 also reset every page never touched (the scan reports
+        // holes as written on Linux 6.18), so each review's reset wrote
+        // the whole 1 MiB stack: 28 µs hot, 100 cold, and every core's
+        // cache flushed; 50.0.2 asks for present pages only, and
+        // `a_review_leaves_only_the_pages_it_wrote` (tests/tests/
+        // containment.rs) keeps it so. Not for reconciles: every ended
+        // reconcile's slot would keep its pages, and ten loaded plugins
+        // cost 1 MiB each more (`make bench-scale`, measured on 50.0.1).
         let mut reviewing = pool();
         reviewing
             .linear_memory_keep_resident(REVIEW_KEEP_RESIDENT)
@@ -488,6 +494,16 @@ impl Runtime {
             contract,
             pre: Arc::new(pre),
         })
+    }
+
+    /// Bytes of linear memory that ended reviews left mapped in the slots
+    /// waiting for the next review: the pages those reviews wrote, reset in
+    /// place (see [`Runtime::new`]).
+    pub fn review_bytes_kept(&self) -> usize {
+        self.reviews
+            .engine
+            .pooling_allocator_metrics()
+            .map_or(0, |pool| pool.unused_memory_bytes_resident())
     }
 
     /// Drops the compile cache's copy of the component `digest`, which no
