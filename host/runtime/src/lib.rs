@@ -397,7 +397,7 @@ impl Runtime {
         // instead (the pages it wrote, found with PAGEMAP_SCAN where the
         // kernel has it), they stay mapped for the next review in the
         // slot: 21 → 6 µs a review hot, and 32k → 77k reviews/s at 32 at
-        // once; the JavaScript example, 557 → 721 reviews/s. wasmtime
+        // once; the JavaScript example, 557 → 4.6k reviews/s. wasmtime
         // 50.0.1 also reset every page never touched (the scan reports
         // holes as written on Linux 6.18), so each review's reset wrote
         // the whole 1 MiB stack: 28 µs hot, 100 cold, and every core's
