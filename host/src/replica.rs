@@ -347,6 +347,21 @@ impl Replica {
                 metrics.admission.clone(),
             )),
         };
+        let tls = tls.map(api::RustlsConfig::from_config);
+        if let (
+            Some(serving),
+            Some(api::Https {
+                certificate: api::Certificate::Files { cert, key },
+                http2,
+            }),
+        ) = (&tls, &config.tls)
+        {
+            tokio::spawn(api::Renewal::new(cert, key, *http2).run(
+                serving.clone(),
+                api::RENEWAL_CHECK,
+                api_stop.clone(),
+            ));
+        }
         let mut api = tokio::spawn(api::serve(
             listener,
             tls,

@@ -8,6 +8,7 @@
 //! `allow`, `deny`, `label` (mutate adds `leasehold.dev/mutated=true`),
 //! `trap`, `loop`, `error` and `bad-patch`.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -385,6 +386,52 @@ async fn reviews_sent_by_hand_are_refused_with_a_reason_the_caller_can_act_on() 
     let (status, said) = refusal("nobody", "validate", body).await;
     assert_eq!(status, 404, "{said}");
     assert!(said.contains("no plugin"), "{said}");
+    Ok(())
+}
+
+/// cert-manager renews a serving certificate in place (kubelet rewrites the
+/// mounted Secret's files): a running replica serves the new one from its
+/// next connection on, without a restart.
+#[tokio::test]
+async fn a_renewed_serving_certificate_is_served_without_a_restart() -> anyhow::Result<()> {
+    let fixture = Fixture::start("admission-renewal", 1).await?;
+    let served = fixture.workdir.path();
+    let before = tempfile::tempdir()?;
+    std::fs::copy(served.join("tls.crt"), before.path().join("tls.crt"))?;
+    let renewed = tempfile::tempdir()?;
+    let (cert, key) = serving_certificate(renewed.path())?;
+    let healthz = format!("https://{}/healthz", fixture.replicas[0].api);
+    // A fresh client per attempt: a new connection, a new handshake.
+    let answers = |trusted: PathBuf| {
+        let healthz = healthz.clone();
+        async move {
+            let client = client_trusting(&trusted).unwrap();
+            client.get(&healthz).send().await.is_ok()
+        }
+    };
+    eventually(PATIENCE, "the replica serving", || async {
+        answers(before.path().join("tls.crt")).await.then_some(())
+    })
+    .await?;
+    assert!(
+        !answers(cert.clone()).await,
+        "the renewed certificate served before its renewal"
+    );
+
+    // As kubelet does: written aside, then swapped in.
+    for (from, name) in [(&cert, "tls.crt"), (&key, "tls.key")] {
+        let staged = served.join(format!("{name}.new"));
+        std::fs::copy(from, &staged)?;
+        std::fs::rename(&staged, served.join(name))?;
+    }
+    eventually(PATIENCE, "the renewed certificate served", || async {
+        answers(cert.clone()).await.then_some(())
+    })
+    .await?;
+    assert!(
+        !answers(before.path().join("tls.crt")).await,
+        "the previous certificate still served after the renewal"
+    );
     Ok(())
 }
 

@@ -22,11 +22,11 @@
 //! The CA's key lives beside the certificate, as cert-manager's CA issuer
 //! keeps it: whoever may read the Secret may mint certificates this webhook
 //! trusts, so only the host's account may (the chart's Role names it). A
-//! running replica does not reload a renewed certificate: renewal happens at
-//! a replica's start, so a certificate lasts [`VALIDITY`], ten years, as the
+//! running replica does not reread the Secret: renewal happens at a
+//! replica's start, so a certificate lasts [`VALIDITY`], ten years, as the
 //! chart's generated one does, and no replica runs past its end; for
 //! rotation without restarts, use cert-manager (`tls.certManager` in the
-//! chart). Nor does a running leader reread the CA: a Secret deleted while
+//! chart), whose renewed files the replicas serve as they change. Nor does a running leader reread the CA: a Secret deleted while
 //! replicas run gets a new CA from the next replica to start, so restart
 //! them all then (`kubectl rollout restart`).
 

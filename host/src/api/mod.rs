@@ -54,10 +54,13 @@ pub use self::issuer::{
     settle_patiently as settle_certificate_patiently,
 };
 pub use self::plugins::{PluginList, Validator};
-pub use self::tls::{Certificate, Https, TlsError, load as load_tls, serve_issued};
+pub use self::tls::{
+    Certificate, Https, RENEWAL_CHECK, Renewal, TlsError, load as load_tls, serve_issued,
+};
 use crate::election::directory::{Directory, Member};
 use crate::election::{self, Role, Status};
 use crate::metrics::Metrics;
+pub use axum_server::tls_rustls::RustlsConfig;
 
 /// Port 8080 is what a Kubernetes probe and Service expect by convention.
 const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -225,10 +228,11 @@ pub fn router(state: AppState) -> Router {
 const TLS_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `app` on `listener` until `stop` is cancelled, then drains: plain
-/// HTTP with `tls` unset, HTTPS with it.
+/// HTTP with `tls` unset, HTTPS with it (a handle: a renewed certificate is
+/// served from the next connection on).
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<RustlsConfig>,
     app: Router,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
@@ -238,12 +242,9 @@ pub async fn serve(
             .await;
     };
     let handle = axum_server::Handle::new();
-    let http2 = tls::offers_http2(&tls);
-    let mut server = axum_server::from_tcp_rustls(
-        listener.into_std()?,
-        axum_server::tls_rustls::RustlsConfig::from_config(tls),
-    )?
-    .handle(handle.clone());
+    let http2 = tls::offers_http2(&tls.get_inner());
+    let mut server =
+        axum_server::from_tcp_rustls(listener.into_std()?, tls)?.handle(handle.clone());
     if !http2 {
         // Not only unadvertised: refused from a client that tries anyway.
         server = server.http1_only();

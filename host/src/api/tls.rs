@@ -1,8 +1,13 @@
 //! HTTPS for the API: a certificate chain and a private key from PEM files,
 //! served with rustls (ring, the provider kube already uses; no OpenSSL).
 //!
-//! The files are read once at start-up; a missing, unreadable or invalid
-//! file stops the replica with an error naming it.
+//! A missing, unreadable or invalid file at start-up stops the replica with
+//! an error naming it. While it runs, the files are read again every
+//! [`RENEWAL_CHECK`] and what they hold served from the next connection on
+//! when it changed: cert-manager renews a certificate a third of its
+//! lifetime before its end, and kubelet rewrites the mounted Secret, with
+//! no restart. Files that changed but cannot be served are said once, and
+//! the previous certificate is served until they can.
 //!
 //! HTTP/1.1 only unless HTTP/2 is asked for, as controller-runtime serves
 //! webhooks since the HTTP/2 Rapid Reset attacks (CVE-2023-44487): the API
@@ -12,11 +17,18 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+use axum_server::tls_rustls::RustlsConfig;
 
 use rustls::ServerConfig;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
+use super::error::ErrorChain;
 use super::issuer::{Issued, Issuing};
 
 /// How the API serves HTTPS: its certificate, and whether HTTP/2 is
@@ -85,19 +97,29 @@ pub enum TlsError {
 
 /// Reads both files and builds the server's TLS configuration.
 pub fn load(cert: &Path, key: &Path, http2: bool) -> Result<Arc<ServerConfig>, TlsError> {
-    let cert_pem = read(cert)?;
-    let key_pem = read(key)?;
+    from_pem(cert, &read(cert)?, key, &read(key)?, http2)
+}
+
+/// The server's TLS configuration from the text of the files `cert` and
+/// `key` (named in errors).
+fn from_pem(
+    cert: &Path,
+    cert_pem: &[u8],
+    key: &Path,
+    key_pem: &[u8],
+    http2: bool,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let certificate = |source| TlsError::Certificate {
         path: cert.to_owned(),
         source,
     };
-    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(certificate)?;
     if chain.is_empty() {
         return Err(certificate(pem::Error::NoItemsFound));
     }
-    let private_key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|source| TlsError::Key {
+    let private_key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|source| TlsError::Key {
         path: key.to_owned(),
         source,
     })?;
@@ -145,6 +167,99 @@ fn server_config(
         vec![b"http/1.1".to_vec()]
     };
     Ok(Arc::new(config))
+}
+
+/// How often a replica reads its certificate files again. kubelet updates
+/// a mounted Secret by swapping a symlink, which a watch on the files
+/// themselves misses; controller-runtime's certwatcher polls as well, as
+/// often.
+pub const RENEWAL_CHECK: Duration = Duration::from_secs(10);
+
+/// The certificate files being served, read again to serve what a renewal
+/// put in them.
+#[derive(Debug)]
+pub struct Renewal {
+    cert: PathBuf,
+    key: PathBuf,
+    http2: bool,
+    /// Both files' text as last read (served, or refused and said);
+    /// `None` after they could not be read.
+    seen: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// What reading the files again found.
+#[derive(Debug)]
+pub enum Renewed {
+    /// What the last check found, already acted on.
+    Unchanged,
+    /// A new certificate: serve it.
+    Serve(Arc<ServerConfig>),
+    /// Files that changed, or went, and cannot be served: the previous
+    /// certificate stays, and this is said once.
+    Refused(TlsError),
+}
+
+impl Renewal {
+    /// From the files as they are now, which [`load`] has just served.
+    pub fn new(cert: &Path, key: &Path, http2: bool) -> Self {
+        let mut renewal = Self {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            http2,
+            seen: None,
+        };
+        renewal.seen = renewal.read().ok();
+        renewal
+    }
+
+    fn read(&self) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
+        Ok((read(&self.cert)?, read(&self.key)?))
+    }
+
+    /// Reads the files again.
+    pub fn check(&mut self) -> Renewed {
+        match self.read() {
+            Err(error) => match self.seen.take() {
+                Some(_) => Renewed::Refused(error),
+                None => Renewed::Unchanged,
+            },
+            Ok(now) if self.seen.as_ref() == Some(&now) => Renewed::Unchanged,
+            Ok(now) => {
+                let (cert_pem, key_pem) = self.seen.insert(now);
+                match from_pem(&self.cert, cert_pem, &self.key, key_pem, self.http2) {
+                    Ok(config) => Renewed::Serve(config),
+                    Err(error) => Renewed::Refused(error),
+                }
+            }
+        }
+    }
+
+    /// Serves what the files hold whenever it changes, checking every
+    /// `every`, until `stop`. A check reads two small files on the worker:
+    /// less than handing it to a blocking thread would cost.
+    pub async fn run(mut self, serving: RustlsConfig, every: Duration, stop: CancellationToken) {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // The first tick is at once, and the files were just loaded.
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            match self.check() {
+                Renewed::Unchanged => {}
+                Renewed::Serve(config) => {
+                    serving.reload_from_config(config);
+                    info!(cert = %self.cert.display(), "serving the renewed certificate");
+                }
+                Renewed::Refused(error) => warn!(
+                    error = %ErrorChain(&error),
+                    "the certificate files changed but cannot be served; still serving the previous certificate"
+                ),
+            }
+        }
+    }
 }
 
 /// Whether `config` offers HTTP/2 (so the server must speak it).
@@ -266,5 +381,70 @@ mod tests {
             "{}",
             message(&error)
         );
+    }
+
+    /// `from`'s files written over `to`'s, as a renewal rewrites them.
+    fn renew(to: &Files, from: &Files) {
+        std::fs::copy(&from.cert, &to.cert).unwrap();
+        std::fs::copy(&from.key, &to.key).unwrap();
+    }
+
+    fn renewal(files: &Files) -> Renewal {
+        Renewal::new(&files.cert, &files.key, false)
+    }
+
+    #[test]
+    fn a_renewed_certificate_is_served_once_its_files_change() {
+        let served = pair("renewed");
+        let renewed = self::pair("renewed-new");
+        let mut renewal = renewal(&served.files);
+        assert!(matches!(renewal.check(), Renewed::Unchanged));
+
+        renew(&served.files, &renewed.files);
+        let Renewed::Serve(config) = renewal.check() else {
+            panic!("the renewed files were not served");
+        };
+        assert!(!offers_http2(&config));
+        assert!(matches!(renewal.check(), Renewed::Unchanged));
+    }
+
+    #[test]
+    fn a_renewal_that_cannot_be_served_is_said_once_and_the_next_good_one_served() {
+        let served = pair("half-renewed");
+        let renewed = self::pair("half-renewed-new");
+        let mut renewal = renewal(&served.files);
+
+        // The certificate renewed, its key not yet.
+        std::fs::copy(&renewed.files.cert, &served.files.cert).unwrap();
+        let Renewed::Refused(error) = renewal.check() else {
+            panic!("a certificate with another's key was served");
+        };
+        assert!(
+            matches!(error, TlsError::Unusable { .. }),
+            "{}",
+            message(&error)
+        );
+        assert!(matches!(renewal.check(), Renewed::Unchanged));
+
+        std::fs::copy(&renewed.files.key, &served.files.key).unwrap();
+        assert!(matches!(renewal.check(), Renewed::Serve(_)));
+    }
+
+    #[test]
+    fn files_that_go_are_said_once_and_served_again_when_back() {
+        let served = pair("gone");
+        let kept = self::pair("gone-copy");
+        renew(&kept.files, &served.files);
+        let mut renewal = renewal(&served.files);
+
+        std::fs::remove_file(&served.files.key).unwrap();
+        let Renewed::Refused(error) = renewal.check() else {
+            panic!("a missing key was not said");
+        };
+        assert!(message(&error).contains("tls.key"), "{}", message(&error));
+        assert!(matches!(renewal.check(), Renewed::Unchanged));
+
+        renew(&served.files, &kept.files);
+        assert!(matches!(renewal.check(), Renewed::Serve(_)));
     }
 }
