@@ -375,11 +375,20 @@ impl Replica {
         let mut roles = LeaderRoles::new();
         match config.admission_endpoint {
             Some(endpoint) => {
+                let (ca_bundle_tx, ca_bundle) = watch::channel(admission_ca_bundle);
+                if let Some(path) = &config.admission_ca_file {
+                    tokio::spawn(admission::follow_ca_bundle(
+                        path.clone(),
+                        ca_bundle_tx,
+                        api::RENEWAL_CHECK,
+                        shutdown.clone(),
+                    ));
+                }
                 roles = roles.with(WebhookConfigs::new(
                     catalog.clone(),
                     kube_config.clone(),
                     endpoint,
-                    admission_ca_bundle,
+                    ca_bundle,
                     format!(
                         "{}/{}",
                         election_config.namespace, election_config.lease_name

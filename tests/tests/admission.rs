@@ -391,11 +391,26 @@ async fn reviews_sent_by_hand_are_refused_with_a_reason_the_caller_can_act_on() 
 
 /// cert-manager renews a serving certificate in place (kubelet rewrites the
 /// mounted Secret's files): a running replica serves the new one from its
-/// next connection on, without a restart.
+/// next connection on, without a restart, and the leader writes the new CA
+/// into the webhook configurations (the fixture's certificate is
+/// self-signed, its own CA, as with cert-manager's self-signed issuer).
 #[tokio::test]
 async fn a_renewed_serving_certificate_is_served_without_a_restart() -> anyhow::Result<()> {
     let fixture = Fixture::start("admission-renewal", 1).await?;
+    fixture.deploy("checker", "Fail").await?;
+    let validating: Api<ValidatingWebhookConfiguration> = Api::all(fixture.client()?);
+    let configuration = format!("{}.checker.plugins.leasehold.dev", fixture.namespace);
+    let ca_bundle = || async {
+        let config = validating.get_opt(&configuration).await.ok()??;
+        let webhook = config.webhooks?.into_iter().next()?;
+        webhook.client_config.ca_bundle.map(|ca| ca.0)
+    };
     let served = fixture.workdir.path();
+    let first = std::fs::read(served.join("tls.crt"))?;
+    eventually(PATIENCE, "the webhook configuration", || async {
+        (ca_bundle().await? == first).then_some(())
+    })
+    .await?;
     let before = tempfile::tempdir()?;
     std::fs::copy(served.join("tls.crt"), before.path().join("tls.crt"))?;
     let renewed = tempfile::tempdir()?;
@@ -432,6 +447,13 @@ async fn a_renewed_serving_certificate_is_served_without_a_restart() -> anyhow::
         !answers(before.path().join("tls.crt")).await,
         "the previous certificate still served after the renewal"
     );
+    let renewed_ca = std::fs::read(&cert)?;
+    eventually(
+        PATIENCE,
+        "the renewed CA in the webhook configuration",
+        || async { (ca_bundle().await? == renewed_ca).then_some(()) },
+    )
+    .await?;
     Ok(())
 }
 

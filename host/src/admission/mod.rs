@@ -23,6 +23,14 @@ mod review;
 mod webhooks;
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::api::ErrorChain;
 
 pub use self::declaration::{Declaration, Webhook};
 pub use self::metrics::AdmissionMetrics;
@@ -57,8 +65,9 @@ pub struct Options {
     pub admission_service: Option<String>,
 
     /// The PEM CA bundle the API server uses to check the replicas'
-    /// certificate (written into each webhook configuration). With
-    /// --tls-secret, the CA comes from the Secret.
+    /// certificate (written into each webhook configuration, and again
+    /// when the file changes). With --tls-secret, the CA comes from the
+    /// Secret.
     #[arg(
         long,
         env = "LEASEHOLD_ADMISSION_CA_FILE",
@@ -120,6 +129,46 @@ pub fn read_ca_bundle(path: &std::path::Path) -> Result<Vec<u8>, OptionsError> {
     })
 }
 
+/// Keeps `bundle` what the file at `path` holds, read again every `every`
+/// until `stop`: a renewal that changes the CA (a self-signed certificate
+/// is its own) reaches the webhook configurations as the renewed
+/// certificate reaches the replicas' connections. A file that cannot be
+/// read is said once, and the last bundle kept.
+pub async fn follow_ca_bundle(
+    path: PathBuf,
+    bundle: watch::Sender<Option<Vec<u8>>>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut unreadable = false;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match read_ca_bundle(&path) {
+            Ok(now) => {
+                unreadable = false;
+                bundle.send_if_modified(|kept| {
+                    let changed = kept.as_ref() != Some(&now);
+                    if changed {
+                        info!(file = %path.display(), "the admission CA bundle changed");
+                        *kept = Some(now);
+                    }
+                    changed
+                });
+            }
+            Err(error) if !unreadable => {
+                unreadable = true;
+                warn!(error = %ErrorChain(&error), "keeping the last admission CA bundle");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 fn parse_service(text: &str) -> Option<Endpoint> {
     let (namespace, rest) = text.split_once('/')?;
     let (name, port) = rest.split_once(':')?;
@@ -137,6 +186,37 @@ fn parse_service(text: &str) -> Option<Endpoint> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_changed_ca_bundle_is_followed_and_an_unreadable_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.crt");
+        std::fs::write(&path, "first CA").unwrap();
+        let (bundle, mut followed) = watch::channel(Some(b"first CA".to_vec()));
+        let stop = CancellationToken::new();
+        let every = Duration::from_secs(10);
+        let follower = tokio::spawn(follow_ca_bundle(path.clone(), bundle, every, stop.clone()));
+
+        std::fs::write(&path, "renewed CA").unwrap();
+        tokio::time::timeout(every * 2, followed.changed())
+            .await
+            .expect("the renewed CA followed at the next check")
+            .unwrap();
+        assert_eq!(
+            followed.borrow_and_update().as_deref(),
+            Some(&b"renewed CA"[..])
+        );
+
+        std::fs::remove_file(&path).unwrap();
+        // The paused clock moves on only once the follower waits: three
+        // checks of a missing file.
+        tokio::time::sleep(every * 3).await;
+        assert!(!followed.has_changed().unwrap());
+        assert_eq!(followed.borrow().as_deref(), Some(&b"renewed CA"[..]));
+
+        stop.cancel();
+        follower.await.unwrap();
+    }
 
     fn options(url: Option<&str>, service: Option<&str>) -> Options {
         Options {

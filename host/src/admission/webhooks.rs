@@ -4,7 +4,7 @@
 //!
 //! What should exist is a pure function of the catalog ([`plan`]); the role
 //! applies it (server-side apply, fenced to the term) at the start of each
-//! term, on every catalog change and every [`RESYNC`], and deletes the
+//! term, on every catalog change, CA bundle change and [`RESYNC`], and deletes the
 //! configurations of this installation that no Plugin asks for any more.
 //! (A cluster-scoped configuration cannot be owned by a namespaced Plugin,
 //! so garbage collection cannot do it.) A Plugin that is being prepared or
@@ -264,7 +264,8 @@ pub struct WebhookConfigs {
     catalog: watch::Receiver<Catalog>,
     kube_config: kube::Config,
     endpoint: Endpoint,
-    ca_bundle: Option<Vec<u8>>,
+    /// The CA the API server checks the replicas against, as it changes.
+    ca_bundle: watch::Receiver<Option<Vec<u8>>>,
     installation: String,
 }
 
@@ -282,7 +283,7 @@ impl WebhookConfigs {
         catalog: watch::Receiver<Catalog>,
         kube_config: kube::Config,
         endpoint: Endpoint,
-        ca_bundle: Option<Vec<u8>>,
+        ca_bundle: watch::Receiver<Option<Vec<u8>>>,
         installation: String,
     ) -> Self {
         Self {
@@ -303,7 +304,7 @@ impl LeaderRole for WebhookConfigs {
     fn lead(&self, guard: LeaderGuard) -> BoxFuture<'static, ()> {
         let mut catalog = self.catalog.clone();
         let (kube_config, endpoint) = (self.kube_config.clone(), self.endpoint.clone());
-        let (ca_bundle, installation) = (self.ca_bundle.clone(), self.installation.clone());
+        let (mut ca_bundle, installation) = (self.ca_bundle.clone(), self.installation.clone());
         Box::pin(async move {
             let client = match kube::client::ClientBuilder::try_from(kube_config) {
                 Ok(builder) => builder.with_layer(&Fence::new(guard.clone())).build(),
@@ -315,6 +316,7 @@ impl LeaderRole for WebhookConfigs {
             loop {
                 let current = {
                     let catalog = catalog.borrow_and_update();
+                    let ca_bundle = ca_bundle.borrow_and_update();
                     catalog.listed.then(|| {
                         plan(
                             standings(&catalog),
@@ -334,6 +336,8 @@ impl LeaderRole for WebhookConfigs {
                 tokio::select! {
                     () = guard.draining() => return,
                     changed = catalog.changed() => if changed.is_err() { return },
+                    // A bundle no longer followed stays as it is.
+                    Ok(()) = ca_bundle.changed() => {}
                     () = tokio::time::sleep(RESYNC) => {}
                 }
             }

@@ -49,6 +49,7 @@ use tower_http::trace::TraceLayer;
 
 pub use self::auth::{Action, Authenticator, CACHE_TTL, Caller};
 pub use self::error::ApiError;
+pub(crate) use self::error::ErrorChain;
 pub use self::issuer::{
     IssueError, Issued, Issuing, settle as settle_certificate,
     settle_patiently as settle_certificate_patiently,
