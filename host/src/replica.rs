@@ -211,6 +211,8 @@ pub struct Replica {
     client: kube::Client,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// The certificate files to serve again when they change.
+    renewal: Option<api::Renewal>,
     admission_ca_bundle: Option<Vec<u8>>,
     // Holds the runtime, kept alive for the compiled plugins (its epoch
     // ticker bounds them); the catalogue and the API compile through it.
@@ -251,12 +253,19 @@ impl Replica {
             .as_deref()
             .map(admission::read_ca_bundle)
             .transpose()?;
+        // Served files, read again while the replica runs.
+        let mut renewal = None;
         let tls = match &config.tls {
             None => None,
             Some(api::Https {
                 certificate: api::Certificate::Files { cert, key },
                 http2,
-            }) => Some(api::load_tls(cert, key, *http2).map_err(Error::Tls)?),
+            }) => {
+                let (config, serving) =
+                    api::Renewal::load(cert, key, *http2).map_err(Error::Tls)?;
+                renewal = Some(serving);
+                Some(config)
+            }
             Some(api::Https {
                 certificate: api::Certificate::Issued(issuing),
                 http2,
@@ -282,6 +291,7 @@ impl Replica {
             client,
             listener,
             tls,
+            renewal,
             admission_ca_bundle,
             compiler,
             manifests,
@@ -303,6 +313,7 @@ impl Replica {
             client,
             listener,
             tls,
+            renewal,
             admission_ca_bundle,
             compiler,
             manifests,
@@ -348,19 +359,8 @@ impl Replica {
             )),
         };
         let tls = tls.map(api::RustlsConfig::from_config);
-        if let (
-            Some(serving),
-            Some(api::Https {
-                certificate: api::Certificate::Files { cert, key },
-                http2,
-            }),
-        ) = (&tls, &config.tls)
-        {
-            tokio::spawn(api::Renewal::new(cert, key, *http2).run(
-                serving.clone(),
-                api::RENEWAL_CHECK,
-                api_stop.clone(),
-            ));
+        if let (Some(serving), Some(renewal)) = (&tls, renewal) {
+            tokio::spawn(renewal.run(serving.clone(), api::RENEWAL_CHECK, api_stop.clone()));
         }
         let mut api = tokio::spawn(api::serve(
             listener,

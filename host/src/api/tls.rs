@@ -200,16 +200,22 @@ pub enum Renewed {
 }
 
 impl Renewal {
-    /// From the files as they are now, which [`load`] has just served.
-    pub fn new(cert: &Path, key: &Path, http2: bool) -> Self {
+    /// [`load`], and what to check the files against later: what was
+    /// loaded, not the files as they may have changed since.
+    pub fn load(
+        cert: &Path,
+        key: &Path,
+        http2: bool,
+    ) -> Result<(Arc<ServerConfig>, Self), TlsError> {
         let mut renewal = Self {
             cert: cert.to_owned(),
             key: key.to_owned(),
             http2,
             seen: None,
         };
-        renewal.seen = renewal.read().ok();
-        renewal
+        let (cert_pem, key_pem) = renewal.seen.insert(renewal.read()?);
+        let config = from_pem(cert, cert_pem, key, key_pem, http2)?;
+        Ok((config, renewal))
     }
 
     fn read(&self) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
@@ -390,7 +396,7 @@ mod tests {
     }
 
     fn renewal(files: &Files) -> Renewal {
-        Renewal::new(&files.cert, &files.key, false)
+        Renewal::load(&files.cert, &files.key, false).unwrap().1
     }
 
     #[test]
