@@ -246,8 +246,8 @@ impl Renewal {
     pub async fn run(mut self, serving: RustlsConfig, every: Duration, stop: CancellationToken) {
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        // The first tick is at once, and the files were just loaded.
-        ticks.tick().await;
+        // The first check is at once: the files were loaded at start, which
+        // may be a while ago (plugins compile before the API serves).
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
