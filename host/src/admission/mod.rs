@@ -26,11 +26,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::api::ErrorChain;
+use crate::api::{ErrorChain, recheck};
 
 pub use self::declaration::{Declaration, Webhook};
 pub use self::metrics::AdmissionMetrics;
@@ -140,33 +139,26 @@ pub async fn follow_ca_bundle(
     every: Duration,
     stop: CancellationToken,
 ) {
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut unreadable = false;
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = ticks.tick() => {}
+    recheck(every, stop, || match read_ca_bundle(&path) {
+        Ok(now) => {
+            unreadable = false;
+            bundle.send_if_modified(|kept| {
+                let changed = kept.as_ref() != Some(&now);
+                if changed {
+                    info!(file = %path.display(), "the admission CA bundle changed");
+                    *kept = Some(now);
+                }
+                changed
+            });
         }
-        match read_ca_bundle(&path) {
-            Ok(now) => {
-                unreadable = false;
-                bundle.send_if_modified(|kept| {
-                    let changed = kept.as_ref() != Some(&now);
-                    if changed {
-                        info!(file = %path.display(), "the admission CA bundle changed");
-                        *kept = Some(now);
-                    }
-                    changed
-                });
-            }
-            Err(error) if !unreadable => {
-                unreadable = true;
-                warn!(error = %ErrorChain(&error), "keeping the last admission CA bundle");
-            }
-            Err(_) => {}
+        Err(error) if !unreadable => {
+            unreadable = true;
+            warn!(error = %ErrorChain(&error), "keeping the last admission CA bundle");
         }
-    }
+        Err(_) => {}
+    })
+    .await;
 }
 
 fn parse_service(text: &str) -> Option<Endpoint> {

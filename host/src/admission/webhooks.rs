@@ -4,8 +4,9 @@
 //!
 //! What should exist is a pure function of the catalog ([`plan`]); the role
 //! applies it (server-side apply, fenced to the term) at the start of each
-//! term, on every catalog change, CA bundle change and [`RESYNC`], and deletes the
-//! configurations of this installation that no Plugin asks for any more.
+//! term, on every change of the catalog or the CA bundle and every
+//! [`RESYNC`], and deletes the configurations of this installation that no
+//! Plugin asks for any more.
 //! (A cluster-scoped configuration cannot be owned by a namespaced Plugin,
 //! so garbage collection cannot do it.) A Plugin that is being prepared or
 //! failed to load keeps its configurations: the replicas keep reviewing

@@ -26,9 +26,10 @@
 //! replica's start, so a certificate lasts [`VALIDITY`], ten years, as the
 //! chart's generated one does, and no replica runs past its end; for
 //! rotation without restarts, use cert-manager (`tls.certManager` in the
-//! chart), whose renewed files the replicas serve as they change. Nor does a running leader reread the CA: a Secret deleted while
-//! replicas run gets a new CA from the next replica to start, so restart
-//! them all then (`kubectl rollout restart`).
+//! chart), whose renewed files the replicas serve as they change. Nor does
+//! a running leader reread the CA: a Secret deleted while replicas run gets
+//! a new CA from the next replica to start, so restart them all then
+//! (`kubectl rollout restart`).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -56,7 +56,7 @@ pub use self::issuer::{
 };
 pub use self::plugins::{PluginList, Validator};
 pub use self::tls::{
-    Certificate, Https, RENEWAL_CHECK, Renewal, TlsError, load as load_tls, serve_issued,
+    Certificate, Https, RENEWAL_CHECK, Renewal, TlsError, load as load_tls, recheck, serve_issued,
 };
 use crate::election::directory::{Directory, Member};
 use crate::election::{self, Role, Status};

@@ -244,26 +244,33 @@ impl Renewal {
     /// `every`, until `stop`. A check reads two small files on the worker:
     /// less than handing it to a blocking thread would cost.
     pub async fn run(mut self, serving: RustlsConfig, every: Duration, stop: CancellationToken) {
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        // The first check is at once: the files were loaded at start, which
-        // may be a while ago (plugins compile before the API serves).
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                _ = ticks.tick() => {}
+        // At once as well: the files were loaded at start, which may be a
+        // while ago (plugins compile before the API serves).
+        recheck(every, stop, || match self.check() {
+            Renewed::Unchanged => {}
+            Renewed::Serve(config) => {
+                serving.reload_from_config(config);
+                info!(cert = %self.cert.display(), "serving the renewed certificate");
             }
-            match self.check() {
-                Renewed::Unchanged => {}
-                Renewed::Serve(config) => {
-                    serving.reload_from_config(config);
-                    info!(cert = %self.cert.display(), "serving the renewed certificate");
-                }
-                Renewed::Refused(error) => warn!(
-                    error = %ErrorChain(&error),
-                    "the certificate files changed but cannot be served; still serving the previous certificate"
-                ),
-            }
+            Renewed::Refused(error) => warn!(
+                error = %ErrorChain(&error),
+                "the certificate files changed but cannot be served; still serving the previous certificate"
+            ),
+        })
+        .await;
+    }
+}
+
+/// Calls `check` at once and then every `every`, until `stop`: how a
+/// replica follows the files a renewal rewrites (its certificate, and the
+/// CA of `--admission-ca-file`).
+pub async fn recheck(every: Duration, stop: CancellationToken, mut check: impl FnMut()) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => check(),
         }
     }
 }
