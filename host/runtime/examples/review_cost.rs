@@ -173,6 +173,10 @@ async fn main() {
         elapsed += t.elapsed();
     }
     eprintln!(
+        "kept for the next review: {} bytes",
+        runtime.review_bytes_kept()
+    );
+    eprintln!(
         "drop {:.1} µs",
         dropping.as_secs_f64() * 1e6 / f64::from(reviews)
     );
