@@ -7,6 +7,7 @@
 //!     target/wasm32-wasip2/release/misbehaving.wasm [reviews]
 //! TASKS=32 cargo run ...   # 32 reviews at once on two workers: reviews/s and RSS
 //! COLD_MB=32 PAUSE_US=2000 cargo run ...   # each review with cold caches
+//! COLD_MB=32 PAUSE_US=2000 BATCH=4 cargo run ...   # spares made four at a time
 //! ```
 //!
 //! `COLD_MB` writes that many MiB between reviews and `PAUSE_US` sleeps,
@@ -80,7 +81,9 @@ impl Backend for Nothing {
     fn log(&self, _: Level, _: &str, _: &[Field], _: Option<&str>) {}
 }
 
-const REQUEST: &str = r#"{"uid":"u","kind":{"group":"","version":"v1","kind":"ConfigMap"},"resource":{"group":"","version":"v1","resource":"configmaps"},"requestKind":{"group":"","version":"v1","kind":"ConfigMap"},"requestResource":{"group":"","version":"v1","resource":"configmaps"},"name":"n","namespace":"ns","operation":"CREATE","userInfo":{"username":"kubernetes-admin","groups":["system:masters","system:authenticated"]},"object":{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"n","namespace":"ns","labels":{"leasehold.dev/admission":"bench"}},"data":{"admission":"allow"}},"oldObject":null,"dryRun":false,"options":{"apiVersion":"meta.k8s.io/v1","kind":"CreateOptions"}}"#;
+/// A ConfigMap create as the API server sends it to a validating webhook:
+/// by then the object has its uid, creation time and managed fields.
+const REQUEST: &str = r#"{"uid":"3f7e0c9a-59a5-4c62-9a3e-6d1c0b8f2e41","kind":{"group":"","version":"v1","kind":"ConfigMap"},"resource":{"group":"","version":"v1","resource":"configmaps"},"requestKind":{"group":"","version":"v1","kind":"ConfigMap"},"requestResource":{"group":"","version":"v1","resource":"configmaps"},"name":"plugin-17","namespace":"bench-admission","operation":"CREATE","userInfo":{"username":"kubernetes-admin","groups":["system:masters","system:authenticated"],"extra":{"authentication.kubernetes.io/credential-id":["X509SHA256=4b1c2f0e9d8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c"]}},"object":{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"plugin-17","namespace":"bench-admission","uid":"9c1d2e3f-4a5b-4c6d-8e7f-0a1b2c3d4e5f","creationTimestamp":"2026-12-07T18:00:00Z","labels":{"leasehold.dev/admission":"plugin"},"managedFields":[{"manager":"admission-bench","operation":"Update","apiVersion":"v1","time":"2026-12-07T18:00:00Z","fieldsType":"FieldsV1","fieldsV1":{"f:data":{".":{},"f:admission":{}},"f:metadata":{"f:labels":{".":{},"f:leasehold.dev/admission":{}}}}}]},"data":{"admission":"allow"}},"oldObject":null,"dryRun":false,"options":{"kind":"CreateOptions","apiVersion":"meta.k8s.io/v1","fieldManager":"admission-bench"}}"#;
 
 fn context(backend: &Arc<dyn Backend>) -> HostContext {
     HostContext {
@@ -145,6 +148,45 @@ async fn main() {
     let mut thrash = vec![0u8; cold << 20];
     let pause: u64 = std::env::var("PAUSE_US").map_or(0, |t| t.parse().unwrap());
     let mut dropping = std::time::Duration::ZERO;
+    let batch: Option<u32> = std::env::var("BATCH").ok().map(|t| t.parse().unwrap());
+    if let Some(rounds) = batch.and_then(|batch| reviews.checked_div(batch)) {
+        let batch = batch.unwrap_or(1);
+        // As a replica makes its spares: `batch` instances at once after the
+        // pause, the used ones dropped first; each then reviews once.
+        let mut used = Vec::new();
+        let mut making = std::time::Duration::ZERO;
+        for round in 0..rounds {
+            for byte in thrash.iter_mut().step_by(64) {
+                *byte = byte.wrapping_add(round as u8);
+            }
+            tokio::time::sleep(std::time::Duration::from_micros(pause)).await;
+            let t = Instant::now();
+            used.clear();
+            let mut made = Vec::new();
+            for _ in 0..batch {
+                made.push(
+                    compiled
+                        .instantiate(context(&backend), &limits)
+                        .await
+                        .unwrap(),
+                );
+            }
+            making += t.elapsed();
+            for mut instance in made {
+                instance
+                    .review(Review::Validate, REQUEST, std::time::Duration::from_secs(2))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                used.push(instance);
+            }
+        }
+        println!(
+            "by {batch}: dropping and making {:.1} µs an instance",
+            making.as_secs_f64() * 1e6 / f64::from(rounds * batch)
+        );
+        return;
+    }
     let mut elapsed = std::time::Duration::ZERO;
     for round in 0..reviews {
         for byte in thrash.iter_mut().step_by(64) {

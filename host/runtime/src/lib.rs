@@ -146,6 +146,12 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// holds one; the sum of every plugin's concurrency must stay below this.
 pub const POOL_INSTANCES: u32 = 256;
 
+/// Slots for reviews: besides the reviews running, each reviewed plugin
+/// holds a batch of spare instances made ahead and the used ones dropped
+/// with the next batch (four of each; see leasehold's `admission::spares`).
+/// Slots are address space until used, not memory.
+const REVIEW_POOL_INSTANCES: u32 = 4 * POOL_INSTANCES;
+
 /// Ended instances whose memory is reset at once (see [`Runtime::new`]).
 const DECOMMIT_BATCH: usize = 32;
 
@@ -160,8 +166,8 @@ const REVIEW_TABLE_KEEP_RESIDENT: usize = 64 << 10;
 /// Ended reviews' slots kept with their pages, for any plugin's next
 /// review: with [`REVIEW_KEEP_RESIDENT`], at most 32 MiB of written pages
 /// (and the mapped image pages they read) held for reviews to come, and in
-/// practice what the last sixteen reviews wrote. Two alternate while
-/// reviews come one at a time (the spare and the last).
+/// practice what the last sixteen reviews wrote. Four alternate while
+/// reviews come one at a time (a batch of spares, then of used ones).
 const REVIEW_WARM_SLOTS: u32 = 16;
 
 /// Largest linear memory any plugin may be granted (the pool reserves this
@@ -371,11 +377,12 @@ impl std::fmt::Debug for Runtime {
 impl Runtime {
     /// Builds the engines; `cache_dir` keeps compiled code across restarts.
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Self> {
-        let pool = || {
+        let pool = |instances: u32| {
             let mut pool = PoolingAllocationConfig::default();
-            pool.total_component_instances(POOL_INSTANCES);
-            pool.total_core_instances(POOL_INSTANCES * 2);
-            pool.total_memories(POOL_INSTANCES * 2);
+            pool.total_component_instances(instances);
+            pool.total_core_instances(instances * 2);
+            pool.total_memories(instances * 2);
+            pool.total_tables(instances * 2);
             pool.max_memory_size(MAX_MEMORY_BYTES);
             // Every reconcile and review instantiates afresh, and each
             // ended instance's memory is reset with madvise, which on a
@@ -389,7 +396,7 @@ impl Runtime {
             pool.decommit_batch_size(DECOMMIT_BATCH);
             pool
         };
-        let reconciles = Linked::new(pool())?;
+        let reconciles = Linked::new(pool(POOL_INSTANCES))?;
         // A review's instance is fresh, and the pages it touches (its
         // stack, data and the start of its heap: about ten) would each
         // fault on first touch, which cost a review 13 of its 21 µs in
@@ -406,7 +413,7 @@ impl Runtime {
         // containment.rs) keeps it so. Not for reconciles: every ended
         // reconcile's slot would keep its pages, and ten loaded plugins
         // cost 1 MiB each more (`make bench-scale`, measured on 50.0.1).
-        let mut reviewing = pool();
+        let mut reviewing = pool(REVIEW_POOL_INSTANCES);
         reviewing
             .linear_memory_keep_resident(REVIEW_KEEP_RESIDENT)
             .table_keep_resident(REVIEW_TABLE_KEEP_RESIDENT)

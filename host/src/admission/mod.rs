@@ -20,6 +20,7 @@
 mod declaration;
 mod metrics;
 mod review;
+mod spares;
 mod webhooks;
 
 use std::path::PathBuf;

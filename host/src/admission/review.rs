@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::metrics::AdmissionMetrics;
+use super::spares::{BATCH, SetAside, Spares};
 use crate::controllers::bridge::KubeBridge;
 use crate::controllers::throttle::Unaccounted;
 use crate::election::fence::Fence;
@@ -142,12 +143,9 @@ struct Reviewer {
     backend: Arc<dyn Backend>,
     /// Reviews that may run at once: the plugin's concurrency.
     slots: Semaphore,
-    /// A fresh instance made after the last review, for the next one: a
-    /// review arrives between the API server's and etcd's work, with every
-    /// cache cold, and instantiating then cost more than the review itself
-    /// (about 110 µs of 230 in `review_cost` with its caches thrashed). It
-    /// is still used for one review only.
-    spare: Mutex<Option<Instance>>,
+    /// Instances made ahead for its next reviews, and used ones waiting to
+    /// be dropped.
+    spares: Mutex<Spares<Instance>>,
 }
 
 /// What asking the plugin came to.
@@ -346,7 +344,7 @@ impl Reviews {
         };
         Ok(Reviewer {
             slots: Semaphore::new(definition.limits.concurrency.into()),
-            spare: Mutex::default(),
+            spares: Mutex::default(),
             backend: Arc::new(bridge),
             plugin: LoadedPlugin {
                 definition: definition.clone(),
@@ -380,7 +378,7 @@ impl Reviewer {
                 humantime::format_duration(budget)
             ));
         };
-        let spare = lock(&self.spare).take();
+        let spare = lock(&self.spares).take();
         let mut instance = match spare {
             Some(mut spare) => {
                 spare.regarding(Some(object));
@@ -412,29 +410,36 @@ impl Reviewer {
             .await
     }
 
-    /// After the answer: drops the `used` instance (resetting its memory
-    /// costs a few µs more) and makes the next review's spare, both off the
-    /// review's path. The task runs once the answer is on its way: it is
-    /// spawned onto this worker, which first finishes writing the response.
+    /// After the answer, off the review's path: sets the `used` instance
+    /// aside, and makes the next batch of spares when its last is gone (see
+    /// [`spares`](super::spares)). The task runs once the answer is on its
+    /// way: it is spawned onto this worker, which first finishes writing the
+    /// response.
     fn replenish(self: &Arc<Self>, used: Instance) {
         let reviewer = self.clone();
         tokio::spawn(async move {
-            drop(used);
-            if lock(&reviewer.spare).is_some() {
+            let set_aside = lock(&reviewer.spares).set_aside(used);
+            let SetAside::Refill(ended) = set_aside else {
                 return;
-            }
-            match reviewer.instantiate(None).await {
-                Ok(instance) => {
-                    lock(&reviewer.spare).get_or_insert(instance);
+            };
+            drop(ended);
+            let mut made = Vec::with_capacity(BATCH);
+            for _ in 0..BATCH {
+                match reviewer.instantiate(None).await {
+                    Ok(instance) => made.push(instance),
+                    // The next reviews instantiate for themselves, and say
+                    // why if they cannot either.
+                    Err(error) => {
+                        debug!(
+                            plugin = reviewer.plugin.definition.name,
+                            error = %error,
+                            "no spare instances for the next reviews"
+                        );
+                        break;
+                    }
                 }
-                // The next review instantiates for itself, and says why
-                // if it cannot either.
-                Err(error) => debug!(
-                    plugin = reviewer.plugin.definition.name,
-                    error = %error,
-                    "no spare instance for the next review"
-                ),
             }
+            lock(&reviewer.spares).refilled(made);
         });
     }
 }
