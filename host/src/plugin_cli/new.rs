@@ -384,6 +384,13 @@ serde = { version = "1", features = ["derive"] }
 
 # A workspace of its own, so the crate builds wherever it is copied.
 [workspace]
+
+# Small and quick to start: every admission review runs a fresh instance
+# with its caches cold, where the code it touches is most of its cost.
+[profile.release]
+lto = true
+codegen-units = 1
+opt-level = "s"
 "#;
 
 const LIB_RS: &str = r#"//! {{name}}: a Leasehold controller plugin.
@@ -880,6 +887,7 @@ mod tests {
         assert!(manifest.contains("crate-type = [\"cdylib\"]"));
         assert!(manifest.contains("leasehold-sdk = { path = \"/sdk\" }"));
         assert!(manifest.contains("\n[workspace]\n"));
+        assert!(manifest.contains("\n[profile.release]\nlto = true\n"));
         let lib = file("src/lib.rs");
         assert!(lib.contains("pub struct MyPlugin;"));
         assert!(lib.contains("export_controller!(MyPlugin)"));
