@@ -19,6 +19,7 @@
 //! `Runtime::new`); the product's own figures come from `make
 //! bench-admission`.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -144,26 +145,26 @@ async fn main() {
         );
         return;
     }
-    let cold: usize = std::env::var("COLD_MB").map_or(0, |t| t.parse().unwrap());
-    let mut thrash = vec![0u8; cold << 20];
-    let pause: u64 = std::env::var("PAUSE_US").map_or(0, |t| t.parse().unwrap());
-    let mut dropping = std::time::Duration::ZERO;
-    let batch: Option<u32> = std::env::var("BATCH").ok().map(|t| t.parse().unwrap());
-    if let Some(rounds) = batch.and_then(|batch| reviews.checked_div(batch)) {
-        let batch = batch.unwrap_or(1);
+    let mut cooling = Cooling {
+        thrash: vec![
+            0u8;
+            std::env::var("COLD_MB").map_or(0, |t| t.parse::<usize>().unwrap()) << 20
+        ],
+        pause: std::env::var("PAUSE_US").map_or(0, |t| t.parse().unwrap()),
+    };
+    let batch: Option<NonZeroU32> = std::env::var("BATCH").ok().map(|t| t.parse().unwrap());
+    if let Some(batch) = batch {
         // As a replica makes its spares: `batch` instances at once after the
         // pause, the used ones dropped first; each then reviews once.
+        let rounds = reviews / batch;
         let mut used = Vec::new();
         let mut making = std::time::Duration::ZERO;
         for round in 0..rounds {
-            for byte in thrash.iter_mut().step_by(64) {
-                *byte = byte.wrapping_add(round as u8);
-            }
-            tokio::time::sleep(std::time::Duration::from_micros(pause)).await;
+            cooling.between(round).await;
             let t = Instant::now();
             used.clear();
             let mut made = Vec::new();
-            for _ in 0..batch {
+            for _ in 0..batch.get() {
                 made.push(
                     compiled
                         .instantiate(context(&backend), &limits)
@@ -183,18 +184,14 @@ async fn main() {
         }
         println!(
             "by {batch}: dropping and making {:.1} µs an instance",
-            making.as_secs_f64() * 1e6 / f64::from(rounds * batch)
+            making.as_secs_f64() * 1e6 / f64::from(rounds * batch.get())
         );
         return;
     }
+    let mut dropping = std::time::Duration::ZERO;
     let mut elapsed = std::time::Duration::ZERO;
     for round in 0..reviews {
-        for byte in thrash.iter_mut().step_by(64) {
-            *byte = byte.wrapping_add(round as u8);
-        }
-        if pause > 0 {
-            tokio::time::sleep(std::time::Duration::from_micros(pause)).await;
-        }
+        cooling.between(round).await;
         let t = Instant::now();
         let mut instance = compiled
             .instantiate(context(&backend), &limits)
@@ -230,4 +227,22 @@ async fn main() {
         per(instantiating),
         per(reviewing)
     );
+}
+
+/// What the API server and etcd do to a replica's caches between two
+/// reviews: `COLD_MB` written, then `PAUSE_US` asleep.
+struct Cooling {
+    thrash: Vec<u8>,
+    pause: u64,
+}
+
+impl Cooling {
+    async fn between(&mut self, round: u32) {
+        for byte in self.thrash.iter_mut().step_by(64) {
+            *byte = byte.wrapping_add(round as u8);
+        }
+        if self.pause > 0 {
+            tokio::time::sleep(std::time::Duration::from_micros(self.pause)).await;
+        }
+    }
 }

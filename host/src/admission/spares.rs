@@ -10,10 +10,11 @@
 //! 120–135 µs an instance one by one, 50–65 by four), and three reviews in
 //! four leave nothing to do after their answer, while the API server
 //! finishes the request on the same cores. In `make bench-admission`,
-//! alternating runs: latency ratios 1.38, 1.21, 1.29 by four against 1.42,
-//! 1.27, 1.35 one by one. Eight at a time (41–45 µs an instance in
-//! `review_cost`) measured no better there (1.35, 1.26, 1.30 against 1.18,
-//! 1.29, 1.27), for twice the slots held.
+//! alternating runs (the batch set by a temporary switch, not kept):
+//! latency ratios 1.38, 1.21, 1.29 by four against 1.42, 1.27, 1.35 one by
+//! one. Eight at a time (41–45 µs an instance in `review_cost`) measured no
+//! better there (1.35, 1.26, 1.30 against 1.18, 1.29, 1.27), for twice the
+//! slots held.
 
 /// Instances made at a time for a plugin's next reviews; as many used ones
 /// wait to be dropped with the next batch.
