@@ -6,10 +6,10 @@
 #   docker build -t leasehold .
 #
 # Optional, off by default: bake the example plugins into /plugins. Build
-# them for wasm32-wasip2 first (they land in target/wasm32-wasip2/release/),
-# then pass PLUGINS=baked:
+# them for wasm32-wasip2 first, in the workspace's `plugin` profile (they
+# land in target/wasm32-wasip2/plugin/), then pass PLUGINS=baked:
 #
-#   cargo build --release --locked --target wasm32-wasip2 -p <example> ...
+#   cargo build --profile plugin --locked --target wasm32-wasip2 -p <example> ...
 #   docker build --build-arg PLUGINS=baked -t leasehold .
 
 # `none` (an empty /plugins) or `baked` (the prebuilt example plugins).
@@ -37,7 +37,7 @@ COPY --from=builder /out/plugins /plugins
 
 FROM plugins-none AS plugins-baked
 # Only these files of target/ are in the build context (.dockerignore).
-COPY target/wasm32-wasip2/release/*.wasm /plugins/
+COPY target/wasm32-wasip2/plugin/*.wasm /plugins/
 
 # A stage chosen by the build arg, not an image to tag (hadolint cannot tell).
 # hadolint ignore=DL3006

@@ -53,7 +53,7 @@ bench-smoke: deps
 
 demo: deps
 	$(CARGO) build --release -p leasehold
-	$(CARGO) build --release --target wasm32-wasip2 -p configmap-mirror -p greeter
+	$(CARGO) build --profile $(PLUGIN_PROFILE) --target $(PLUGIN_TARGET) $(addprefix -p ,$(PLUGIN_CRATES))
 	tools/with-cluster.sh tools/demo.sh
 
 bench: bench-failover bench-runtime bench-reload bench-new-plugin bench-containment bench-scale bench-admission bench-js

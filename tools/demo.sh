@@ -10,7 +10,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=${LEASEHOLD_BIN:-$ROOT/target/release/leasehold}
 # Where `image` sources are read from: the built components stand in for
 # the ones the Dockerfile bakes into /plugins.
-PLUGIN_ROOT=${PLUGIN_ROOT:-$ROOT/target/wasm32-wasip2/release}
+PLUGIN_ROOT=${PLUGIN_ROOT:-$ROOT/target/wasm32-wasip2/plugin}
 WORK=$(mktemp -d /tmp/leasehold-demo.XXXXXX)
 NAMESPACE=leasehold-demo-$$
 RELEASE=$NAMESPACE

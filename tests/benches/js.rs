@@ -242,7 +242,8 @@ fn rebuild(subject: &Subject) -> anyhow::Result<Duration> {
         let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         command.current_dir(&root).args([
             "build",
-            "--release",
+            "--profile",
+            leasehold_harness::PLUGIN_PROFILE,
             "--target",
             "wasm32-wasip2",
             "-p",

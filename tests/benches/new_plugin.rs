@@ -74,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
     run(&["build", "--path", crate_path], &target, cluster).await?;
     let built = started.elapsed();
     let component = target.join(format!(
-        "wasm32-wasip2/release/{}.wasm",
+        "wasm32-wasip2/plugin/{}.wasm",
         PLUGIN.replace('-', "_")
     ));
     let component = component.to_str().expect("a UTF-8 target path");

@@ -88,7 +88,7 @@ async fn scaffold_and_check(
     assert_succeeds(&built);
     eprintln!("plugin new to built component: {:?}", started.elapsed());
     let component = target.join(format!(
-        "wasm32-wasip2/release/{}.wasm",
+        "wasm32-wasip2/plugin/{}.wasm",
         name.replace('-', "_")
     ));
     assert!(stdout(&built).contains(&format!("component: {}", component.display())));

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p leasehold-runtime --example review_cost -- \
-//!     target/wasm32-wasip2/release/misbehaving.wasm [reviews]
+//!     target/wasm32-wasip2/plugin/misbehaving.wasm [reviews]
 //! TASKS=32 cargo run ...   # 32 reviews at once on two workers: reviews/s and RSS
 //! COLD_MB=32 PAUSE_US=2000 cargo run ...   # each review with cold caches
 //! COLD_MB=32 PAUSE_US=2000 BATCH=4 cargo run ...   # spares made four at a time

@@ -30,14 +30,19 @@ pub(super) fn run(options: Options) -> Result<PathBuf> {
 /// cargo, for the one target plugins need.
 fn build_crate(options: Options) -> Result<PathBuf> {
     check_target(&options.path)?;
-    let (package, target_dir) = package(&options.path)?;
+    let (package, metadata) = package(&options.path)?;
+    // The harness's choice, so `plugin build` and the plugin's tests build
+    // the same component.
+    let workspace_manifest = read(&metadata.workspace_root.join("Cargo.toml"))?;
+    let profile = leasehold_harness::profile_for(&String::from_utf8_lossy(&workspace_manifest));
     run_cargo(
         &options.path,
-        &["build", "--release", "--target", WASM_TARGET],
+        &["build", "--profile", profile, "--target", WASM_TARGET],
     )?;
-    let component = target_dir
+    let component = metadata
+        .target_directory
         .join(WASM_TARGET)
-        .join("release")
+        .join(profile)
         .join(format!("{}.wasm", package.replace('-', "_")));
     if !component.is_file() {
         return Err(Error::NoPackage {
@@ -72,9 +77,10 @@ fn check_target(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The name of the package whose manifest is in `dir`, and where cargo
-/// puts its builds (honouring `CARGO_TARGET_DIR` and `.cargo/config`).
-fn package(dir: &Path) -> Result<(String, PathBuf)> {
+/// The name of the package whose manifest is in `dir`, and its workspace's
+/// root and where cargo puts its builds (honouring `CARGO_TARGET_DIR` and
+/// `.cargo/config`).
+fn package(dir: &Path) -> Result<(String, Metadata)> {
     let no_package = |reason: String| Error::NoPackage {
         path: dir.to_owned(),
         reason,
@@ -105,15 +111,16 @@ fn package(dir: &Path) -> Result<(String, PathBuf)> {
     })?;
     let package = metadata
         .packages
-        .into_iter()
+        .iter()
         .find(|package| package.manifest_path == manifest)
         .ok_or_else(|| no_package("its Cargo.toml declares no [package]".into()))?;
-    Ok((package.name, metadata.target_directory))
+    Ok((package.name.clone(), metadata))
 }
 
 #[derive(serde::Deserialize)]
 struct Metadata {
     packages: Vec<Package>,
+    workspace_root: PathBuf,
     target_directory: PathBuf,
 }
 

@@ -374,7 +374,7 @@ edition = "2024"
 publish = false
 
 # A component is a cdylib; `leasehold plugin build` (or
-# `cargo build --release --target wasm32-wasip2`) produces it.
+# `cargo build --profile plugin --target wasm32-wasip2`) produces it.
 [lib]
 crate-type = ["cdylib"]
 
@@ -385,9 +385,12 @@ serde = { version = "1", features = ["derive"] }
 # A workspace of its own, so the crate builds wherever it is copied.
 [workspace]
 
-# Small and quick to start: every admission review runs a fresh instance
-# with its caches cold, where the code it touches is most of its cost.
-[profile.release]
+# What `leasehold plugin build` and the harness build with, and native
+# crates added to this workspace do not: small and quick to start, as every
+# admission review runs a fresh instance with its caches cold, where the
+# code it touches is most of its cost.
+[profile.plugin]
+inherits = "release"
 lto = true
 codegen-units = 1
 opt-level = "s"
@@ -887,7 +890,11 @@ mod tests {
         assert!(manifest.contains("crate-type = [\"cdylib\"]"));
         assert!(manifest.contains("leasehold-sdk = { path = \"/sdk\" }"));
         assert!(manifest.contains("\n[workspace]\n"));
-        assert!(manifest.contains("\n[profile.release]\nlto = true\n"));
+        assert_eq!(
+            leasehold_harness::profile_for(manifest),
+            leasehold_harness::PLUGIN_PROFILE
+        );
+        assert!(manifest.contains("\ninherits = \"release\"\nlto = true\n"));
         let lib = file("src/lib.rs");
         assert!(lib.contains("pub struct MyPlugin;"));
         assert!(lib.contains("export_controller!(MyPlugin)"));

@@ -12,11 +12,14 @@ use crate::{Error, Result};
 /// The target every plugin is built for.
 const TARGET: &str = "wasm32-wasip2";
 
+/// The profile plugins build with when their workspace declares it.
+pub const PLUGIN_PROFILE: &str = "plugin";
+
 /// Builds the plugin crate at `crate_dir` (usually
-/// `env!("CARGO_MANIFEST_DIR")`) with `cargo build --release --target
-/// wasm32-wasip2` and returns its component's path. Cargo does nothing when
-/// the component is fresh; within one test process each crate is built
-/// once.
+/// `env!("CARGO_MANIFEST_DIR")`) with `cargo build --target wasm32-wasip2`
+/// in the profile [`profile_for`] picks, and returns its component's path.
+/// Cargo does nothing when the component is fresh; within one test process
+/// each crate is built once.
 pub fn build_component(crate_dir: impl AsRef<Path>) -> Result<PathBuf> {
     static BUILT: Mutex<Option<HashMap<PathBuf, PathBuf>>> = Mutex::new(None);
     let crate_dir = crate_dir.as_ref();
@@ -42,10 +45,9 @@ fn cargo_build(crate_dir: &Path) -> Result<PathBuf> {
     if !manifest.is_file() {
         return Err(failed(format!("{} does not exist", manifest.display())));
     }
-    // Inside `cargo test`, CARGO is the cargo that runs the test.
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = Command::new(cargo)
-        .args(["build", "--release", "--target", TARGET])
+    let profile = profile_for(&workspace_manifest(&manifest).map_err(failed)?);
+    let output = cargo()
+        .args(["build", "--profile", profile, "--target", TARGET])
         .args([
             "--message-format",
             "json-render-diagnostics",
@@ -72,6 +74,42 @@ fn cargo_build(crate_dir: &Path) -> Result<PathBuf> {
             manifest.display()
         ))
     })
+}
+
+/// The cargo profile for the plugin crates of the workspace whose root
+/// manifest reads `workspace_manifest`: [`PLUGIN_PROFILE`] when it declares
+/// `[profile.plugin]`, else `release`. A workspace that also builds native
+/// crates (a host, tools) can give its plugins their own settings, such as
+/// `lto = true` and `opt-level = "s"`, which make a plugin's cold call
+/// cheaper, without giving them to its binaries. An unreadable manifest
+/// gets `release`: cargo reports what is wrong with it.
+pub fn profile_for(workspace_manifest: &str) -> &'static str {
+    let declared = toml::from_str::<toml::Table>(workspace_manifest)
+        .ok()
+        .and_then(|manifest| manifest.get("profile")?.get(PLUGIN_PROFILE).cloned())
+        .is_some_and(|profile| profile.is_table());
+    if declared { PLUGIN_PROFILE } else { "release" }
+}
+
+/// The text of the root manifest of the workspace `manifest` belongs to.
+fn workspace_manifest(manifest: &Path) -> std::result::Result<String, String> {
+    let output = cargo()
+        .args(["locate-project", "--workspace", "--message-format", "plain"])
+        .arg("--manifest-path")
+        .arg(manifest)
+        .output()
+        .map_err(|error| format!("cannot run cargo: {error}"))?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).trim().to_owned());
+    }
+    let root = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    std::fs::read_to_string(&root)
+        .map_err(|error| format!("cannot read {}: {error}", root.display()))
+}
+
+/// Inside `cargo test`, CARGO is the cargo that runs the test.
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
 /// The `.wasm` that cargo's JSON messages report for the package whose
@@ -120,6 +158,18 @@ mod tests {
             Some(PathBuf::from("/t/plugin.wasm"))
         );
         assert_eq!(component_in("not json\n", &manifest), None);
+    }
+
+    #[test]
+    fn plugins_build_with_the_plugin_profile_where_their_workspace_declares_one() {
+        let declared = "[workspace]\n[profile.plugin]\ninherits = \"release\"\nlto = true\n";
+        assert_eq!(profile_for(declared), "plugin");
+        let inline = "[profile]\nplugin = { inherits = \"release\" }\n";
+        assert_eq!(profile_for(inline), "plugin");
+        let release_only = "[package]\nname = \"p\"\n[profile.release]\nlto = true\n";
+        assert_eq!(profile_for(release_only), "release");
+        assert_eq!(profile_for("[profile]\nplugin = 1\n"), "release");
+        assert_eq!(profile_for("not toml ["), "release");
     }
 
     #[test]

@@ -66,7 +66,7 @@ use leasehold_sdk::json_patch;
 use leasehold_sdk::testing::{Host, Primary};
 use leasehold_sdk::{Action, ObjectRef, TypeMeta};
 
-pub use self::build::build_component;
+pub use self::build::{PLUGIN_PROFILE, build_component, profile_for};
 pub use leasehold_sdk::admission::Verdict;
 pub use leasehold_sdk::testing::{
     Call, FakeCluster, LogRecord, RecordedEvent, ReviewRequest, Reviewed, Verb,

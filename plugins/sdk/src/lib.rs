@@ -33,8 +33,10 @@
 //! leasehold_sdk::export_controller!(Greeter);
 //! ```
 //!
-//! Build it with `cargo build --release --target wasm32-wasip2` from a crate
-//! with `crate-type = ["cdylib"]`; the `.wasm` is the component.
+//! Build it with `leasehold plugin build` (`cargo build --target
+//! wasm32-wasip2`, in the workspace's `plugin` profile when it declares
+//! one, else `release`) from a crate with `crate-type = ["cdylib"]`; the
+//! `.wasm` is the component.
 //!
 //! A plugin may also check requests to the API server before they are
 //! stored: implement [`admission::Admission`] and export it beside the
