@@ -13,6 +13,20 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use serde_json::json;
 use tokio_util::task::AbortOnDropHandle;
 
+/// The order of `make bench-admission`'s three cases (0, 1, 2: no
+/// webhook, the native one, the plugin) in six rounds of creates: every
+/// permutation once, arranged so that, over the six and from the last
+/// round into the first, each case comes right after each other case three
+/// times. What a case leaves behind it then falls on the others alike.
+pub const CASE_ORDERS: [[usize; 3]; 6] = [
+    [0, 1, 2],
+    [0, 2, 1],
+    [2, 1, 0],
+    [1, 0, 2],
+    [1, 2, 0],
+    [2, 0, 1],
+];
+
 /// A self-signed serving certificate for 127.0.0.1 (the API server checks a
 /// webhook URL's IP against it; being self-signed, it is its own CA), as
 /// `tls.crt` and `tls.key` in `dir`.
@@ -155,4 +169,20 @@ async fn validate(
         response
     };
     Json(response.into_review())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_case_comes_after_each_other_case_equally_often() {
+        let creates: Vec<usize> = CASE_ORDERS.iter().flatten().copied().collect();
+        let mut after = [[0; 3]; 3];
+        for (at, &case) in creates.iter().enumerate() {
+            let before = creates[(at + creates.len() - 1) % creates.len()];
+            after[before][case] += 1;
+        }
+        assert_eq!(after, [[0, 3, 3], [3, 0, 3], [3, 3, 0]]);
+    }
 }
