@@ -357,3 +357,17 @@ fn a_request_the_plugin_cannot_decode_is_its_error() {
     };
     assert!(message.contains("missing field"), "{message}");
 }
+
+#[test]
+fn a_workspace_that_declares_a_plugin_profile_gets_its_plugins_built_in_it() {
+    // This repository's root Cargo.toml declares [profile.plugin].
+    let component = build_component(FIXTURE).unwrap();
+    assert!(
+        component
+            .parent()
+            .unwrap()
+            .ends_with("wasm32-wasip2/plugin"),
+        "{}",
+        component.display()
+    );
+}
