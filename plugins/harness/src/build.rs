@@ -84,10 +84,13 @@ fn cargo_build(crate_dir: &Path) -> Result<PathBuf> {
 /// cheaper, without giving them to its binaries. An unreadable manifest
 /// gets `release`: cargo reports what is wrong with it.
 pub fn profile_for(workspace_manifest: &str) -> &'static str {
-    let declared = toml::from_str::<toml::Table>(workspace_manifest)
-        .ok()
-        .and_then(|manifest| manifest.get("profile")?.get(PLUGIN_PROFILE).cloned())
-        .is_some_and(|profile| profile.is_table());
+    let Ok(manifest) = toml::from_str::<toml::Table>(workspace_manifest) else {
+        return "release";
+    };
+    let declared = manifest
+        .get("profile")
+        .and_then(|profiles| profiles.get(PLUGIN_PROFILE))
+        .is_some_and(toml::Value::is_table);
     if declared { PLUGIN_PROFILE } else { "release" }
 }
 
