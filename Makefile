@@ -19,13 +19,15 @@ help:
 	@echo "make cluster-down    stop it"
 	@echo "make ci              what CI runs: fmt, clippy, test"
 
-## deps: the Rust target and the Go-built Kubernetes binaries (cached).
+## deps: the pinned Rust toolchain (with the wasm32-wasip2 target) and the
+## Go-built Kubernetes binaries (cached).
 ## What it cannot install it names, with one line on how to get it.
 deps:
 	@command -v rustup >/dev/null || { echo "deps: missing rustup: install it from https://rustup.rs"; exit 1; }
 	@command -v npm >/dev/null || { echo "deps: missing Node.js and npm (the JavaScript plugin's build): apt-get install nodejs npm"; exit 1; }
-	@rustup component add rustfmt clippy 2>&1 | grep -v 'is up to date' || true
-	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+	@# The toolchain rust-toolchain.toml pins, with its components and the
+	@# wasm32-wasip2 target: rustup no longer installs it on first use.
+	@out=$$(rustup toolchain install 2>&1) || { echo "$$out"; echo "deps: cannot install the Rust toolchain rust-toolchain.toml pins: run rustup toolchain install"; exit 1; }
 	@tools/cluster.sh install
 	@tools/registry.sh install
 
