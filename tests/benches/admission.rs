@@ -10,7 +10,10 @@
 //! 1. **Create latency through the real API server**, sequential creates
 //!    of ConfigMaps reviewed by no webhook, by the native one, and by the
 //!    plugin: p50 and p99 of each, and the plugin's added latency over the
-//!    native one's (`admission_added_latency_ratio`, target ≤ 1.2).
+//!    native one's (`admission_added_latency_ratio`, target ≤ 1.2); and
+//!    the CPU each webhook's process used over those creates per review
+//!    (`admission_cpu_per_review_*`), the replica's work after its answers
+//!    and its idle ticking included.
 //! 2. **Reviews per second, sent directly** to the replica's admission path
 //!    and to the native webhook, by `LEASEHOLD_BENCH_CONNECTIONS` (32)
 //!    concurrent clients for `LEASEHOLD_BENCH_SECONDS` (10) each (target
@@ -85,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
     ]
     .map(str::to_owned)
     .to_vec();
-    let _replica = ReplicaProcess::start(
+    let replica = ReplicaProcess::start(
         "bench-admission",
         &settings,
         cluster.kubeconfig(),
@@ -172,7 +175,8 @@ async fn main() -> anyhow::Result<()> {
     let reviewers = ["none", "native", "plugin"];
     let client = client_trusting(&cert)?;
     let replica_metrics = format!("https://{api}/metrics");
-    let before = Timings::read(cluster, &client, &replica_metrics).await?;
+    let processes = (&native, &replica);
+    let before = Timings::read(cluster, &client, &replica_metrics, processes).await?;
     let mut millis = vec![Vec::with_capacity(creates); reviewers.len()];
     for n in 0..creates {
         for case in CASE_ORDERS[n % CASE_ORDERS.len()] {
@@ -187,10 +191,10 @@ async fn main() -> anyhow::Result<()> {
             millis[case].push(started.elapsed().as_secs_f64() * 1000.0);
         }
     }
-    Timings::read(cluster, &client, &replica_metrics)
+    let timings = Timings::read(cluster, &client, &replica_metrics, processes)
         .await?
-        .since(&before)
-        .tell();
+        .since(&before);
+    timings.tell();
     let mut p50 = Vec::new();
     for (reviewer, millis) in reviewers.iter().zip(&millis) {
         let (median, tail) = (percentile(millis, 0.5), percentile(millis, 0.99));
@@ -204,6 +208,13 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "bench admission_added_latency_ratio {:.2} ratio",
         plugin_added / native_added.max(0.01)
+    );
+    let [native_cpu, plugin_cpu] = timings.cpu_per_review();
+    println!("bench admission_cpu_per_review_native {native_cpu:.3} ms");
+    println!("bench admission_cpu_per_review_plugin {plugin_cpu:.3} ms");
+    println!(
+        "bench admission_cpu_per_review_ratio {:.2} ratio",
+        plugin_cpu / native_cpu.max(0.001)
     );
 
     let body = Arc::new(serde_json::to_vec(&review_of(
@@ -234,6 +245,10 @@ struct Timings {
     calls: [(f64, f64); 2],
     /// The replica's own time per review, from the plugin found to its answer.
     inside: (f64, f64),
+    /// The CPU time, in seconds, of the native webhook's process and of the
+    /// replica's: all of it, its work after each answer and its idle
+    /// ticking included, as a replica's CPU request must cover.
+    cpu: [f64; 2],
 }
 
 impl Timings {
@@ -241,9 +256,10 @@ impl Timings {
         cluster: &TestCluster,
         client: &reqwest::Client,
         replica_metrics: &str,
+        (native, replica): (&NativeWebhook, &ReplicaProcess),
     ) -> anyhow::Result<Self> {
         let apiserver = cluster.apiserver_metrics().await?;
-        let replica = client.get(replica_metrics).send().await?.text().await?;
+        let exposed = client.get(replica_metrics).send().await?.text().await?;
         let webhook = |native: bool, part: &str| {
             sum_of(
                 &apiserver,
@@ -258,7 +274,7 @@ impl Timings {
         };
         let inside = |part: &str| {
             sum_of(
-                &replica,
+                &exposed,
                 &format!("leasehold_admission_review_duration_seconds_{part}"),
                 |_| true,
             )
@@ -269,6 +285,10 @@ impl Timings {
                 (webhook(false, "sum"), webhook(false, "count")),
             ],
             inside: (inside("sum"), inside("count")),
+            cpu: [
+                native.cpu_time()?.as_secs_f64(),
+                replica.cpu_time()?.as_secs_f64(),
+            ],
         })
     }
 
@@ -281,7 +301,14 @@ impl Timings {
                 minus(self.calls[1], before.calls[1]),
             ],
             inside: minus(self.inside, before.inside),
+            cpu: [self.cpu[0] - before.cpu[0], self.cpu[1] - before.cpu[1]],
         }
+    }
+
+    /// Milliseconds of CPU each webhook's process used per call the API
+    /// server made to it.
+    fn cpu_per_review(&self) -> [f64; 2] {
+        [0, 1].map(|webhook| self.cpu[webhook] * 1000.0 / self.calls[webhook].1.max(1.0))
     }
 
     /// On stderr: diagnostics, not figures.

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Json;
@@ -105,7 +106,7 @@ pub(crate) fn serve_https(
 #[derive(Debug)]
 pub struct NativeWebhook {
     address: SocketAddr,
-    _process: tokio::process::Child,
+    process: tokio::process::Child,
 }
 
 /// Serves the native webhook in this process, until the handle is dropped.
@@ -139,10 +140,12 @@ impl NativeWebhook {
             .strip_prefix("listening ")
             .and_then(|address| address.parse().ok())
             .with_context(|| format!("native-webhook said {line:?}, not its address"))?;
-        Ok(Self {
-            address,
-            _process: process,
-        })
+        Ok(Self { address, process })
+    }
+
+    /// The CPU time the process has used so far.
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        crate::replica::cpu_time(self.process.id().context("native-webhook already exited")?)
     }
 
     /// `https://127.0.0.1:<port>/validate`.

@@ -159,6 +159,11 @@ impl ReplicaProcess {
         Memory::of(self.child.id().context("replica already exited")?)
     }
 
+    /// The CPU time the process has used so far.
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        cpu_time(self.child.id().context("replica already exited")?)
+    }
+
     pub fn signal(&self, signal: Signal) -> anyhow::Result<()> {
         let pid = self.child.id().context("replica already exited")?;
         kill(Pid::from_raw(i32::try_from(pid)?), signal)?;
@@ -254,6 +259,14 @@ impl Memory {
             file: field("RssFile:")?,
         })
     }
+}
+
+/// The CPU time process `pid` has used so far, user and system, from
+/// `/proc/<pid>/stat` (in clock ticks: 10 ms on Linux).
+pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = procfs::process::Process::new(i32::try_from(pid)?)?.stat()?;
+    let ticks = (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64;
+    Ok(Duration::from_secs_f64(ticks))
 }
 
 /// One replica's leadership term, by its actions.
@@ -377,6 +390,24 @@ pub fn kubeconfig_via(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_cpu_time_grows_while_it_computes() {
+        let me = std::process::id();
+        let before = cpu_time(me).unwrap();
+        // Spins until the kernel's next tick is counted (10 ms of CPU);
+        // the wall-clock bound only ends a reading that never moves.
+        let give_up = std::time::Instant::now() + Duration::from_secs(30);
+        let mut spins: u64 = 0;
+        while cpu_time(me).unwrap() <= before {
+            assert!(
+                std::time::Instant::now() < give_up,
+                "no CPU time counted for 30 s of spinning"
+            );
+            spins = std::hint::black_box(spins.wrapping_add(1));
+        }
+        assert!(cpu_time(me).unwrap() < before + Duration::from_secs(60));
+    }
 
     fn interval(replica: &str, start: u64, end: u64) -> ActivityInterval {
         ActivityInterval {
