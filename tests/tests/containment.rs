@@ -268,3 +268,51 @@ async fn a_review_leaves_only_the_pages_it_wrote() {
         "{kept} bytes kept for the next review; the fixture's stack alone is 1 MiB"
     );
 }
+
+/// A replica idle for a while parks its epoch ticker; a plugin that then
+/// spins is still stopped at its timeout, by ticks that go on for as long
+/// as it runs (past the second of idleness after which the ticker parks).
+#[tokio::test]
+async fn a_plugin_spinning_after_the_runtime_was_idle_is_stopped_at_its_timeout() {
+    let runtime = Runtime::new(None).expect("the runtime starts");
+    let component = std::fs::read(plugin_component("misbehaving")).expect("the fixture is built");
+    let reviewing = runtime
+        .for_reviews(&runtime.compile(&component).expect("the fixture compiles"))
+        .expect("the fixture reviews");
+    let context = HostContext {
+        backend: Arc::new(Counting::default()),
+        config: Arc::from("{}"),
+        object: Some("team/work".into()),
+        allowed_hosts: Arc::default(),
+    };
+    let mut instance = reviewing
+        .instantiate(context, &Limits::default())
+        .await
+        .expect("the fixture instantiates");
+    leasehold_tests::eventually(Duration::from_secs(60), "the runtime idle", || async {
+        runtime.idle().then_some(())
+    })
+    .await
+    .expect("an idle runtime parks its ticker");
+
+    let request = review_of("team", "work", "loop")["request"].to_string();
+    // Longer than the idleness after which the ticker parks: ticks must go
+    // on while the plugin runs, not stop a second after it started.
+    let timeout = Duration::from_secs(3);
+    // On a thread of its own: a plugin never stopped would hold it for
+    // good, and the test then fails at the limit rather than hang.
+    let (sent, answer) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let reviews = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the review");
+        let outcome = reviews.block_on(instance.review(Review::Validate, &request, timeout));
+        let _ = sent.send(outcome.map(|verdict| format!("{verdict:?}")));
+    });
+    let outcome = answer
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the spinning review ended");
+    let error = outcome.expect_err("a spinning plugin traps");
+    assert!(error.to_string().starts_with("plugin trapped"), "{error}");
+}

@@ -10,7 +10,8 @@
 //!   instantiates.
 //! * **Fresh store per call.** A reconcile gets a new store with a memory
 //!   limit ([`StoreLimits`]) and a deadline. The engine's epoch ticks every
-//!   [`EPOCH_TICK`] on a thread of its own; at every tick a running plugin
+//!   [`EPOCH_TICK`] on a thread of its own while plugin code may run
+//!   ([`ticker`]); at every tick a running plugin
 //!   yields to the executor (so a busy plugin never holds a tokio worker,
 //!   and the election keeps renewing) and traps once past its deadline. A
 //!   trap, timeout or memory overrun fails that call only. The same deadline
@@ -33,10 +34,10 @@ mod imports;
 mod outbound;
 mod output;
 mod previous;
+mod ticker;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
@@ -60,6 +61,8 @@ pub use self::compiler::{COMPILES_AT_ONCE, Compiler};
 pub use self::imports::{Backend, BackendFuture, HostContext, cut};
 pub use self::outbound::{AllowedHosts, InvalidHost};
 use self::output::Output;
+pub use self::ticker::EPOCH_TICK;
+use self::ticker::{EpochTicker, IDLE_TICKS, Running, Ticking};
 
 /// The contract's types a [`Backend`] receives and returns, as the host's
 /// bindings generate them from `wit/`.
@@ -137,10 +140,6 @@ impl Review {
 
 /// Every interface of the contract is named `leasehold:controller/<iface>@<version>`.
 const CONTRACT_PACKAGE: &str = "leasehold:controller/";
-
-/// How often the engine's epoch advances: the granularity of every timeout.
-/// Kubewarden ticks once a second; a fine tick lets a 50 ms budget mean 50 ms.
-pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Instances the pooling allocator keeps slots for. Each running reconcile
 /// holds one; the sum of every plugin's concurrency must stay below this.
@@ -334,42 +333,10 @@ impl Linked {
     }
 }
 
-/// Advances the engines' epochs on a thread of its own: a plugin spinning
-/// on a tokio worker cannot delay the tick that interrupts it. Stops when
-/// the runtime is dropped.
-struct EpochTicker {
-    stop: Arc<AtomicBool>,
-}
-
-impl EpochTicker {
-    fn start(engines: [Engine; 2]) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        std::thread::Builder::new()
-            .name("wasm-epoch".into())
-            .spawn(move || {
-                while !stopped.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    for engine in &engines {
-                        engine.increment_epoch();
-                    }
-                }
-            })
-            .expect("spawning the epoch thread");
-        Self { stop }
-    }
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
-            .field("ticking", &!self.ticker.stop.load(Ordering::Relaxed))
+            .field("ticking", &self.ticker.ticking())
             .finish_non_exhaustive()
     }
 }
@@ -420,7 +387,10 @@ impl Runtime {
             .pagemap_scan(wasmtime::Enabled::Auto)
             .max_unused_warm_slots(REVIEW_WARM_SLOTS);
         let reviews = Linked::new(reviewing)?;
-        let ticker = EpochTicker::start([reconciles.engine.clone(), reviews.engine.clone()]);
+        let ticker = EpochTicker::start(
+            [reconciles.engine.clone(), reviews.engine.clone()],
+            IDLE_TICKS,
+        );
         Ok(Self {
             reconciles,
             reviews,
@@ -461,6 +431,7 @@ impl Runtime {
             compile_time: started.elapsed(),
             contract,
             pre: Arc::new(pre),
+            ticking: self.ticker.ticking(),
         })
     }
 
@@ -500,7 +471,14 @@ impl Runtime {
             compile_time: compiled.compile_time,
             contract,
             pre: Arc::new(pre),
+            ticking: self.ticker.ticking(),
         })
+    }
+
+    /// Whether no plugin code has run for a second, so the epoch ticker is
+    /// parked (see [`ticker`]): the next call wakes it.
+    pub fn idle(&self) -> bool {
+        self.ticker.ticking().parked()
     }
 
     /// Bytes of linear memory that ended reviews left mapped in the slots
@@ -619,6 +597,8 @@ pub struct Compiled {
     /// The contract version the component was built for.
     pub contract: Contract,
     pre: Arc<Pre>,
+    /// Kept ticking while its code runs.
+    ticking: Ticking,
 }
 
 /// A linked component and where its exports are, per contract version.
@@ -789,6 +769,7 @@ pub struct Instance {
     store: Store<HostState>,
     exports: Exports,
     output: Output,
+    ticking: Ticking,
 }
 
 /// An instance's exports, per contract version.
@@ -846,6 +827,8 @@ impl Compiled {
             Ok(UpdateDeadline::Yield(1))
         });
         store.set_epoch_deadline(1);
+        // A component's start functions are plugin code too.
+        let running = self.ticking.running();
         let exports = match &*self.pre {
             Pre::Current {
                 pre,
@@ -868,11 +851,13 @@ impl Compiled {
                 .await
                 .map(Exports::Previous),
         };
+        drop(running);
         let exports = finished(&output, exports)?;
         Ok(Instance {
             store,
             exports,
             output,
+            ticking: self.ticking.clone(),
         })
     }
 }
@@ -891,7 +876,7 @@ impl Instance {
 
     /// Asks the plugin what it reconciles.
     pub async fn register(&mut self, timeout: Duration) -> Result<Registration> {
-        start_call(&mut self.store, timeout);
+        let _running = start_call(&mut self.store, &self.ticking, timeout);
         let call = match &self.exports {
             Exports::Current { reconciler, .. } => reconciler.call_register(&mut self.store).await,
             Exports::Previous(controller) => controller
@@ -910,7 +895,7 @@ impl Instance {
         cleanup: bool,
         timeout: Duration,
     ) -> Result<std::result::Result<Action, ReconcileError>> {
-        start_call(&mut self.store, timeout);
+        let _running = start_call(&mut self.store, &self.ticking, timeout);
         let call = match &self.exports {
             Exports::Current { reconciler, .. } if cleanup => {
                 reconciler.call_cleanup(&mut self.store, request).await
@@ -948,7 +933,7 @@ impl Instance {
         else {
             return Err(Error::NoAdmission);
         };
-        start_call(&mut self.store, timeout);
+        let _running = start_call(&mut self.store, &self.ticking, timeout);
         let call = match review {
             Review::Mutate => admission.call_mutate(&mut self.store, request).await,
             Review::Validate => admission.call_validate(&mut self.store, request).await,
@@ -957,10 +942,16 @@ impl Instance {
     }
 }
 
-/// Starts one call into the plugin: a fresh deadline and budgets.
-fn start_call(store: &mut Store<HostState>, timeout: Duration) {
+/// Starts one call into the plugin: a fresh deadline and budgets, and the
+/// epoch ticking until the returned guard is dropped.
+fn start_call<'a>(
+    store: &mut Store<HostState>,
+    ticking: &'a Ticking,
+    timeout: Duration,
+) -> Running<'a> {
     store.data_mut().call.start(timeout);
     store.set_epoch_deadline(1);
+    ticking.running()
 }
 
 /// Forwards what a call wrote, and names a trap with stderr's last words.
