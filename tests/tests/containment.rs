@@ -11,7 +11,9 @@ use leasehold::runtime::contract::{
     ApplyParams, Event, Field, InvolvedObject, Level, ListParams, ObjectPatch, ObjectRef,
     StatusUpdate, TypeMeta,
 };
-use leasehold::runtime::{Backend, BackendFuture, HostContext, Limits, Request, Review, Runtime};
+use leasehold::runtime::{
+    Backend, BackendFuture, Compiled, HostContext, Limits, Request, Review, Runtime,
+};
 use leasehold_tests::admission::review_of;
 use leasehold_tests::plugin_component;
 use serde_json::json;
@@ -84,18 +86,35 @@ impl Backend for Counting {
     }
 }
 
-/// Reconciles a ConfigMap in `mode` (with `data`) once, under `limits`:
-/// the plugin's error message, or the trap's.
-async fn reconcile(backend: Arc<Counting>, limits: Limits, data: serde_json::Value) -> String {
-    let runtime = Runtime::new(None).expect("the runtime starts");
-    let component = std::fs::read(plugin_component("misbehaving")).expect("the fixture is built");
-    let compiled = runtime.compile(&component).expect("the fixture compiles");
-    let context = HostContext {
+/// What a call into the fixture about `team/work` answers its host calls
+/// with.
+fn context(backend: Arc<Counting>) -> HostContext {
+    HostContext {
         backend,
         config: Arc::from("{}"),
         object: Some("team/work".into()),
         allowed_hosts: Arc::default(),
-    };
+    }
+}
+
+/// The misbehaving fixture compiled on `runtime`.
+fn fixture(runtime: &Runtime) -> Compiled {
+    let component = std::fs::read(plugin_component("misbehaving")).expect("the fixture is built");
+    runtime.compile(&component).expect("the fixture compiles")
+}
+
+/// The fixture made ready for reviews on `runtime`.
+fn reviewing_fixture(runtime: &Runtime) -> Compiled {
+    runtime
+        .for_reviews(&fixture(runtime))
+        .expect("the fixture reviews")
+}
+
+/// Reconciles a ConfigMap in `mode` (with `data`) once, under `limits`:
+/// the plugin's error message, or the trap's.
+async fn reconcile(backend: Arc<Counting>, limits: Limits, data: serde_json::Value) -> String {
+    let runtime = Runtime::new(None).expect("the runtime starts");
+    let compiled = fixture(&runtime);
     let request = Request {
         reference: ObjectRef {
             namespace: Some("team".into()),
@@ -111,7 +130,7 @@ async fn reconcile(backend: Arc<Counting>, limits: Limits, data: serde_json::Val
         ),
     };
     let mut instance = compiled
-        .instantiate(context, &limits)
+        .instantiate(context(backend), &limits)
         .await
         .expect("the fixture instantiates");
     // Generous: the bound under test ends the call long before; without
@@ -239,20 +258,12 @@ async fn a_review_leaves_only_the_pages_it_wrote() {
         return;
     }
     let runtime = Runtime::new(None).expect("the runtime starts");
-    let component = std::fs::read(plugin_component("misbehaving")).expect("the fixture is built");
-    let compiled = runtime.compile(&component).expect("the fixture compiles");
-    let reviewing = runtime.for_reviews(&compiled).expect("the fixture reviews");
+    let reviewing = reviewing_fixture(&runtime);
     let request = review_of("team", "work", "allow")["request"].to_string();
     let backend: Arc<Counting> = Arc::default();
     for _ in 0..3 {
-        let context = HostContext {
-            backend: backend.clone(),
-            config: Arc::from("{}"),
-            object: Some("team/work".into()),
-            allowed_hosts: Arc::default(),
-        };
         let mut instance = reviewing
-            .instantiate(context, &Limits::default())
+            .instantiate(context(backend.clone()), &Limits::default())
             .await
             .expect("the fixture instantiates");
         let verdict = instance
@@ -275,18 +286,8 @@ async fn a_review_leaves_only_the_pages_it_wrote() {
 #[tokio::test]
 async fn a_plugin_spinning_after_the_runtime_was_idle_is_stopped_at_its_timeout() {
     let runtime = Runtime::new(None).expect("the runtime starts");
-    let component = std::fs::read(plugin_component("misbehaving")).expect("the fixture is built");
-    let reviewing = runtime
-        .for_reviews(&runtime.compile(&component).expect("the fixture compiles"))
-        .expect("the fixture reviews");
-    let context = HostContext {
-        backend: Arc::new(Counting::default()),
-        config: Arc::from("{}"),
-        object: Some("team/work".into()),
-        allowed_hosts: Arc::default(),
-    };
-    let mut instance = reviewing
-        .instantiate(context, &Limits::default())
+    let mut instance = reviewing_fixture(&runtime)
+        .instantiate(context(Arc::default()), &Limits::default())
         .await
         .expect("the fixture instantiates");
     leasehold_tests::eventually(Duration::from_secs(60), "the runtime idle", || async {
