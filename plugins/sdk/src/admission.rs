@@ -213,10 +213,16 @@ impl<K: Object> Request<K> {
     /// assert!(error.message.starts_with("the admission request is not JSON"), "{error}");
     /// ```
     pub fn from_json(json: &str) -> Result<Self> {
+        Self::from_owned(json.to_owned())
+    }
+
+    /// [`from_json`](Self::from_json), keeping `json` itself: the request
+    /// the host passed is not copied again.
+    pub(crate) fn from_owned(json: String) -> Result<Self> {
         // One pass straight into `K`; only a request that fails to decode
         // is read again, to say why.
         let review: AdmissionRequest<K> =
-            serde_json::from_str(json).map_err(|error| Self::undecodable(json, &error))?;
+            serde_json::from_str(&json).map_err(|error| Self::undecodable(&json, &error))?;
         let expected = TypeMeta::of::<K>();
         let found = TypeMeta {
             api_version: if review.kind.group.is_empty() {
@@ -229,10 +235,7 @@ impl<K: Object> Request<K> {
         if found != expected {
             return Err(Self::other_kind(&found));
         }
-        Ok(Self {
-            review,
-            json: json.to_owned(),
-        })
+        Ok(Self { review, json })
     }
 
     /// Why `json` does not decode as a review of `K`.

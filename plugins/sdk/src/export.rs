@@ -122,7 +122,7 @@ pub fn validate<A: Admission>(
     admission: &A,
     request: String,
 ) -> Result<wit_admission::Verdict, String> {
-    answer(decide(admission, &request, Review::Validate))
+    answer(decide(admission, request, Review::Validate))
 }
 
 /// One `mutate` call, as the contract spells its answer.
@@ -130,7 +130,7 @@ pub fn mutate<A: Admission>(
     admission: &A,
     request: String,
 ) -> Result<wit_admission::Verdict, String> {
-    answer(decide(admission, &request, Review::Mutate))
+    answer(decide(admission, request, Review::Mutate))
 }
 
 /// Decodes the request and asks the plugin; a request that does not decode
@@ -138,10 +138,10 @@ pub fn mutate<A: Admission>(
 /// hear about, not verdicts.
 pub(crate) fn decide<A: Admission>(
     admission: &A,
-    request: &str,
+    request: String,
     review: Review,
 ) -> admission::Result<Verdict> {
-    let request = admission::Request::<A::Object>::from_json(request)?;
+    let request = admission::Request::<A::Object>::from_owned(request)?;
     match review {
         Review::Mutate => admission.mutate(&request),
         Review::Validate => {

@@ -755,7 +755,7 @@ impl FakeCluster {
         request: impl AsRef<str>,
     ) -> admission::Result<Verdict> {
         let _installed = self.install();
-        export::decide(admission, request.as_ref(), Review::Validate)
+        export::decide(admission, request.as_ref().to_owned(), Review::Validate)
     }
 
     /// Asks `admission` to mutate `request`, and applies the verdict's
@@ -790,7 +790,7 @@ impl FakeCluster {
     ) -> admission::Result<Reviewed> {
         let _installed = self.install();
         let request = request.as_ref();
-        let verdict = export::decide(admission, request, Review::Mutate)?;
+        let verdict = export::decide(admission, request.to_owned(), Review::Mutate)?;
         Reviewed::new(request, verdict)
     }
 
