@@ -95,6 +95,9 @@ mod tests {
         assert!(error.to_string().contains("--listen"), "{error}");
         let error = Cli::try_parse_from(["leasehold", "run", "--log-format", "xml"]).unwrap_err();
         assert!(error.to_string().contains("json"), "{error}");
+        let error =
+            Cli::try_parse_from(["leasehold", "run", "--wasm-profiler", "vtune"]).unwrap_err();
+        assert!(error.to_string().contains("perfmap, jitdump"), "{error}");
         let deploy = [
             "leasehold",
             "plugin",

@@ -235,8 +235,11 @@ impl Replica {
     /// replica does, so a takeover never waits for a compiler) and binds the
     /// API address.
     pub async fn new(config: Config) -> Result<Self, Error> {
-        let runtime =
-            Arc::new(Runtime::new(config.plugins.compile_cache.clone()).map_err(Error::Runtime)?);
+        let runtime = Runtime::with_profiler(
+            config.plugins.compile_cache.clone(),
+            config.plugins.profiler(),
+        );
+        let runtime = Arc::new(runtime.map_err(Error::Runtime)?);
         let compiler = Compiler::new(runtime);
         let paths = config.plugins.manifest_paths().map_err(Error::Plugins)?;
         let manifests = plugins::load_all(&compiler, &paths)

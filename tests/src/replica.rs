@@ -154,19 +154,23 @@ impl ReplicaProcess {
         Ok(self.memory()?.peak)
     }
 
+    /// The process's id, while it runs.
+    pub fn pid(&self) -> anyhow::Result<u32> {
+        self.child.id().context("replica already exited")
+    }
+
     /// The process's resident memory now and at its peak.
     pub fn memory(&self) -> anyhow::Result<Memory> {
-        Memory::of(self.child.id().context("replica already exited")?)
+        Memory::of(self.pid()?)
     }
 
     /// The CPU time the process has used so far.
     pub fn cpu_time(&self) -> anyhow::Result<Duration> {
-        cpu_time(self.child.id().context("replica already exited")?)
+        cpu_time(self.pid()?)
     }
 
     pub fn signal(&self, signal: Signal) -> anyhow::Result<()> {
-        let pid = self.child.id().context("replica already exited")?;
-        kill(Pid::from_raw(i32::try_from(pid)?), signal)?;
+        kill(Pid::from_raw(i32::try_from(self.pid()?)?), signal)?;
         Ok(())
     }
 

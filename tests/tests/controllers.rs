@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use anyhow::Context;
+
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -260,6 +262,54 @@ impl Misbehaving {
             &[("mode", mode)],
         )
     }
+}
+
+#[tokio::test]
+async fn with_wasm_profiler_perfmap_perf_can_name_a_plugins_functions() -> anyhow::Result<()> {
+    let cluster = TestCluster::shared().await;
+    let namespace = cluster.namespace("profiled").await?;
+    let reads = rule(&[""], &["configmaps"], &["get", "list", "watch"]);
+    let account = plugin_account(cluster, &namespace, vec![reads]).await?;
+    let workdir = tempfile::tempdir()?;
+    let manifest = write_manifest(
+        workdir.path(),
+        "profiled",
+        "misbehaving",
+        &account,
+        json!({"selector": "leasehold.dev/misbehave=never"}),
+        json!({}),
+    )?;
+    let mut settings = settings(&namespace, &[manifest], &workdir.path().join("cache"));
+    settings
+        .extra_args
+        .extend(["--wasm-profiler".into(), "perfmap".into()]);
+    let replica =
+        ReplicaProcess::start("profiled", &settings, cluster.kubeconfig(), workdir.path()).await?;
+
+    // The map is written as each compiled function's code is published:
+    // manifest plugins are compiled while the replica starts. Lines are
+    // `<address> <size> <name>`; the fixture's own functions are named
+    // after its crate (Rust's mangling keeps it).
+    let map = PathBuf::from(format!("/tmp/perf-{}.map", replica.pid()?));
+    let named = || {
+        let written = std::fs::read_to_string(&map).unwrap_or_default();
+        written
+            .lines()
+            .filter(|line| {
+                line.split(' ')
+                    .nth(2)
+                    .is_some_and(|name| name.contains("misbehaving"))
+            })
+            .count()
+    };
+    let found = eventually(PATIENCE, "the plugin's functions in perf's map", || {
+        let named = named();
+        async move { (named > 10).then_some(named) }
+    })
+    .await;
+    let _ = std::fs::remove_file(&map);
+    found.with_context(|| format!("{}, replica log:\n{}", map.display(), replica.log()))?;
+    Ok(())
 }
 
 #[tokio::test]

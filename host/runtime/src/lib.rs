@@ -284,9 +284,14 @@ struct Linked {
 }
 
 impl Linked {
-    fn new(pool: PoolingAllocationConfig) -> Result<Self> {
+    fn new(pool: PoolingAllocationConfig, profiler: Profiler) -> Result<Self> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
+        config.profiler(match profiler {
+            Profiler::Off => wasmtime::ProfilingStrategy::None,
+            Profiler::PerfMap => wasmtime::ProfilingStrategy::PerfMap,
+            Profiler::JitDump => wasmtime::ProfilingStrategy::JitDump,
+        });
         // Reconciles never use component-model concurrency; leaving it on
         // costs every host call several hundred nanoseconds.
         config.concurrency_support(false);
@@ -341,9 +346,31 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
+/// Whether, and how, plugin code is named to a native profiler such as
+/// `perf`: compiled plugin code is anonymous memory to it otherwise, and a
+/// profile of a busy replica says only "JIT".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Profiler {
+    /// Nothing is written (the default).
+    #[default]
+    Off,
+    /// Every compiled function's address and name go to
+    /// `/tmp/perf-<pid>.map`, which `perf top` and `perf report` read.
+    PerfMap,
+    /// Every compiled function's code and name go to `jit-<pid>.dump` in
+    /// the working directory, for `perf record -k mono` and `perf inject
+    /// --jit` (and then `perf annotate`).
+    JitDump,
+}
+
 impl Runtime {
     /// Builds the engines; `cache_dir` keeps compiled code across restarts.
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Self> {
+        Self::with_profiler(cache_dir, Profiler::Off)
+    }
+
+    /// [`Runtime::new`], with plugin code named to a native profiler.
+    pub fn with_profiler(cache_dir: Option<PathBuf>, profiler: Profiler) -> Result<Self> {
         let pool = |instances: u32| {
             let mut pool = PoolingAllocationConfig::default();
             pool.total_component_instances(instances);
@@ -363,7 +390,7 @@ impl Runtime {
             pool.decommit_batch_size(DECOMMIT_BATCH);
             pool
         };
-        let reconciles = Linked::new(pool(POOL_INSTANCES))?;
+        let reconciles = Linked::new(pool(POOL_INSTANCES), profiler)?;
         // A review's instance is fresh, and the pages it touches (its
         // stack, data and the start of its heap: about ten) would each
         // fault on first touch, which cost a review 13 of its 21 µs in
@@ -386,7 +413,7 @@ impl Runtime {
             .table_keep_resident(REVIEW_TABLE_KEEP_RESIDENT)
             .pagemap_scan(wasmtime::Enabled::Auto)
             .max_unused_warm_slots(REVIEW_WARM_SLOTS);
-        let reviews = Linked::new(reviewing)?;
+        let reviews = Linked::new(reviewing, profiler)?;
         let ticker = EpochTicker::start(
             [reconciles.engine.clone(), reviews.engine.clone()],
             IDLE_TICKS,

@@ -85,6 +85,31 @@ pub struct Options {
     /// Largest component a Plugin source may deliver, as a byte quantity.
     #[arg(long, env = "LEASEHOLD_MAX_COMPONENT_SIZE", default_value = "64Mi", value_parser = parse_size)]
     pub max_component_size: u64,
+
+    /// Name plugin code to a native profiler: `perfmap` writes
+    /// /tmp/perf-<pid>.map (read by `perf top` and `perf report`), `jitdump`
+    /// writes jit-<pid>.dump in the working directory (for `perf inject
+    /// --jit`). Off by default: both files grow with every plugin compiled.
+    #[arg(long, env = "LEASEHOLD_WASM_PROFILER", value_enum)]
+    pub wasm_profiler: Option<WasmProfiler>,
+}
+
+/// The profilers `--wasm-profiler` can name plugin code to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WasmProfiler {
+    Perfmap,
+    Jitdump,
+}
+
+impl Options {
+    /// What the runtime writes for `--wasm-profiler`.
+    pub fn profiler(&self) -> runtime::Profiler {
+        match self.wasm_profiler {
+            None => runtime::Profiler::Off,
+            Some(WasmProfiler::Perfmap) => runtime::Profiler::PerfMap,
+            Some(WasmProfiler::Jitdump) => runtime::Profiler::JitDump,
+        }
+    }
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
