@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -291,19 +290,16 @@ async fn with_wasm_profiler_perfmap_perf_can_name_a_plugins_functions() -> anyho
     // `<address> <size> <name>`; the fixture's own functions are named
     // after its crate (Rust's mangling keeps it).
     let map = PathBuf::from(format!("/tmp/perf-{}.map", replica.pid()?));
-    let named = || {
+    let found = eventually(PATIENCE, "the plugin's functions in perf's map", || {
         let written = std::fs::read_to_string(&map).unwrap_or_default();
-        written
+        let named = written
             .lines()
             .filter(|line| {
                 line.split(' ')
                     .nth(2)
                     .is_some_and(|name| name.contains("misbehaving"))
             })
-            .count()
-    };
-    let found = eventually(PATIENCE, "the plugin's functions in perf's map", || {
-        let named = named();
+            .count();
         async move { (named > 10).then_some(named) }
     })
     .await;

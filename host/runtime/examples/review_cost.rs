@@ -8,6 +8,7 @@
 //! TASKS=32 cargo run ...   # 32 reviews at once on two workers: reviews/s and RSS
 //! COLD_MB=32 PAUSE_US=2000 cargo run ...   # each review with cold caches
 //! COLD_MB=32 PAUSE_US=2000 BATCH=4 cargo run ...   # spares made four at a time
+//! PERFMAP=1 perf record -e cpu-clock cargo run ...   # the plugin's functions named (`--wasm-profiler perfmap`)
 //! ```
 //!
 //! `COLD_MB` writes that many MiB between reviews and `PAUSE_US` sleeps,
@@ -27,7 +28,7 @@ use leasehold_runtime::contract::{
     ApiError, ApplyParams, Event, Field, InvolvedObject, Level, ListParams, ObjectPatch, ObjectRef,
     StatusUpdate, TypeMeta,
 };
-use leasehold_runtime::{Backend, BackendFuture, HostContext, Limits, Review, Runtime};
+use leasehold_runtime::{Backend, BackendFuture, HostContext, Limits, Profiler, Review, Runtime};
 
 #[derive(Debug)]
 struct Nothing;
@@ -101,7 +102,11 @@ async fn main() {
     let reviews: u32 = std::env::args()
         .nth(2)
         .map_or(20_000, |n| n.parse().unwrap());
-    let runtime = Runtime::new(None).unwrap();
+    let profiler = match std::env::var_os("PERFMAP") {
+        Some(_) => Profiler::PerfMap,
+        None => Profiler::Off,
+    };
+    let runtime = Runtime::with_profiler(None, profiler).unwrap();
     let compiled = runtime.compile(&std::fs::read(path).unwrap()).unwrap();
     // As a replica reviews: on the engine kept for reviews.
     let compiled = runtime.for_reviews(&compiled).unwrap();
